@@ -1,0 +1,28 @@
+"""mlpgx: exact, fast maximum likelihood parameter generation (MLPG).
+
+MLPG turns per-frame Gaussian means and variances of static and dynamic
+(delta, delta-delta) features into the static trajectory that maximises
+their likelihood.  See :func:`mlpg`.
+
+Public API
+----------
+mlpg, mlpg_adjoint, mlpg_solve
+    The solve, its vector-Jacobian product, the precision-weighted solve.
+windows
+    Window specifications (:data:`windows.DELTA`, parsers, HTS files).
+window_matrix
+    Banded (or sparse) window matrices.
+backends
+    The backend registry (``"cython"``, ``"reference"``, plug-ins).
+verify, testing
+    Check any backend against the scipy.sparse reference.
+"""
+from . import backends, windows
+from ._api import BandedMatrix, mlpg, mlpg_adjoint, mlpg_solve, window_matrix
+from ._verify import VerifyReport, verify
+from . import testing
+
+__version__ = "0.1.0"
+
+__all__ = ["mlpg", "mlpg_adjoint", "mlpg_solve", "window_matrix", "BandedMatrix",
+           "windows", "backends", "verify", "VerifyReport", "testing", "__version__"]

@@ -1,0 +1,307 @@
+"""The public NumPy API: :func:`mlpg`, :func:`mlpg_adjoint`, :func:`mlpg_solve`
+and :func:`window_matrix`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import backends as _backends
+from ._validate import frames_array, make_problem
+from .windows import DELTA, WindowSet, as_windows
+
+
+def _strip(problem, a):
+    return a if a is None or problem.batched else a[0]
+
+
+def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
+         boundary="per-window", backend="auto", check_finite=True, num_threads=None):
+    r"""Maximum likelihood parameter generation.
+
+    For every sequence and static dimension ``d``, with ``mu_l`` the column
+    of window ``l``, ``p_l`` its precisions (``1 / variance``) and ``W_l``
+    the banded window matrix,
+
+    .. math::
+
+        R = \sum_l W_l^\top \operatorname{diag}(p_l) W_l, \qquad
+        r = \sum_l W_l^\top \operatorname{diag}(p_l)\, \mu_l, \qquad
+        c = R^{-1} r.
+
+    ``R`` is symmetric positive definite and banded (half-bandwidth
+    ``k = max_l(left_l + right_l)``), so the work is ``O(T k^2)`` per
+    dimension; no ``T x T`` matrix is ever formed.
+
+    Parameters
+    ----------
+    means : array_like, shape (T, L*D) or (B, T, L*D)
+        Means of the static and dynamic features, columns window-major:
+        ``[static d=0..D-1, window 1 d=0..D-1, ..., window L-1 d=0..D-1]``
+        (nnmnkwii, Merlin and diffsptk use this layout).  float32 or
+        float64; integers are converted to float64, float16 to float32.
+    variances : array_like, optional
+        Same shape as ``means``, or ``(L*D,)`` global variances shared by
+        every frame.  ``+inf`` means precision 0 ("no constraint").
+        Default: unit variances.
+    windows : window specification, optional
+        Anything :func:`mlpgx.windows.as_windows` accepts; default
+        :data:`mlpgx.windows.DELTA` (static, ``[-0.5, 0, 0.5]``,
+        ``[1, -2, 1]``).
+    precisions : array_like, optional
+        Alternative to ``variances`` (``>= 0``, finite).  Not both.
+    lengths : array_like of int, shape (B,), optional
+        Valid lengths of a padded batch: frames ``t >= lengths[b]`` are
+        ignored exactly as if the sequence ended there, and output 0.
+    boundary : {"per-window", "nnmnkwii", "none"}
+        How dynamic windows behave at the ends of a sequence.
+        ``"per-window"`` (SPTK ``mlpg -R 1``, HTS_engine, diffsptk): window
+        ``l``'s precision is 0 at frame ``t`` when ``t - left_l < 0`` or
+        ``t + right_l >= T``.  ``"nnmnkwii"`` (nnmnkwii, Merlin): every
+        dynamic window's precision is 0 when ``t < K`` or ``t >= T - K``,
+        ``K`` the largest extent of any window.  ``"none"``: every row is
+        kept and values outside the sequence count as 0.  The static window
+        is never dropped.
+    backend : str or Backend
+        ``"auto"`` (by array type: NumPy -> ``"cython"``), a registered
+        name (see :mod:`mlpgx.backends`) or a backend instance.
+    check_finite : bool
+        Scan ``means`` for NaN/inf (one pass); ``False`` skips the scan.
+    num_threads : int, optional
+        Threads for the compiled backend; default: ``OMP_NUM_THREADS`` or
+        all cores (one thread for small problems).
+
+    Returns
+    -------
+    ndarray, shape (T, D) or (B, T, D)
+        The static trajectory, in the dtype of the inputs (float32 inputs
+        are stored in float32 and computed in float64 arithmetic).
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad shapes, dtypes, values, windows, lengths or options (the message
+        names the argument).
+    numpy.linalg.LinAlgError
+        ``R`` is not positive definite (e.g. every precision touching a
+        frame is zero); the message names the frame and dimension.
+
+    Examples
+    --------
+    A static stream with consistent deltas is returned unchanged:
+
+    >>> import numpy as np, mlpgx
+    >>> c = np.array([0.0, 1.0, 4.0, 9.0, 16.0])
+    >>> delta = np.gradient(c)                      # [-0.5, 0, 0.5] inside
+    >>> accel = np.convolve(c, [1, -2, 1], "same")
+    >>> means = np.stack([c, delta, accel], axis=1)  # (T, 3): D = 1
+    >>> mlpgx.mlpg(means, boundary="per-window").round(6)
+    array([[ 0.],
+           [ 1.],
+           [ 4.],
+           [ 9.],
+           [16.]])
+    """
+    problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
+                           boundary=boundary, check_finite=check_finite,
+                           num_threads=num_threads)
+    b = _backends.resolve(backend, means, operation="forward", dtype=problem.dtype,
+                          boundary=problem.boundary)
+    return _strip(problem, b.forward(problem))
+
+
+def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precisions=None,
+                 lengths=None, boundary="per-window", backend="auto", check_finite=True,
+                 num_threads=None):
+    r"""Vector-Jacobian product of :func:`mlpg` (its backward pass).
+
+    With ``c = R^{-1} r`` the output of :func:`mlpg` and ``g`` the gradient
+    of a loss w.r.t. ``c``:
+
+    .. math::
+
+        v = R^{-1} g, \quad
+        \frac{\partial L}{\partial \mu_l} = p_l \odot (W_l v), \quad
+        \frac{\partial L}{\partial p_l} = (W_l v) \odot (\mu_l - W_l c), \quad
+        \frac{\partial L}{\partial \sigma^2_l} = -p_l^2 \odot
+        \frac{\partial L}{\partial p_l}.
+
+    One banded factorisation serves both ``c`` and ``v``; the cost is that of
+    a forward pass plus one more substitution.  Frames whose precision the
+    boundary rule fixes to 0, and frames beyond a sequence's length, get
+    exactly 0.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (T, D) or (B, T, D)
+        Gradient w.r.t. the output of :func:`mlpg`.
+    means, variances, windows, precisions, lengths, boundary, backend, check_finite, num_threads
+        As in :func:`mlpg`.
+
+    Returns
+    -------
+    grad_means : ndarray
+        Shape of ``means``.
+    grad_variances : ndarray or None
+        Gradient w.r.t. ``variances`` (or w.r.t. ``precisions`` when those
+        were given), with their shape (global ``(L*D,)`` weights get the sum
+        over frames and sequences); ``None`` for unit variances.
+
+    Examples
+    --------
+    The adjoint satisfies ``<J dmu, g> == <dmu, J^T g>``:
+
+    >>> import numpy as np, mlpgx
+    >>> rng = np.random.default_rng(0)
+    >>> mu, var = rng.normal(size=(50, 6)), rng.uniform(0.5, 2, size=(50, 6))
+    >>> g, dmu = rng.normal(size=(50, 2)), rng.normal(size=(50, 6))
+    >>> gmu, gvar = mlpgx.mlpg_adjoint(g, mu, var)
+    >>> lhs = np.vdot(mlpgx.mlpg(dmu, var), g)      # mlpg is linear in the means
+    >>> bool(np.isclose(lhs, np.vdot(dmu, gmu)))
+    True
+    """
+    problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
+                           boundary=boundary, check_finite=check_finite,
+                           num_threads=num_threads)
+    g = frames_array(grad_output, problem, "grad_output", check_finite)
+    b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
+                          boundary=problem.boundary)
+    gm, gw = b.adjoint(problem, g)
+    gw = gw if problem.global_weights else _strip(problem, gw)
+    return _strip(problem, gm), gw
+
+
+def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=None,
+               boundary="per-window", backend="auto", check_finite=True, num_threads=None):
+    r"""Solve the precision-weighted system ``R x = rhs`` per dimension.
+
+    ``R = sum_l W_l^T diag(p_l) W_l`` as in :func:`mlpg`.  This is the
+    operation the backward pass of :func:`mlpg` is built from
+    (``v = R^{-1} g``).
+
+    Parameters
+    ----------
+    rhs : array_like, shape (T, D) or (B, T, D)
+    variances : array_like, optional
+        ``(..., T, L*D)`` or ``(L*D,)``; default unit variances.
+    windows, precisions, lengths, boundary, backend, check_finite, num_threads
+        As in :func:`mlpg`.
+
+    Returns
+    -------
+    ndarray
+        ``x``, shaped like ``rhs`` (0 beyond each sequence's length).
+
+    Examples
+    --------
+    ``mlpg`` is the solve of ``r = sum_l W_l^T P_l mu_l``; with unit
+    variances and a static window only, ``R`` is the identity:
+
+    >>> import numpy as np, mlpgx
+    >>> mlpgx.mlpg_solve(np.arange(3.0)[:, None], windows="static").ravel()
+    array([0., 1., 2.])
+    """
+    problem = make_problem(None, variances, windows, precisions=precisions, lengths=lengths,
+                           boundary=boundary, check_finite=check_finite,
+                           num_threads=num_threads, dtype_from=rhs)
+    x = frames_array(rhs, problem, "rhs", check_finite)
+    b = _backends.resolve(backend, rhs, operation="solve", dtype=problem.dtype,
+                          boundary=problem.boundary)
+    return _strip(problem, b.solve(problem, x))
+
+
+@dataclass(frozen=True)
+class BandedMatrix:
+    """A ``T x T`` banded matrix in LAPACK / :func:`scipy.linalg.solve_banded`
+    layout: ``data[upper + i - j, j] == A[i, j]``.
+
+    Attributes
+    ----------
+    lower, upper : int
+        Numbers of sub- and super-diagonals (a window's ``left`` and ``right``).
+    data : ndarray, shape (lower + upper + 1, T)
+    """
+
+    lower: int
+    upper: int
+    data: np.ndarray
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        n = self.data.shape[1]
+        return (n, n)
+
+    def tosparse(self):
+        """As a ``scipy.sparse.csr_matrix``."""
+        import scipy.sparse
+
+        n = self.shape[0]
+        offsets = [self.upper - r for r in range(self.data.shape[0])]
+        diags = [self.data[r, max(0, off): n + min(0, off)] for r, off in
+                 zip(range(self.data.shape[0]), offsets)]
+        return scipy.sparse.diags(diags, offsets, shape=(n, n), format="csr")
+
+    def toarray(self) -> np.ndarray:
+        """As a dense array (for inspection and small tests only)."""
+        return self.tosparse().toarray()
+
+    def dot(self, x) -> np.ndarray:
+        """``A @ x`` for ``x`` of shape ``(T,)`` or ``(T, m)``, without densifying."""
+        return self.tosparse() @ np.asarray(x)
+
+
+def window_matrix(windows, T, *, format="banded"):
+    """The ``T x T`` window matrices ``W_l`` of a window set.
+
+    ``W_l[t, t - left + j] = coeffs[j]``; terms that fall outside the
+    sequence are dropped (boundary rules act on precisions, not here).
+
+    Parameters
+    ----------
+    windows : window specification
+        Anything :func:`mlpgx.windows.as_windows` accepts.
+    T : int
+        Number of frames (``>= 0``).
+    format : {"banded", "sparse"}
+        ``"banded"``: a tuple of :class:`BandedMatrix` (built by the compiled
+        extension); ``"sparse"``: a tuple of ``scipy.sparse.csr_matrix``.
+
+    Returns
+    -------
+    tuple
+        One matrix per window.
+
+    Examples
+    --------
+    >>> import mlpgx
+    >>> W = mlpgx.window_matrix(mlpgx.windows.DELTA, 4)
+    >>> W[1].lower, W[1].upper
+    (1, 1)
+    >>> W[1].toarray()
+    array([[ 0. ,  0.5,  0. ,  0. ],
+           [-0.5,  0. ,  0.5,  0. ],
+           [ 0. , -0.5,  0. ,  0.5],
+           [ 0. ,  0. , -0.5,  0. ]])
+    """
+    import operator
+
+    wins = as_windows(windows)
+    try:
+        T = operator.index(T)
+    except TypeError:
+        raise TypeError(f"T must be an int; got {T!r}") from None
+    if T < 0:
+        raise ValueError(f"T must be >= 0; got {T}")
+    if format not in ("banded", "sparse"):
+        raise ValueError(f"format must be 'banded' or 'sparse'; got {format!r}")
+    from ._ext._window_matrix import banded_window_matrix
+
+    mats = tuple(
+        BandedMatrix(w.left, w.right,
+                     banded_window_matrix(np.asarray(w.coeffs, dtype=np.float64),
+                                          w.left, w.right, T))
+        for w in wins)
+    if format == "sparse":
+        return tuple(m.tosparse() for m in mats)
+    return mats

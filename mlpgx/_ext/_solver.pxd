@@ -1,0 +1,52 @@
+# Declarations of the fused banded MLPG solver (see _solver.pyx).
+from cython cimport floating
+
+cdef enum SolverMode:
+    MODE_FORWARD = 0    # rhs = r from the means; writes c
+    MODE_SOLVE = 1      # rhs = the given g; writes x = R^{-1} g
+    MODE_ADJOINT = 2    # rhs = (r, g); writes dL/dmu and dL/dweights
+
+cdef enum WeightKind:
+    KIND_VARIANCE = 0
+    KIND_PRECISION = 1
+    KIND_UNIT = 2
+
+# Everything a work item needs that does not change between items: sizes,
+# window tables and ring-buffer geometry.  Filled once per call (with the GIL)
+# and then only read inside the nogil region.
+ctypedef struct Plan:
+    Py_ssize_t T            # padded number of frames
+    Py_ssize_t D            # static dimension
+    Py_ssize_t L            # number of windows
+    Py_ssize_t LD
+    Py_ssize_t k            # half-bandwidth of R = max(left + right)
+    Py_ssize_t P            # max left extent
+    Py_ssize_t Q            # max right extent
+    Py_ssize_t chunk        # capacity (columns) of the per-thread workspace
+    Py_ssize_t nrhs         # 1 (forward, solve) or 2 (adjoint)
+    Py_ssize_t frame_mask   # precision ring: power of two > P + Q, minus 1
+    Py_ssize_t factor_mask  # factor ring: power of two > k, minus 1
+    Py_ssize_t sol_mask     # solution ring: power of two > max(P + Q, k), minus 1
+    int mode
+    int weight_kind
+    Py_ssize_t w_batch_stride   # 0 for global weights
+    Py_ssize_t w_row_stride     # 0 for global weights
+    double pivot_rtol           # pivot must exceed pivot_rtol * R[i, i]
+    # windows: left extent, width, offset into coeffs, boundary margins
+    const Py_ssize_t* win_left
+    const Py_ssize_t* win_width
+    const Py_ssize_t* win_offset
+    const double* coeffs
+    const Py_ssize_t* zero_lo
+    const Py_ssize_t* zero_hi
+    # R[i, i-a] += coef * p_l[i + shift]: the nonzero products w[u] w[u-a]
+    Py_ssize_t n_rterms
+    const Py_ssize_t* rterm_window
+    const Py_ssize_t* rterm_shift
+    const Py_ssize_t* rterm_lag
+    const double* rterm_coef
+    # r[i] += coef * (p mu)_l[i + shift]: the nonzero w[u]
+    Py_ssize_t n_vterms
+    const Py_ssize_t* vterm_window
+    const Py_ssize_t* vterm_shift
+    const double* vterm_coef

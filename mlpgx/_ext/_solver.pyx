@@ -1,0 +1,517 @@
+"""Fused banded MLPG solver: R and r formed on the fly, banded LDL^T, both
+substitutions and (in adjoint mode) the gradients, one pass per sequence.
+
+For one sequence of ``n`` frames and one static dimension d,
+
+    R = sum_l W_l^T diag(p_l) W_l,    r = sum_l W_l^T diag(p_l) mu_l,
+
+with half-bandwidth ``k = max_l(left_l + right_l)``.  Row ``i`` of the lower
+triangle is
+
+    R[i, i-a] = sum_l sum_u  w_l[u] w_l[u-a] p_l[i + left_l - u]
+
+so it can be formed from the precisions of frames ``i - Q .. i + P`` only
+(``P``/``Q`` the largest left/right extents), which live in a small ring.
+``R = L D L^T`` is factored row by row (the last ``k`` rows of L and D stay
+in double-precision rings), the forward substitution runs in the same sweep
+and the factors go to a per-thread scratch of ``n x (k + nrhs)`` rows of the
+input dtype; the back substitution then runs from the end.  All arithmetic is
+float64 whatever the storage dtype; float32 inputs only round the stored
+factors and the results.
+
+Data layout: ``(B, T, L*D)`` rows, contiguous across d.  Every inner loop
+runs over a chunk of contiguous d (t outer, d inner), so it vectorises; work
+items are (sequence, d-range) pairs run in an OpenMP ``prange``.
+
+Kernels assume validated input (see :mod:`mlpgx._validate`) and never raise:
+a non-positive pivot is returned as an info code and turned into
+``numpy.linalg.LinAlgError`` after the nogil region.
+"""
+import numpy as np
+from numpy.linalg import LinAlgError
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.string cimport memset
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int mlpgx_max_threads(void) { return omp_get_max_threads(); }
+    static int mlpgx_have_openmp(void) { return 1; }
+    #else
+    static int mlpgx_max_threads(void) { return 1; }
+    static int mlpgx_have_openmp(void) { return 0; }
+    #endif
+    """
+    int mlpgx_max_threads() noexcept nogil
+    int mlpgx_have_openmp() noexcept nogil
+
+#: Widest column chunk a work item keeps in its rings (doubles); keeps the
+#: rings in L1/L2 for any D.
+DEF_CHUNK = 64
+#: Chunks start at multiples of this many columns (one cache line of f64).
+CHUNK_ALIGN = 8
+#: A pivot must exceed this fraction of R[i, i]; the pivot of a singular
+#: system is rounding noise of order (k + 1) * eps * R[i, i], far below it.
+PIVOT_RTOL = 1e-13
+
+MODES = {"forward": MODE_FORWARD, "solve": MODE_SOLVE, "adjoint": MODE_ADJOINT}
+WEIGHT_KINDS = {"variance": KIND_VARIANCE, "precision": KIND_PRECISION, None: KIND_UNIT}
+
+
+def openmp_enabled():
+    """Whether the extension was compiled with OpenMP."""
+    return bool(mlpgx_have_openmp())
+
+
+def max_threads():
+    """OpenMP's default thread count (``OMP_NUM_THREADS`` or the cores)."""
+    return int(mlpgx_max_threads())
+
+
+cdef inline Py_ssize_t _pow2_above(Py_ssize_t x):
+    cdef Py_ssize_t p = 1
+    while p <= x:
+        p *= 2
+    return p
+
+
+cdef Py_ssize_t _workspace_doubles(const Plan* pl) noexcept nogil:
+    cdef Py_ssize_t CH = pl.chunk, L = pl.L, k = pl.k, nr = pl.nrhs
+    cdef Py_ssize_t NR = pl.frame_mask + 1
+    cdef Py_ssize_t NF = pl.factor_mask + 1
+    cdef Py_ssize_t NS = pl.sol_mask + 1
+    # pring, pmring | R row | rhs | E, Lc | L ring | 1/D ring | y ring | solution ring | 3 temporaries
+    return CH * (2 * NR * L + (k + 1) + nr + 2 * (k + 1) + NF * (k + 1) + NF + NF * nr + NS * nr + 3)
+
+
+cdef inline bint _active(const Plan* pl, Py_ssize_t l, Py_ssize_t t, Py_ssize_t n) noexcept nogil:
+    # Window l constrains frame t of an n-frame sequence (boundary rule).
+    return t >= 0 and t >= pl.zero_lo[l] and t < n - pl.zero_hi[l]
+
+
+cdef inline void _precision_row(const Plan* pl, const floating* weights, Py_ssize_t t,
+                                Py_ssize_t l, Py_ssize_t d0, Py_ssize_t nd,
+                                double* p) noexcept nogil:
+    # p[0:nd] = precisions of window l at frame t (caller checked _active).
+    cdef Py_ssize_t d
+    cdef const floating* w
+    if pl.weight_kind == KIND_UNIT:
+        for d in range(nd):
+            p[d] = 1.0
+        return
+    w = weights + t * pl.w_row_stride + l * pl.D + d0
+    if pl.weight_kind == KIND_VARIANCE:
+        for d in range(nd):
+            p[d] = 1.0 / <double>w[d]    # 1 / inf = 0: "no constraint"
+    else:
+        for d in range(nd):
+            p[d] = w[d]
+
+
+cdef inline void _load_frame(const Plan* pl, const floating* means, const floating* weights,
+                             Py_ssize_t n, Py_ssize_t t, Py_ssize_t d0, Py_ssize_t nd,
+                             double* pring, double* pmring) noexcept nogil:
+    # Put the (boundary-masked) precisions of frame t, and p * mu, in the ring.
+    cdef Py_ssize_t l, d
+    cdef Py_ssize_t slot = t & pl.frame_mask
+    cdef double* p
+    cdef double* pm
+    cdef const floating* mu
+    for l in range(pl.L):
+        p = pring + (slot * pl.L + l) * pl.chunk
+        pm = pmring + (slot * pl.L + l) * pl.chunk
+        if not _active(pl, l, t, n):
+            memset(p, 0, nd * sizeof(double))
+            memset(pm, 0, nd * sizeof(double))
+            continue
+        _precision_row(pl, weights, t, l, d0, nd, p)
+        if means != NULL:
+            mu = means + t * pl.LD + l * pl.D + d0
+            for d in range(nd):
+                pm[d] = p[d] * mu[d]
+
+
+cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* weights,
+                      const floating* g, floating* out, floating* gmeans,
+                      floating* gweights, double* gw_acc,
+                      Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd,
+                      double* ws, floating* scratch, Py_ssize_t* bad) noexcept nogil:
+    """One sequence (arrays point at its first frame), columns d0 .. d0+nd-1.
+
+    Returns 0, or 1 with ``bad = (frame, dimension)`` of a non-positive pivot.
+    """
+    cdef Py_ssize_t CH = pl.chunk, L = pl.L, k = pl.k, nr = pl.nrhs
+    cdef Py_ssize_t P = pl.P, Q = pl.Q, D = pl.D, LD = pl.LD
+    cdef Py_ssize_t NR = pl.frame_mask + 1, NF = pl.factor_mask + 1, NS = pl.sol_mask + 1
+    cdef Py_ssize_t S = (k + nr) * CH      # scratch row stride
+    cdef double* pring = ws
+    cdef double* pmring = pring + NR * L * CH
+    cdef double* Rl = pmring + NR * L * CH          # Rl[a] = R[i, i-a], a = 0..k
+    cdef double* rhs = Rl + (k + 1) * CH            # nr right-hand sides at row i
+    cdef double* E = rhs + nr * CH                  # E[a] = L[i, i-a] * D[i-a]
+    cdef double* Lc = E + (k + 1) * CH              # Lc[a] = L[i, i-a]
+    cdef double* Lring = Lc + (k + 1) * CH          # last rows of L, (NF, k+1, CH)
+    cdef double* Dinv = Lring + NF * (k + 1) * CH   # last 1/D, (NF, CH)
+    cdef double* yring = Dinv + NF * CH             # forward-substitution values, (NF, nr, CH)
+    cdef double* sring = yring + NF * nr * CH       # solutions (c, v), (NS, nr, CH)
+    cdef double* Wv = sring + NS * nr * CH
+    cdef double* Wc = Wv + CH
+    cdef double* prow = Wc + CH
+    cdef Py_ssize_t i, t, a, b, j, d, l, r, u, term, amax, bmax, islot, jslot, nbad
+    cdef double coef, pd, gp
+    cdef double* src
+    cdef double* dst
+    cdef double* x
+    cdef double* y
+    cdef const floating* gi
+    cdef const floating* mu
+    cdef floating* o
+    cdef floating* sc
+    cdef floating* gw
+    cdef bint has_means = means != NULL
+
+    # ---- forward sweep: form row i of R and r, factor it, forward-substitute
+    for t in range(-Q, P):
+        _load_frame(pl, means, weights, n, t, d0, nd, pring, pmring)
+    for i in range(n):
+        _load_frame(pl, means, weights, n, i + P, d0, nd, pring, pmring)
+        amax = k if k < i else i
+        memset(Rl, 0, (amax + 1) * CH * sizeof(double))
+        for term in range(pl.n_rterms):
+            a = pl.rterm_lag[term]
+            if a > amax:
+                continue
+            coef = pl.rterm_coef[term]
+            src = pring + (((i + pl.rterm_shift[term]) & pl.frame_mask) * L + pl.rterm_window[term]) * CH
+            dst = Rl + a * CH
+            for d in range(nd):
+                dst[d] += coef * src[d]
+        r = 0
+        if has_means:
+            dst = rhs
+            memset(dst, 0, nd * sizeof(double))
+            for term in range(pl.n_vterms):
+                coef = pl.vterm_coef[term]
+                src = pmring + (((i + pl.vterm_shift[term]) & pl.frame_mask) * L + pl.vterm_window[term]) * CH
+                for d in range(nd):
+                    dst[d] += coef * src[d]
+            r = 1
+        if g != NULL:
+            dst = rhs + r * CH
+            gi = g + i * D + d0
+            for d in range(nd):
+                dst[d] = gi[d]
+
+        # L[i, i-a] for a = amax .. 1, then the pivot D[i]
+        for a in range(amax, 0, -1):
+            jslot = (i - a) & pl.factor_mask
+            dst = E + a * CH
+            src = Rl + a * CH
+            for d in range(nd):
+                dst[d] = src[d]
+            for b in range(a + 1, amax + 1):
+                x = E + b * CH
+                y = Lring + (jslot * (k + 1) + (b - a)) * CH
+                for d in range(nd):
+                    dst[d] -= x[d] * y[d]
+            x = Lc + a * CH
+            y = Dinv + jslot * CH
+            for d in range(nd):
+                x[d] = dst[d] * y[d]
+        dst = E    # E[0] holds the pivot
+        for d in range(nd):
+            dst[d] = Rl[d]
+        for a in range(1, amax + 1):
+            x = E + a * CH
+            y = Lc + a * CH
+            for d in range(nd):
+                dst[d] -= x[d] * y[d]
+        nbad = 0
+        for d in range(nd):
+            nbad += not (dst[d] > pl.pivot_rtol * Rl[d])    # also catches NaN
+        if nbad:
+            for d in range(nd):
+                if not (dst[d] > pl.pivot_rtol * Rl[d]):
+                    bad[0] = i
+                    bad[1] = d0 + d
+                    return 1
+
+        islot = i & pl.factor_mask
+        sc = scratch + i * S
+        x = Dinv + islot * CH
+        for d in range(nd):
+            x[d] = 1.0 / dst[d]
+        for a in range(1, amax + 1):
+            src = Lc + a * CH
+            dst = Lring + (islot * (k + 1) + a) * CH
+            o = sc + (a - 1) * CH
+            for d in range(nd):
+                dst[d] = src[d]
+                o[d] = <floating>src[d]
+        for r in range(nr):
+            dst = yring + (islot * nr + r) * CH
+            src = rhs + r * CH
+            for d in range(nd):
+                dst[d] = src[d]
+            for a in range(1, amax + 1):
+                x = Lc + a * CH
+                y = yring + (((i - a) & pl.factor_mask) * nr + r) * CH
+                for d in range(nd):
+                    dst[d] -= x[d] * y[d]
+            x = Dinv + islot * CH
+            o = sc + (k + r) * CH
+            for d in range(nd):
+                o[d] = <floating>(dst[d] * x[d])
+
+    # ---- back substitution from the end; in adjoint mode frame t = i + P is
+    # complete once row i is solved, so its gradients are written right away
+    i = n - 1
+    while i >= (-P if pl.mode == MODE_ADJOINT else 0):
+        if i >= 0:
+            islot = i & pl.sol_mask
+            bmax = k if k < n - 1 - i else n - 1 - i
+            for r in range(nr):
+                dst = sring + (islot * nr + r) * CH
+                sc = scratch + i * S + (k + r) * CH
+                for d in range(nd):
+                    dst[d] = sc[d]
+                for b in range(1, bmax + 1):
+                    sc = scratch + (i + b) * S + (b - 1) * CH
+                    y = sring + (((i + b) & pl.sol_mask) * nr + r) * CH
+                    for d in range(nd):
+                        dst[d] -= sc[d] * y[d]
+            if pl.mode != MODE_ADJOINT:
+                src = sring + islot * nr * CH
+                o = out + i * D + d0
+                for d in range(nd):
+                    o[d] = <floating>src[d]
+        t = i + P
+        if pl.mode == MODE_ADJOINT and t < n:
+            for l in range(L):
+                o = gmeans + t * LD + l * D + d0
+                gw = NULL
+                if gweights != NULL:
+                    gw = gweights + t * LD + l * D + d0
+                if not _active(pl, l, t, n):
+                    memset(o, 0, nd * sizeof(floating))
+                    if gw != NULL:
+                        memset(gw, 0, nd * sizeof(floating))
+                    continue
+                # W_l v and W_l c at frame t (the solutions are c: 0, v: 1)
+                memset(Wv, 0, nd * sizeof(double))
+                memset(Wc, 0, nd * sizeof(double))
+                for u in range(pl.win_width[l]):
+                    j = t - pl.win_left[l] + u
+                    coef = pl.coeffs[pl.win_offset[l] + u]
+                    if j < 0 or j >= n or coef == 0.0:
+                        continue
+                    x = sring + (j & pl.sol_mask) * nr * CH
+                    y = x + CH
+                    for d in range(nd):
+                        Wc[d] += coef * x[d]
+                        Wv[d] += coef * y[d]
+                _precision_row(pl, weights, t, l, d0, nd, prow)
+                mu = means + t * LD + l * D + d0
+                for d in range(nd):
+                    o[d] = <floating>(prow[d] * Wv[d])
+                if pl.weight_kind == KIND_UNIT:
+                    continue
+                # dL/dp = (W v)(mu - W c); dL/dvar = -p^2 dL/dp
+                for d in range(nd):
+                    Wc[d] = Wv[d] * (mu[d] - Wc[d])
+                if pl.weight_kind == KIND_VARIANCE:
+                    for d in range(nd):
+                        Wc[d] = -prow[d] * prow[d] * Wc[d]
+                if gw != NULL:
+                    for d in range(nd):
+                        gw[d] = <floating>Wc[d]
+                else:
+                    x = gw_acc + l * D + d0
+                    for d in range(nd):
+                        x[d] += Wc[d]
+        i -= 1
+
+    # ---- frames beyond the sequence's length are 0
+    for t in range(n, pl.T):
+        if pl.mode == MODE_ADJOINT:
+            for l in range(L):
+                memset(gmeans + t * LD + l * D + d0, 0, nd * sizeof(floating))
+                if gweights != NULL:
+                    memset(gweights + t * LD + l * D + d0, 0, nd * sizeof(floating))
+        else:
+            memset(out + t * D + d0, 0, nd * sizeof(floating))
+    return 0
+
+
+def _window_tables(windows, zero_lo, zero_hi):
+    """Flatten a WindowSet into the arrays the Plan points at."""
+    L = len(windows)
+    win_left = np.array([w.left for w in windows], dtype=np.intp)
+    win_width = np.array([w.left + w.right + 1 for w in windows], dtype=np.intp)
+    win_offset = np.zeros(L, dtype=np.intp)
+    win_offset[1:] = np.cumsum(win_width)[:L - 1]
+    coeffs = np.concatenate([np.asarray(w.coeffs, dtype=np.float64) for w in windows])
+    rl, rs, ra, rc, vl, vs, vc = [], [], [], [], [], [], []
+    for l, w in enumerate(windows):
+        c = w.coeffs
+        for u in range(len(c)):
+            if c[u] == 0.0:
+                continue
+            vl.append(l); vs.append(w.left - u); vc.append(c[u])
+            for a in range(u + 1):
+                if c[u - a] != 0.0:
+                    rl.append(l); rs.append(w.left - u); ra.append(a); rc.append(c[u] * c[u - a])
+    ip = lambda v: np.array(v, dtype=np.intp).reshape(-1)
+    fp = lambda v: np.array(v, dtype=np.float64).reshape(-1)
+    return dict(
+        win_left=win_left, win_width=win_width, win_offset=win_offset, coeffs=coeffs,
+        zero_lo=np.ascontiguousarray(zero_lo, dtype=np.intp),
+        zero_hi=np.ascontiguousarray(zero_hi, dtype=np.intp),
+        rterm_window=ip(rl), rterm_shift=ip(rs), rterm_lag=ip(ra), rterm_coef=fp(rc),
+        vterm_window=ip(vl), vterm_shift=ip(vs), vterm_coef=fp(vc),
+    )
+
+
+cdef const Py_ssize_t* _ip(object a):
+    cdef const Py_ssize_t[::1] mv = a
+    return &mv[0] if mv.shape[0] else NULL
+
+
+cdef const double* _dp(object a):
+    cdef const double[::1] mv = a
+    return &mv[0] if mv.shape[0] else NULL
+
+
+def _plan_threads(Py_ssize_t B, Py_ssize_t D, Py_ssize_t T, num_threads):
+    """Thread count and the d-ranges each sequence is split into.
+
+    Whole sequences are the work items while there are enough of them; only
+    when ``B`` is smaller than the thread count is D split (in multiples of
+    ``CHUNK_ALIGN`` columns).
+    """
+    if num_threads is None:
+        nthreads = max_threads()
+        # OpenMP start-up costs more than a small problem takes.
+        if B * T * D < 20000:
+            nthreads = 1
+    else:
+        nthreads = int(num_threads)
+    nthreads = max(1, min(nthreads, B * max(1, -(-D // CHUNK_ALIGN))))
+    nsplit = 1 if B >= nthreads else min(-(-nthreads // B), -(-D // CHUNK_ALIGN))
+    width = -(-D // nsplit)
+    width = -(-width // CHUNK_ALIGN) * CHUNK_ALIGN
+    starts = list(range(0, D, width))
+    return nthreads, starts, width
+
+
+def run(str mode, windows, zero_lo, zero_hi, weight_kind,
+        const floating[::1] means, const floating[::1] weights, const floating[::1] g,
+        floating[::1] out, floating[::1] gmeans, floating[::1] gweights, double[::1] gw_acc,
+        const Py_ssize_t[::1] lengths, Py_ssize_t T, Py_ssize_t D,
+        bint has_means, bint has_weights, bint global_weights, bint has_g,
+        bint has_gweights, bint has_gw_acc, num_threads=None):
+    """Run the solver over a batch (all arrays flat, C order, validated).
+
+    means (B*T*L*D), weights (B*T*L*D or L*D), g (B*T*D); outputs out
+    (B*T*D) for forward/solve, gmeans and gweights (B*T*L*D) or gw_acc
+    (B*L*D, float64, zeroed) for adjoint.  Absent arrays are length-1
+    placeholders flagged by the ``has_*`` arguments.  Raises LinAlgError
+    naming the sequence, frame and dimension of a non-positive pivot.
+    """
+    cdef Plan pl
+    cdef Py_ssize_t B = lengths.shape[0]
+    cdef Py_ssize_t L = len(windows)
+    cdef Py_ssize_t nthreads, width, nitems, it, b, d0, nd, c0, cw, tid, wsz, ssz, nstarts
+    cdef int status
+    if B == 0 or T == 0 or D == 0:
+        return
+    tables = _window_tables(windows, zero_lo, zero_hi)
+    pl.T = T
+    pl.D = D
+    pl.L = L
+    pl.LD = L * D
+    pl.P = windows.max_left
+    pl.Q = windows.max_right
+    pl.k = windows.bandwidth
+    pl.mode = MODES[mode]
+    pl.nrhs = 2 if pl.mode == MODE_ADJOINT else 1
+    pl.frame_mask = _pow2_above(pl.P + pl.Q) - 1
+    pl.factor_mask = _pow2_above(pl.k) - 1
+    pl.sol_mask = _pow2_above(max(pl.P + pl.Q, pl.k)) - 1
+    pl.weight_kind = WEIGHT_KINDS[weight_kind if has_weights else None]
+    pl.w_row_stride = 0 if global_weights else L * D
+    pl.w_batch_stride = 0 if global_weights else T * L * D
+    pl.pivot_rtol = PIVOT_RTOL
+    pl.win_left = _ip(tables["win_left"])
+    pl.win_width = _ip(tables["win_width"])
+    pl.win_offset = _ip(tables["win_offset"])
+    pl.coeffs = _dp(tables["coeffs"])
+    pl.zero_lo = _ip(tables["zero_lo"])
+    pl.zero_hi = _ip(tables["zero_hi"])
+    pl.n_rterms = tables["rterm_lag"].shape[0]
+    pl.rterm_window = _ip(tables["rterm_window"])
+    pl.rterm_shift = _ip(tables["rterm_shift"])
+    pl.rterm_lag = _ip(tables["rterm_lag"])
+    pl.rterm_coef = _dp(tables["rterm_coef"])
+    pl.n_vterms = tables["vterm_coef"].shape[0]
+    pl.vterm_window = _ip(tables["vterm_window"])
+    pl.vterm_shift = _ip(tables["vterm_shift"])
+    pl.vterm_coef = _dp(tables["vterm_coef"])
+
+    nthreads, starts, width = _plan_threads(B, D, T, num_threads)
+    nstarts = len(starts)
+    nitems = B * nstarts
+    pl.chunk = min(width, DEF_CHUNK, D)
+    wsz = _workspace_doubles(&pl)
+    ssz = T * (pl.k + pl.nrhs) * pl.chunk
+    workspace = np.empty((nthreads, wsz), dtype=np.float64)
+    scratch = np.empty((nthreads, ssz), dtype=np.asarray(out).dtype)
+    bad = np.full((nitems, 2), -1, dtype=np.intp)
+    cdef double[:, ::1] ws_v = workspace
+    cdef floating[:, ::1] sc_v = scratch
+    cdef Py_ssize_t[:, ::1] bad_v = bad
+
+    cdef const floating* mp = &means[0] if has_means else NULL
+    cdef const floating* wp = &weights[0] if has_weights else NULL
+    cdef const floating* gp = &g[0] if has_g else NULL
+    cdef floating* op = &out[0] if pl.mode != MODE_ADJOINT else NULL
+    cdef floating* gmp = &gmeans[0] if pl.mode == MODE_ADJOINT else NULL
+    cdef floating* gwp = &gweights[0] if has_gweights else NULL
+    cdef double* gap = &gw_acc[0] if has_gw_acc else NULL
+
+    with nogil:
+        for it in prange(nitems, num_threads=nthreads, schedule="dynamic"):
+            tid = threadid()
+            b = it // nstarts
+            d0 = (it % nstarts) * width
+            nd = min(width, D - d0)
+            c0 = d0
+            while c0 < d0 + nd:
+                cw = min(pl.chunk, d0 + nd - c0)
+                status = _solve_chunk(
+                    &pl,
+                    (mp + b * T * pl.LD) if mp != NULL else NULL,
+                    (wp + b * pl.w_batch_stride) if wp != NULL else NULL,
+                    (gp + b * T * D) if gp != NULL else NULL,
+                    (op + b * T * D) if op != NULL else NULL,
+                    (gmp + b * T * pl.LD) if gmp != NULL else NULL,
+                    (gwp + b * T * pl.LD) if gwp != NULL else NULL,
+                    (gap + b * pl.LD) if gap != NULL else NULL,
+                    lengths[b], c0, cw,
+                    &ws_v[tid, 0], &sc_v[tid, 0], &bad_v[it, 0])
+                if status != 0:
+                    break
+                c0 = c0 + cw
+
+    failed = np.flatnonzero(bad[:, 0] >= 0)
+    if failed.size:
+        rows = [(int(f // nstarts), int(bad[f, 0]), int(bad[f, 1])) for f in failed]
+        b, t, d = min(rows)
+        raise LinAlgError(
+            f"MLPG system is not positive definite: non-positive pivot at frame "
+            f"t={t}, static dimension d={d} of sequence b={b}; every precision "
+            f"touching that frame may be zero (infinite variances, zero "
+            f"precisions or the boundary rule), or the system is singular")

@@ -1,0 +1,98 @@
+"""The normalised MLPG problem that every backend receives.
+
+The validation layer (:mod:`mlpgx._validate`) builds a :class:`Problem` once per
+public call; backends then assume everything documented here and never check
+it again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .windows import WindowSet
+
+#: Boundary rules understood by every backend (see :func:`mlpgx.mlpg`).
+BOUNDARIES = ("per-window", "nnmnkwii", "none")
+#: How :attr:`Problem.weights` is to be read.
+WEIGHT_KINDS = ("variance", "precision")
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A validated MLPG problem in batched, contiguous form.
+
+    Attributes
+    ----------
+    means : ndarray or None
+        ``(B, T, L*D)`` C-contiguous array of ``dtype``, window-major columns
+        ``[static d=0..D-1, window 1 d=0..D-1, ...]``; finite.  ``None`` for a
+        pure solve (:meth:`Backend.solve`), which needs no means.
+    weights : ndarray or None
+        Variances or precisions (see ``weight_kind``), C-contiguous, ``dtype``,
+        shaped ``(B, T, L*D)`` or ``(L*D,)`` (global: the same for every frame
+        and sequence).  ``None`` means unit variances.  Variances are in
+        ``(0, +inf]`` (``+inf`` means precision 0); precisions are finite and
+        ``>= 0``.
+    weight_kind : {"variance", "precision"}
+    windows : WindowSet
+        ``L`` windows, the first the static window ``[1]``.
+    lengths : ndarray
+        ``(B,)`` int64 with ``0 <= lengths[b] <= T``; frames ``t >= lengths[b]``
+        of sequence ``b`` do not exist (their outputs and gradients are 0).
+    boundary : {"per-window", "nnmnkwii", "none"}
+    static_dim : int
+        ``D``.
+    n_frames : int
+        ``T`` (padded length).
+    dtype : numpy.dtype
+        float32 or float64: the dtype of every array in and out.
+    batched : bool
+        Whether the caller passed a batch axis (the API layer strips it again).
+    num_threads : int or None
+        Threads a backend may use (``None``: its default).
+    """
+
+    means: Optional[np.ndarray]
+    weights: Optional[np.ndarray]
+    weight_kind: str
+    windows: WindowSet
+    lengths: np.ndarray
+    boundary: str
+    static_dim: int
+    n_frames: int
+    dtype: np.dtype
+    batched: bool = True
+    num_threads: Optional[int] = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.windows)
+
+    @property
+    def global_weights(self) -> bool:
+        return self.weights is not None and self.weights.ndim == 1
+
+    def zero_frame_ranges(self):
+        """Per window, the ``(lo, hi)`` frame margins where the boundary rule
+        fixes the precision to 0: frame ``t`` of a sequence of length ``n`` is
+        dropped for window ``l`` when ``t < lo[l]`` or ``t >= n - hi[l]``.
+
+        The static window (index 0) is never dropped.
+        """
+        lo = np.zeros(self.n_windows, dtype=np.int64)
+        hi = np.zeros(self.n_windows, dtype=np.int64)
+        if self.boundary == "per-window":
+            for l, w in enumerate(self.windows):
+                if l:
+                    lo[l], hi[l] = w.left, w.right
+        elif self.boundary == "nnmnkwii":
+            k = self.windows.max_halfwidth
+            lo[1:] = k
+            hi[1:] = k
+        return lo, hi

@@ -1,0 +1,218 @@
+"""The one validation layer.
+
+Every public function turns its arguments into a :class:`~mlpgx._problem.Problem`
+here, once: dtypes, shapes, contiguity, finiteness, positive variances,
+lengths, windows, boundary rule.  Backends and kernels assume what this module
+guarantees and never check again.  Inputs are never modified (conversions
+copy).
+
+dtype policy
+------------
+float32 and float64 are computed natively; the result has the dtype that
+``numpy.result_type`` gives for the means and the variances/precisions.
+Integer arrays are converted to float64, float16 to float32 and
+``longdouble`` to float64.  Booleans, complex numbers, strings and objects
+raise ``TypeError``.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+from ._problem import BOUNDARIES, Problem
+from .windows import as_windows
+
+_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_array(x, name: str) -> np.ndarray:
+    """``x`` as an ndarray of a float dtype we compute in (no copy if it is one)."""
+    if not isinstance(x, np.ndarray):
+        mod = type(x).__module__.split(".")[0]
+        if mod in ("torch", "cupy", "jax", "tensorflow"):
+            raise TypeError(
+                f"{name} is a {mod} array; mlpgx.mlpg takes NumPy arrays "
+                f"(use the {mod} integration, or convert with .numpy()/.get())")
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+    kind = x.dtype.kind
+    if kind == "f":
+        if x.dtype.itemsize == 2:
+            return x.astype(np.float32)
+        if x.dtype.itemsize > 8:
+            return x.astype(np.float64)
+        return x
+    if kind in "iu":
+        return x.astype(np.float64)
+    raise TypeError(
+        f"{name} must be a real floating-point (or integer) array; got dtype {x.dtype}")
+
+
+def _first_bad_index(mask: np.ndarray):
+    idx = np.argwhere(mask)[0]
+    return tuple(int(i) for i in idx)
+
+
+def _check_finite(x: np.ndarray, name: str) -> None:
+    # One reduction pass and no temporary; the element-wise scan only runs
+    # when the sum is not finite (a bad value, or an overflowing sum).
+    with np.errstate(all="ignore"):
+        total = np.add.reduce(x, axis=None)
+    if np.isfinite(total):
+        return
+    bad = ~np.isfinite(x)
+    if bad.any():
+        idx = _first_bad_index(bad)
+        raise ValueError(f"{name} must be finite; {name}{list(idx)} = {x[idx]!r}")
+
+
+def _check_weights(w: np.ndarray, kind: str, name: str) -> None:
+    if w.size == 0:
+        return
+    if kind == "variance":
+        # min() propagates NaN, so one pass catches NaN, 0 and negatives
+        if not (w.min() > 0):
+            idx = _first_bad_index(~(w > 0))
+            raise ValueError(
+                f"{name} must be positive (+inf allowed: no constraint); "
+                f"{name}{list(idx)} = {w[idx]!r}")
+    else:
+        if not (w.min() >= 0):
+            idx = _first_bad_index(~(w >= 0))
+            raise ValueError(f"{name} must be >= 0; {name}{list(idx)} = {w[idx]!r}")
+        if not np.isfinite(w.max()):
+            idx = _first_bad_index(~np.isfinite(w))
+            raise ValueError(f"{name} must be finite; {name}{list(idx)} = {w[idx]!r}")
+
+
+def check_boundary(boundary) -> str:
+    if not isinstance(boundary, str) or boundary not in BOUNDARIES:
+        raise ValueError(
+            f"boundary must be one of {', '.join(map(repr, BOUNDARIES))}; got {boundary!r}")
+    return boundary
+
+
+def _check_num_threads(num_threads):
+    if num_threads is None:
+        return None
+    try:
+        n = operator.index(num_threads)
+    except TypeError:
+        raise TypeError(f"num_threads must be a positive int or None; got {num_threads!r}") from None
+    if n < 1:
+        raise ValueError(f"num_threads must be >= 1; got {n}")
+    return n
+
+
+def _lengths(lengths, batch: int, T: int, batched: bool) -> np.ndarray:
+    if lengths is None:
+        return np.full(batch, T, dtype=np.intp)
+    if not batched and isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
+        lengths = [lengths]
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
+    expected = (batch,)
+    if arr.shape != expected:
+        raise ValueError(
+            f"lengths must have shape {expected} (one length per sequence); got {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() > T):
+        idx = int(np.flatnonzero((arr < 0) | (arr > T))[0])
+        raise ValueError(f"lengths must lie in [0, T={T}]; lengths[{idx}] = {int(arr[idx])}")
+    return arr.astype(np.intp)
+
+
+def _weights(variances, precisions):
+    if variances is not None and precisions is not None:
+        raise ValueError("give either variances or precisions, not both")
+    if precisions is not None:
+        return precisions, "precision", "precisions"
+    return variances, "variance", "variances"
+
+
+def make_problem(means, variances=None, windows=None, *, precisions=None, lengths=None,
+                 boundary="per-window", check_finite=True, num_threads=None,
+                 static_dim=None, dtype_from=None) -> Problem:
+    """Validate the arguments of :func:`mlpgx.mlpg` and friends.
+
+    ``means`` may be ``None`` for a pure solve; then ``static_dim`` and
+    ``dtype_from`` (the right-hand side, ``(..., T, D)``) give the shape.
+    """
+    wins = as_windows(windows)
+    L = len(wins)
+    boundary = check_boundary(boundary)
+    num_threads = _check_num_threads(num_threads)
+    weights, kind, wname = _weights(variances, precisions)
+
+    if means is not None:
+        m = _float_array(means, "means")
+        if m.ndim not in (2, 3):
+            raise ValueError(
+                f"means must have shape (T, L*D) or (B, T, L*D); got shape {m.shape}")
+        batched = m.ndim == 3
+        LD = m.shape[-1]
+        if LD % L:
+            raise ValueError(
+                f"means has {LD} columns, which is not a multiple of the number of "
+                f"windows ({L}); columns are laid out [static d=0..D-1, window 1 "
+                f"d=0..D-1, ...]")
+        D = LD // L
+        T = m.shape[-2]
+        dtype = m.dtype
+    else:
+        m = None
+        ref = _float_array(dtype_from, "rhs")
+        if ref.ndim not in (2, 3):
+            raise ValueError(f"rhs must have shape (T, D) or (B, T, D); got shape {ref.shape}")
+        batched = ref.ndim == 3
+        T, D = ref.shape[-2], ref.shape[-1]
+        LD = L * D
+        dtype = ref.dtype
+
+    w = None
+    if weights is not None:
+        w = _float_array(weights, wname)
+        full = (m.shape if m is not None else (ref.shape[:-1] + (LD,)))
+        if w.shape != full and w.shape != (LD,):
+            raise ValueError(
+                f"{wname} must have the shape of means {full} or be global with shape "
+                f"({LD},); got {w.shape}")
+        dtype = np.result_type(dtype, w.dtype)
+    if dtype not in _NATIVE:  # only reachable through odd promotions
+        dtype = np.dtype(np.float64)
+
+    B = (m.shape[0] if m is not None else ref.shape[0]) if batched else 1
+    lens = _lengths(lengths, B, T, batched)
+
+    if m is not None:
+        m = np.ascontiguousarray(m, dtype=dtype).reshape(B, T, LD)
+        if check_finite:
+            _check_finite(m, "means")
+    if w is not None:
+        w = np.ascontiguousarray(w, dtype=dtype)
+        if w.ndim > 1:
+            w = w.reshape(B, T, LD)
+        _check_weights(w, kind, wname)
+
+    return Problem(means=m, weights=w, weight_kind=kind, windows=wins, lengths=lens,
+                   boundary=boundary, static_dim=D, n_frames=T, dtype=np.dtype(dtype),
+                   batched=batched, num_threads=num_threads)
+
+
+def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarray:
+    """Validate a ``(..., T, D)`` array (an upstream gradient or a right-hand
+    side) against ``problem``; returns it ``(B, T, D)``, contiguous, in the
+    problem's dtype."""
+    a = _float_array(x, name)
+    B, T, D = problem.batch_size, problem.n_frames, problem.static_dim
+    expected = (B, T, D) if problem.batched else (T, D)
+    if a.shape != expected:
+        raise ValueError(f"{name} must have shape {expected}; got {a.shape}")
+    a = np.ascontiguousarray(a, dtype=problem.dtype).reshape(B, T, D)
+    if check_finite:
+        _check_finite(a, name)
+    return a

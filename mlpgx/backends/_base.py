@@ -1,0 +1,74 @@
+"""The interface every MLPG backend implements."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from .._problem import BOUNDARIES, Problem
+
+#: The operations a backend may provide.
+OPERATIONS = ("forward", "adjoint", "solve")
+
+
+class Backend:
+    """Base class of MLPG backends.
+
+    A backend receives a validated :class:`mlpgx._problem.Problem` (batched,
+    C-contiguous, one dtype) and returns arrays of the problem's dtype from
+    its own array module.  Subclasses set the class attributes and implement
+    the operations they list in ``operations``.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    array_module : str
+        Module of the arrays it takes and returns (``"numpy"``, ``"cupy"``).
+    dtypes : tuple of str
+        dtypes it computes natively.
+    boundaries : tuple of str
+        Boundary rules it implements.
+    operations : tuple of str
+        Subset of ``("forward", "adjoint", "solve")``.
+    exact : bool
+        Whether it is meant to agree with the reference to rounding error.
+    """
+
+    name: str = "base"
+    array_module: str = "numpy"
+    dtypes: Tuple[str, ...] = ("float32", "float64")
+    boundaries: Tuple[str, ...] = BOUNDARIES
+    operations: Tuple[str, ...] = OPERATIONS
+    exact: bool = True
+    description: str = ""
+
+    def availability(self) -> Tuple[bool, str]:
+        """``(True, "")`` when usable here, else ``(False, reason)``."""
+        return True, ""
+
+    def forward(self, problem: Problem):
+        """Return the static trajectory ``c``, ``(B, T, D)``, zeros for
+        frames ``t >= lengths[b]``."""
+        raise NotImplementedError(f"backend {self.name!r} has no forward")
+
+    def adjoint(self, problem: Problem, grad_output) -> Tuple[object, Optional[object]]:
+        """Vector-Jacobian product for ``grad_output`` ``(B, T, D)``.
+
+        Returns ``(grad_means, grad_weights)``: ``grad_means`` ``(B, T, L*D)``;
+        ``grad_weights`` has the shape of ``problem.weights`` (summed over
+        frames and batch for global weights) and is the gradient w.r.t. the
+        variances or the precisions (``problem.weight_kind``); ``None`` when
+        ``problem.weights`` is ``None``.  Frames dropped by the boundary rule
+        or beyond a sequence's length get exactly 0.
+        """
+        raise NotImplementedError(f"backend {self.name!r} has no adjoint")
+
+    def solve(self, problem: Problem, rhs):
+        """Solve ``R x = rhs`` per sequence and static dimension, ``rhs`` and
+        the result ``(B, T, D)``; ``problem.means`` is ignored.  Entries of
+        ``rhs`` beyond a sequence's length are ignored and come back 0."""
+        raise NotImplementedError(f"backend {self.name!r} has no solve")
+
+    def __repr__(self) -> str:
+        ok, why = self.availability()
+        state = "available" if ok else f"unavailable: {why}"
+        return f"<mlpgx backend {self.name!r} ({self.array_module}, {state})>"

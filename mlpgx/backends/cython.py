@@ -1,0 +1,81 @@
+"""The ``"cython"`` backend: the fused banded solver of :mod:`mlpgx._ext._solver`.
+
+O(T k^2) per sequence and static dimension with ``k = max(left + right)``;
+float32 and float64 storage, float64 arithmetic; OpenMP over (sequence,
+d-range) work items; the GIL is released while it runs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._problem import Problem
+from ._base import Backend
+
+try:
+    from .._ext import _solver
+    _IMPORT_ERROR = None
+except ImportError as exc:  # the extension was not built
+    _solver = None
+    _IMPORT_ERROR = exc
+
+
+class CythonBackend(Backend):
+    """Compiled CPU backend (the default for NumPy arrays)."""
+
+    name = "cython"
+    array_module = "numpy"
+    description = "compiled banded LDL^T (Cython, OpenMP), O(T) per dimension"
+
+    def availability(self):
+        if _solver is None:
+            return False, f"the compiled extension mlpgx._ext._solver did not import ({_IMPORT_ERROR})"
+        return True, ""
+
+    @staticmethod
+    def _placeholder(dtype):
+        return np.zeros(1, dtype=dtype)
+
+    def _run(self, mode: str, pb: Problem, g=None):
+        B, T, D, L = pb.batch_size, pb.n_frames, pb.static_dim, pb.n_windows
+        dt = pb.dtype
+        ph = self._placeholder(dt)
+        lo, hi = pb.zero_frame_ranges()
+        has_means = pb.means is not None
+        has_weights = pb.weights is not None
+        out = gmeans = gweights = gw_acc = None
+        if mode == "adjoint":
+            gmeans = np.empty((B, T, L * D), dtype=dt)
+            if has_weights and not pb.global_weights:
+                gweights = np.empty((B, T, L * D), dtype=dt)
+            elif has_weights:
+                gw_acc = np.zeros((B, L * D), dtype=np.float64)
+        else:
+            out = np.empty((B, T, D), dtype=dt)
+        _solver.run(
+            mode, pb.windows, lo, hi, pb.weight_kind,
+            pb.means.reshape(-1) if has_means else ph,
+            pb.weights.reshape(-1) if has_weights else ph,
+            g.reshape(-1) if g is not None else ph,
+            out.reshape(-1) if out is not None else ph.copy(),
+            gmeans.reshape(-1) if gmeans is not None else ph.copy(),
+            gweights.reshape(-1) if gweights is not None else ph.copy(),
+            gw_acc.reshape(-1) if gw_acc is not None else np.zeros(1),
+            pb.lengths.astype(np.intp, copy=False), T, D,
+            has_means, has_weights, pb.global_weights, g is not None,
+            gweights is not None, gw_acc is not None,
+            num_threads=pb.num_threads,
+        )
+        if mode != "adjoint":
+            return out
+        if gw_acc is not None:
+            gweights = gw_acc.sum(axis=0).astype(dt)
+        return gmeans, gweights
+
+    def forward(self, problem: Problem):
+        return self._run("forward", problem)
+
+    def adjoint(self, problem: Problem, grad_output):
+        return self._run("adjoint", problem, grad_output)
+
+    def solve(self, problem: Problem, rhs):
+        return self._run("solve", problem, rhs)

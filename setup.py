@@ -1,0 +1,69 @@
+"""Build the Cython extensions of mlpgx.
+
+Cython directives are set once here.  ``MLPGX_DEBUG_BUILD=1`` turns bounds
+checking and other safety checks on (used by CI's debug build);
+``MLPGX_NO_OPENMP=1`` builds without OpenMP.  OpenMP is used when the
+compiler accepts ``-fopenmp``.  The generated C is produced at build time and
+never committed.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("MLPGX_DEBUG_BUILD", "") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": DEBUG,
+    "embedsignature": True,
+}
+
+
+def _compiler_accepts(flag):
+    """Whether the C compiler builds and links an OpenMP program with ``flag``."""
+    cc = os.environ.get("CC", "cc")
+    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "t.c")
+        with open(path, "w") as fh:
+            fh.write(src)
+        try:
+            res = subprocess.run([cc, flag, path, "-o", os.path.join(tmp, "t")],
+                                 capture_output=True)
+        except OSError:
+            return False
+        return res.returncode == 0
+
+
+compile_args, link_args = [], []
+if sys.platform != "win32":
+    compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
+    compile_args += ["-fno-math-errno"]
+if os.environ.get("MLPGX_NO_OPENMP", "") in ("", "0"):
+    if sys.platform == "win32":
+        compile_args.append("/openmp")
+    elif _compiler_accepts("-fopenmp"):
+        compile_args.append("-fopenmp")
+        link_args.append("-fopenmp")
+
+extensions = [
+    Extension(
+        f"mlpgx._ext.{name}",
+        [f"mlpgx/_ext/{name}.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+    for name in ("_solver", "_window_matrix")
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
