@@ -46,7 +46,7 @@ def _compiler_accepts(flag):
 compile_args, link_args = [], []
 if sys.platform != "win32":
     compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
-    compile_args += ["-fno-math-errno"]
+    compile_args += ["-fno-math-errno", "-Wno-psabi"]
 if os.environ.get("MLPGX_NO_OPENMP", "") in ("", "0"):
     if sys.platform == "win32":
         compile_args.append("/openmp")
@@ -58,7 +58,7 @@ extensions = [
     Extension(
         f"mlpgx._ext.{name}",
         [f"mlpgx/_ext/{name}.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "mlpgx/_ext"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

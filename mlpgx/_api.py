@@ -237,9 +237,16 @@ class BandedMatrix:
         import scipy.sparse
 
         n = self.shape[0]
-        offsets = [self.upper - r for r in range(self.data.shape[0])]
-        diags = [self.data[r, max(0, off): n + min(0, off)] for r, off in
-                 zip(range(self.data.shape[0]), offsets)]
+        # row r of data holds diagonal upper - r (entries data[r, j] with
+        # column j); diagonals that do not fit in an n x n matrix are dropped
+        offsets, diags = [], []
+        for r in range(self.data.shape[0]):
+            off = self.upper - r
+            if abs(off) < n:
+                offsets.append(off)
+                diags.append(self.data[r, max(0, off): n + min(0, off)])
+        if not offsets:
+            return scipy.sparse.csr_matrix((n, n))
         return scipy.sparse.diags(diags, offsets, shape=(n, n), format="csr")
 
     def toarray(self) -> np.ndarray:

@@ -99,6 +99,8 @@ def check_boundary(boundary) -> str:
 def _check_num_threads(num_threads):
     if num_threads is None:
         return None
+    if isinstance(num_threads, (bool, np.bool_)):
+        raise TypeError(f"num_threads must be a positive int or None; got {num_threads!r}")
     try:
         n = operator.index(num_threads)
     except TypeError:
@@ -111,11 +113,15 @@ def _check_num_threads(num_threads):
 def _lengths(lengths, batch: int, T: int, batched: bool) -> np.ndarray:
     if lengths is None:
         return np.full(batch, T, dtype=np.intp)
-    if not batched and isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
-        lengths = [lengths]
     arr = np.asarray(lengths)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
+    if not batched:
+        if arr.ndim != 0:
+            raise ValueError(
+                f"lengths for an unbatched (T, L*D) input must be a single integer; got "
+                f"shape {arr.shape} (pass means of shape (B, T, L*D) for a batch)")
+        arr = arr.reshape(1)
     expected = (batch,)
     if arr.shape != expected:
         raise ValueError(
@@ -178,8 +184,9 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         w = _float_array(weights, wname)
         full = (m.shape if m is not None else (ref.shape[:-1] + (LD,)))
         if w.shape != full and w.shape != (LD,):
+            what = "means" if m is not None else "rhs with L*D columns"
             raise ValueError(
-                f"{wname} must have the shape of means {full} or be global with shape "
+                f"{wname} must have the shape of {what} {full} or be global with shape "
                 f"({LD},); got {w.shape}")
         dtype = np.result_type(dtype, w.dtype)
     if dtype not in _NATIVE:  # only reachable through odd promotions
@@ -188,15 +195,17 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     B = (m.shape[0] if m is not None else ref.shape[0]) if batched else 1
     lens = _lengths(lengths, B, T, batched)
 
+    # checks run on the caller's shapes so that reported indices are theirs
     if m is not None:
-        m = np.ascontiguousarray(m, dtype=dtype).reshape(B, T, LD)
+        m = np.ascontiguousarray(m, dtype=dtype)
         if check_finite:
             _check_finite(m, "means")
+        m = m.reshape(B, T, LD)
     if w is not None:
         w = np.ascontiguousarray(w, dtype=dtype)
+        _check_weights(w, kind, wname)
         if w.ndim > 1:
             w = w.reshape(B, T, LD)
-        _check_weights(w, kind, wname)
 
     return Problem(means=m, weights=w, weight_kind=kind, windows=wins, lengths=lens,
                    boundary=boundary, static_dim=D, n_frames=T, dtype=np.dtype(dtype),
@@ -212,7 +221,7 @@ def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarra
     expected = (B, T, D) if problem.batched else (T, D)
     if a.shape != expected:
         raise ValueError(f"{name} must have shape {expected}; got {a.shape}")
-    a = np.ascontiguousarray(a, dtype=problem.dtype).reshape(B, T, D)
+    a = np.ascontiguousarray(a, dtype=problem.dtype)
     if check_finite:
         _check_finite(a, name)
-    return a
+    return a.reshape(B, T, D)

@@ -45,6 +45,13 @@ ctypedef struct Plan:
     const Py_ssize_t* rterm_shift
     const Py_ssize_t* rterm_lag
     const double* rterm_coef
+    const Py_ssize_t* rterm_lag_start   # terms of lag a: [start[a], start[a+1])
+    const Py_ssize_t* rterm_source      # index into the per-row source pointers
+    const Py_ssize_t* vterm_source
+    # the distinct (shift, window) pairs the terms read
+    Py_ssize_t n_sources
+    const Py_ssize_t* source_shift
+    const Py_ssize_t* source_window
     # r[i] += coef * (p mu)_l[i + shift]: the nonzero w[u]
     Py_ssize_t n_vterms
     const Py_ssize_t* vterm_window

@@ -27,12 +27,29 @@ Kernels assume validated input (see :mod:`mlpgx._validate`) and never raise:
 a non-positive pivot is returned as an info code and turned into
 ``numpy.linalg.LinAlgError`` after the nogil region.
 """
+import threading
+
 import numpy as np
 from numpy.linalg import LinAlgError
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
+
+cdef extern from "mlpgx_tile.h" nogil:
+    # 8-lane double vectors (see the header); TILE must equal 8
+    ctypedef struct v8 "mlpgx_v8":
+        pass
+    v8 v8_load(const double* p)
+    void v8_store(double* p, v8 x)
+    v8 v8_loadf(const float* p)
+    void v8_storef(float* p, v8 x)
+    v8 v8_zero()
+    v8 v8_axpy(v8 acc, double c, v8 x)
+    v8 v8_fnma(v8 acc, v8 a, v8 b)
+    v8 v8_mul(v8 a, v8 b)
+    v8 v8_recip(v8 a)
+    int v8_count_le(v8 a, double c, v8 b)
 
 cdef extern from *:
     """
@@ -53,6 +70,13 @@ cdef extern from *:
 DEF_CHUNK = 64
 #: Chunks start at multiples of this many columns (one cache line of f64).
 CHUNK_ALIGN = 8
+
+cdef enum:
+    # columns processed together by the constant-trip inner loops
+    TILE = 8
+    # distinct (frame offset, window) pairs a row of R may read: a window of
+    # width n contributes n, so this allows e.g. 4 windows of width 64
+    MAX_SOURCES = 256
 #: A pivot must exceed this fraction of R[i, i]; the pivot of a singular
 #: system is rounding noise of order (k + 1) * eps * R[i, i], far below it.
 PIVOT_RTOL = 1e-13
@@ -83,8 +107,24 @@ cdef Py_ssize_t _workspace_doubles(const Plan* pl) noexcept nogil:
     cdef Py_ssize_t NR = pl.frame_mask + 1
     cdef Py_ssize_t NF = pl.factor_mask + 1
     cdef Py_ssize_t NS = pl.sol_mask + 1
-    # pring, pmring | R row | rhs | E, Lc | L ring | 1/D ring | y ring | solution ring | 3 temporaries
-    return CH * (2 * NR * L + (k + 1) + nr + 2 * (k + 1) + NF * (k + 1) + NF + NF * nr + NS * nr + 3)
+    # pring, pmring | g row | L ring | 1/D ring | y ring | solution ring
+    # | Wv, Wc, p rows | tile temporaries R, E, Lc (k+1 each) and rhs (nr)
+    return (CH * (2 * NR * L + 1 + NF * (k + 1) + NF + NF * nr + NS * nr + 3)
+            + TILE * (3 * (k + 1) + nr))
+
+
+cdef inline void _store_tile(floating* p, v8 x) noexcept nogil:
+    if floating is float:
+        v8_storef(p, x)
+    else:
+        v8_store(p, x)
+
+
+cdef inline v8 _load_tile(const floating* p) noexcept nogil:
+    if floating is float:
+        return v8_loadf(p)
+    else:
+        return v8_load(p)
 
 
 cdef inline bint _active(const Plan* pl, Py_ssize_t l, Py_ssize_t t, Py_ssize_t n) noexcept nogil:
@@ -105,7 +145,8 @@ cdef inline void _precision_row(const Plan* pl, const floating* weights, Py_ssiz
     w = weights + t * pl.w_row_stride + l * pl.D + d0
     if pl.weight_kind == KIND_VARIANCE:
         for d in range(nd):
-            p[d] = 1.0 / <double>w[d]    # 1 / inf = 0: "no constraint"
+            # 1 / inf = 0: "no constraint"; float32 input divides in float32
+            p[d] = <double>((<floating>1.0) / w[d])
     else:
         for d in range(nd):
             p[d] = w[d]
@@ -141,130 +182,125 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
                       double* ws, floating* scratch, Py_ssize_t* bad) noexcept nogil:
     """One sequence (arrays point at its first frame), columns d0 .. d0+nd-1.
 
-    Returns 0, or 1 with ``bad = (frame, dimension)`` of a non-positive pivot.
+    Row i is processed in tiles of TILE columns whose inner loops have a
+    constant trip count, so the compiler keeps the accumulators in vector
+    registers.  Lanes past ``nd`` in the last tile are padding: their
+    precisions are 1 and their right-hand sides 0, so they stay finite and
+    are never stored.  Returns 0, or 1 with ``bad = (frame, dimension)`` of a
+    non-positive pivot.
     """
     cdef Py_ssize_t CH = pl.chunk, L = pl.L, k = pl.k, nr = pl.nrhs
-    cdef Py_ssize_t P = pl.P, Q = pl.Q, D = pl.D, LD = pl.LD
+    cdef Py_ssize_t P = pl.P, D = pl.D, LD = pl.LD
     cdef Py_ssize_t NR = pl.frame_mask + 1, NF = pl.factor_mask + 1, NS = pl.sol_mask + 1
     cdef Py_ssize_t S = (k + nr) * CH      # scratch row stride
-    cdef double* pring = ws
-    cdef double* pmring = pring + NR * L * CH
-    cdef double* Rl = pmring + NR * L * CH          # Rl[a] = R[i, i-a], a = 0..k
-    cdef double* rhs = Rl + (k + 1) * CH            # nr right-hand sides at row i
-    cdef double* E = rhs + nr * CH                  # E[a] = L[i, i-a] * D[i-a]
-    cdef double* Lc = E + (k + 1) * CH              # Lc[a] = L[i, i-a]
-    cdef double* Lring = Lc + (k + 1) * CH          # last rows of L, (NF, k+1, CH)
-    cdef double* Dinv = Lring + NF * (k + 1) * CH   # last 1/D, (NF, CH)
-    cdef double* yring = Dinv + NF * CH             # forward-substitution values, (NF, nr, CH)
-    cdef double* sring = yring + NF * nr * CH       # solutions (c, v), (NS, nr, CH)
+    cdef double* pring = ws                         # (NR, L, CH) precisions
+    cdef double* pmring = pring + NR * L * CH       # (NR, L, CH) precision * mean
+    cdef double* grow = pmring + NR * L * CH        # (CH,) g at row i
+    cdef double* Lring = grow + CH                  # (NF, k+1, CH): L[j, j-a]
+    cdef double* Dinv = Lring + NF * (k + 1) * CH   # (NF, CH): 1 / D[j]
+    cdef double* yring = Dinv + NF * CH             # (NF, nr, CH): forward substitution
+    cdef double* sring = yring + NF * nr * CH       # (NS, nr, CH): solutions c, v
     cdef double* Wv = sring + NS * nr * CH
     cdef double* Wc = Wv + CH
     cdef double* prow = Wc + CH
-    cdef Py_ssize_t i, t, a, b, j, d, l, r, u, term, amax, bmax, islot, jslot, nbad
-    cdef double coef, pd, gp
-    cdef double* src
+    cdef double* Rt = prow + CH                     # (k+1, TILE): R[i, i-a]
+    cdef double* Et = Rt + (k + 1) * TILE           # (k+1, TILE): L[i, i-a] D[i-a]
+    cdef double* Lt = Et + (k + 1) * TILE           # (k+1, TILE): L[i, i-a]
+    cdef double* rt = Lt + (k + 1) * TILE           # (nr, TILE): right-hand sides
+    cdef v8 vacc, vpiv, vdinv
+    cdef double piv[TILE]
+    cdef const double* psrc[MAX_SOURCES]   # p ring rows of frame i + shift, window l
+    cdef const double* pmsrc[MAX_SOURCES]  # p*mu ring rows of the same
+    cdef Py_ssize_t i, t, a, b, j, d, dd, l, r, u, jo, term, amax, bmax, fslot, jslot, islot
+    cdef Py_ssize_t nbad, jt, q
+    cdef Py_ssize_t ntiles = (nd + TILE - 1) // TILE
+    cdef double coef
+    cdef const double* src
     cdef double* dst
     cdef double* x
-    cdef double* y
+    cdef const double* y
     cdef const floating* gi
     cdef const floating* mu
     cdef floating* o
     cdef floating* sc
+    cdef const floating* scl
     cdef floating* gw
     cdef bint has_means = means != NULL
 
+    # padding lanes: precision 1 for every window and frame, everything else 0
+    memset(ws, 0, _workspace_doubles(pl) * sizeof(double))
+    for j in range(NR * L):
+        for d in range(nd, CH):
+            pring[j * CH + d] = 1.0
+
     # ---- forward sweep: form row i of R and r, factor it, forward-substitute
-    for t in range(-Q, P):
+    for t in range(-pl.Q, P):
         _load_frame(pl, means, weights, n, t, d0, nd, pring, pmring)
     for i in range(n):
         _load_frame(pl, means, weights, n, i + P, d0, nd, pring, pmring)
-        amax = k if k < i else i
-        memset(Rl, 0, (amax + 1) * CH * sizeof(double))
-        for term in range(pl.n_rterms):
-            a = pl.rterm_lag[term]
-            if a > amax:
-                continue
-            coef = pl.rterm_coef[term]
-            src = pring + (((i + pl.rterm_shift[term]) & pl.frame_mask) * L + pl.rterm_window[term]) * CH
-            dst = Rl + a * CH
-            for d in range(nd):
-                dst[d] += coef * src[d]
-        r = 0
-        if has_means:
-            dst = rhs
-            memset(dst, 0, nd * sizeof(double))
-            for term in range(pl.n_vterms):
-                coef = pl.vterm_coef[term]
-                src = pmring + (((i + pl.vterm_shift[term]) & pl.frame_mask) * L + pl.vterm_window[term]) * CH
-                for d in range(nd):
-                    dst[d] += coef * src[d]
-            r = 1
         if g != NULL:
-            dst = rhs + r * CH
             gi = g + i * D + d0
             for d in range(nd):
-                dst[d] = gi[d]
-
-        # L[i, i-a] for a = amax .. 1, then the pivot D[i]
-        for a in range(amax, 0, -1):
-            jslot = (i - a) & pl.factor_mask
-            dst = E + a * CH
-            src = Rl + a * CH
-            for d in range(nd):
-                dst[d] = src[d]
-            for b in range(a + 1, amax + 1):
-                x = E + b * CH
-                y = Lring + (jslot * (k + 1) + (b - a)) * CH
-                for d in range(nd):
-                    dst[d] -= x[d] * y[d]
-            x = Lc + a * CH
-            y = Dinv + jslot * CH
-            for d in range(nd):
-                x[d] = dst[d] * y[d]
-        dst = E    # E[0] holds the pivot
-        for d in range(nd):
-            dst[d] = Rl[d]
-        for a in range(1, amax + 1):
-            x = E + a * CH
-            y = Lc + a * CH
-            for d in range(nd):
-                dst[d] -= x[d] * y[d]
-        nbad = 0
-        for d in range(nd):
-            nbad += not (dst[d] > pl.pivot_rtol * Rl[d])    # also catches NaN
-        if nbad:
-            for d in range(nd):
-                if not (dst[d] > pl.pivot_rtol * Rl[d]):
-                    bad[0] = i
-                    bad[1] = d0 + d
-                    return 1
-
-        islot = i & pl.factor_mask
+                grow[d] = gi[d]
+        amax = k if k < i else i
+        fslot = i & pl.factor_mask
         sc = scratch + i * S
-        x = Dinv + islot * CH
-        for d in range(nd):
-            x[d] = 1.0 / dst[d]
-        for a in range(1, amax + 1):
-            src = Lc + a * CH
-            dst = Lring + (islot * (k + 1) + a) * CH
-            o = sc + (a - 1) * CH
-            for d in range(nd):
-                dst[d] = src[d]
-                o[d] = <floating>src[d]
-        for r in range(nr):
-            dst = yring + (islot * nr + r) * CH
-            src = rhs + r * CH
-            for d in range(nd):
-                dst[d] = src[d]
+        for q in range(pl.n_sources):
+            j = (((i + pl.source_shift[q]) & pl.frame_mask) * L + pl.source_window[q]) * CH
+            psrc[q] = pring + j
+            pmsrc[q] = pmring + j
+        for jt in range(ntiles):
+            jo = jt * TILE
+            # R[i, i-a] = sum over terms of coef * p_l[i + shift]
+            for a in range(amax + 1):
+                vacc = v8_zero()
+                for term in range(pl.rterm_lag_start[a], pl.rterm_lag_start[a + 1]):
+                    vacc = v8_axpy(vacc, pl.rterm_coef[term], v8_load(psrc[pl.rterm_source[term]] + jo))
+                v8_store(Rt + a * TILE, vacc)
+            r = 0
+            if has_means:
+                vacc = v8_zero()
+                for term in range(pl.n_vterms):
+                    vacc = v8_axpy(vacc, pl.vterm_coef[term], v8_load(pmsrc[pl.vterm_source[term]] + jo))
+                v8_store(rt, vacc)
+                r = 1
+            if g != NULL:
+                v8_store(rt + r * TILE, v8_load(grow + jo))
+
+            # L[i, i-a] for a = amax .. 1, then the pivot D[i]
+            for a in range(amax, 0, -1):
+                jslot = (i - a) & pl.factor_mask
+                vacc = v8_load(Rt + a * TILE)
+                for b in range(a + 1, amax + 1):
+                    vacc = v8_fnma(vacc, v8_load(Et + b * TILE),
+                                   v8_load(Lring + (jslot * (k + 1) + (b - a)) * CH + jo))
+                v8_store(Et + a * TILE, vacc)
+                v8_store(Lt + a * TILE, v8_mul(vacc, v8_load(Dinv + jslot * CH + jo)))
+            vpiv = v8_load(Rt)
             for a in range(1, amax + 1):
-                x = Lc + a * CH
-                y = yring + (((i - a) & pl.factor_mask) * nr + r) * CH
-                for d in range(nd):
-                    dst[d] -= x[d] * y[d]
-            x = Dinv + islot * CH
-            o = sc + (k + r) * CH
-            for d in range(nd):
-                o[d] = <floating>(dst[d] * x[d])
+                vpiv = v8_fnma(vpiv, v8_load(Et + a * TILE), v8_load(Lt + a * TILE))
+            # (pivots depend only on the validated precisions: never NaN)
+            if v8_count_le(vpiv, pl.pivot_rtol, v8_load(Rt)):
+                v8_store(piv, vpiv)
+                for dd in range(min(TILE, nd - jo)):
+                    if not (piv[dd] > pl.pivot_rtol * Rt[dd]):
+                        bad[0] = i
+                        bad[1] = d0 + jo + dd
+                        return 1
+
+            vdinv = v8_recip(vpiv)
+            v8_store(Dinv + fslot * CH + jo, vdinv)
+            for a in range(1, amax + 1):
+                vacc = v8_load(Lt + a * TILE)
+                v8_store(Lring + (fslot * (k + 1) + a) * CH + jo, vacc)
+                _store_tile(sc + (a - 1) * CH + jo, vacc)
+            for r in range(nr):
+                vacc = v8_load(rt + r * TILE)
+                for a in range(1, amax + 1):
+                    vacc = v8_fnma(vacc, v8_load(Lt + a * TILE),
+                                   v8_load(yring + (((i - a) & pl.factor_mask) * nr + r) * CH + jo))
+                v8_store(yring + (fslot * nr + r) * CH + jo, vacc)
+                _store_tile(sc + (k + r) * CH + jo, v8_mul(vacc, vdinv))
 
     # ---- back substitution from the end; in adjoint mode frame t = i + P is
     # complete once row i is solved, so its gradients are written right away
@@ -273,16 +309,14 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
         if i >= 0:
             islot = i & pl.sol_mask
             bmax = k if k < n - 1 - i else n - 1 - i
-            for r in range(nr):
-                dst = sring + (islot * nr + r) * CH
-                sc = scratch + i * S + (k + r) * CH
-                for d in range(nd):
-                    dst[d] = sc[d]
-                for b in range(1, bmax + 1):
-                    sc = scratch + (i + b) * S + (b - 1) * CH
-                    y = sring + (((i + b) & pl.sol_mask) * nr + r) * CH
-                    for d in range(nd):
-                        dst[d] -= sc[d] * y[d]
+            for jt in range(ntiles):
+                jo = jt * TILE
+                for r in range(nr):
+                    vacc = _load_tile(scratch + i * S + (k + r) * CH + jo)
+                    for b in range(1, bmax + 1):
+                        vacc = v8_fnma(vacc, _load_tile(scratch + (i + b) * S + (b - 1) * CH + jo),
+                                       v8_load(sring + (((i + b) & pl.sol_mask) * nr + r) * CH + jo))
+                    v8_store(sring + (islot * nr + r) * CH + jo, vacc)
             if pl.mode != MODE_ADJOINT:
                 src = sring + islot * nr * CH
                 o = out + i * D + d0
@@ -308,10 +342,10 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
                     coef = pl.coeffs[pl.win_offset[l] + u]
                     if j < 0 or j >= n or coef == 0.0:
                         continue
-                    x = sring + (j & pl.sol_mask) * nr * CH
-                    y = x + CH
+                    src = sring + (j & pl.sol_mask) * nr * CH
+                    y = src + CH
                     for d in range(nd):
-                        Wc[d] += coef * x[d]
+                        Wc[d] += coef * src[d]
                         Wv[d] += coef * y[d]
                 _precision_row(pl, weights, t, l, d0, nd, prow)
                 mu = means + t * LD + l * D + d0
@@ -364,6 +398,19 @@ def _window_tables(windows, zero_lo, zero_hi):
             for a in range(u + 1):
                 if c[u - a] != 0.0:
                     rl.append(l); rs.append(w.left - u); ra.append(a); rc.append(c[u] * c[u - a])
+    # distinct (shift, window) pairs: the ring rows one row of R and r reads
+    sources = sorted(set(zip(rs, rl)) | set(zip(vs, vl)))
+    if len(sources) > MAX_SOURCES:
+        raise ValueError(f"windows: {len(sources)} distinct (offset, window) terms; "
+                         f"at most {MAX_SOURCES} are supported")
+    src_index = {sw: q for q, sw in enumerate(sources)}
+    rq = [src_index[(a, b)] for a, b in zip(rs, rl)]
+    vq = [src_index[(a, b)] for a, b in zip(vs, vl)]
+    order = sorted(range(len(ra)), key=lambda q: ra[q])
+    rq = [rq[q] for q in order]
+    rl, rs, ra, rc = ([v[q] for q in order] for v in (rl, rs, ra, rc))
+    k = windows.bandwidth
+    lag_start = np.searchsorted(np.array(ra, dtype=np.intp), np.arange(k + 2), side="left")
     ip = lambda v: np.array(v, dtype=np.intp).reshape(-1)
     fp = lambda v: np.array(v, dtype=np.float64).reshape(-1)
     return dict(
@@ -371,6 +418,8 @@ def _window_tables(windows, zero_lo, zero_hi):
         zero_lo=np.ascontiguousarray(zero_lo, dtype=np.intp),
         zero_hi=np.ascontiguousarray(zero_hi, dtype=np.intp),
         rterm_window=ip(rl), rterm_shift=ip(rs), rterm_lag=ip(ra), rterm_coef=fp(rc),
+        rterm_lag_start=ip(lag_start), rterm_source=ip(rq), vterm_source=ip(vq),
+        source_shift=ip([sw[0] for sw in sources]), source_window=ip([sw[1] for sw in sources]),
         vterm_window=ip(vl), vterm_shift=ip(vs), vterm_coef=fp(vc),
     )
 
@@ -383,6 +432,30 @@ cdef const Py_ssize_t* _ip(object a):
 cdef const double* _dp(object a):
     cdef const double[::1] mv = a
     return &mv[0] if mv.shape[0] else NULL
+
+
+#: Scratch buffers up to this size are kept for the next call of the same
+#: Python thread: a fresh buffer costs a page fault per 4 KiB, which for long
+#: sequences is as expensive as the solve itself.
+SCRATCH_CACHE_BYTES = 256 * 2**20
+_scratch_cache = threading.local()
+
+
+def _scratch_buffer(Py_ssize_t nthreads, Py_ssize_t size, dtype):
+    """A ``(nthreads, size)`` array of ``dtype``, reused between calls."""
+    key = np.dtype(dtype).char
+    cache = getattr(_scratch_cache, "buffers", None)
+    if cache is None:
+        cache = _scratch_cache.buffers = {}
+    buf = cache.get(key)
+    need = nthreads * size
+    if buf is None or buf.shape[0] < need:
+        buf = np.empty(max(need, 1), dtype=dtype)
+        if buf.nbytes <= SCRATCH_CACHE_BYTES:
+            cache[key] = buf
+        else:
+            cache.pop(key, None)
+    return buf[:need].reshape(nthreads, size)
 
 
 def _plan_threads(Py_ssize_t B, Py_ssize_t D, Py_ssize_t T, num_threads):
@@ -456,6 +529,12 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.rterm_shift = _ip(tables["rterm_shift"])
     pl.rterm_lag = _ip(tables["rterm_lag"])
     pl.rterm_coef = _dp(tables["rterm_coef"])
+    pl.rterm_lag_start = _ip(tables["rterm_lag_start"])
+    pl.rterm_source = _ip(tables["rterm_source"])
+    pl.vterm_source = _ip(tables["vterm_source"])
+    pl.n_sources = tables["source_shift"].shape[0]
+    pl.source_shift = _ip(tables["source_shift"])
+    pl.source_window = _ip(tables["source_window"])
     pl.n_vterms = tables["vterm_coef"].shape[0]
     pl.vterm_window = _ip(tables["vterm_window"])
     pl.vterm_shift = _ip(tables["vterm_shift"])
@@ -464,11 +543,12 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     nthreads, starts, width = _plan_threads(B, D, T, num_threads)
     nstarts = len(starts)
     nitems = B * nstarts
-    pl.chunk = min(width, DEF_CHUNK, D)
+    # workspace columns: the widest chunk, padded to whole tiles
+    pl.chunk = -(-min(width, DEF_CHUNK, D) // TILE) * TILE
     wsz = _workspace_doubles(&pl)
     ssz = T * (pl.k + pl.nrhs) * pl.chunk
     workspace = np.empty((nthreads, wsz), dtype=np.float64)
-    scratch = np.empty((nthreads, ssz), dtype=np.asarray(out).dtype)
+    scratch = _scratch_buffer(nthreads, ssz, np.asarray(out).dtype)
     bad = np.full((nitems, 2), -1, dtype=np.intp)
     cdef double[:, ::1] ws_v = workspace
     cdef floating[:, ::1] sc_v = scratch
@@ -511,7 +591,7 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
         rows = [(int(f // nstarts), int(bad[f, 0]), int(bad[f, 1])) for f in failed]
         b, t, d = min(rows)
         raise LinAlgError(
-            f"MLPG system is not positive definite: non-positive pivot at frame "
-            f"t={t}, static dimension d={d} of sequence b={b}; every precision "
-            f"touching that frame may be zero (infinite variances, zero "
-            f"precisions or the boundary rule), or the system is singular")
+            f"MLPG system is not positive definite at frame t={t}, static dimension "
+            f"d={d} of sequence b={b}: non-positive pivot (every precision touching "
+            f"the frame may be zero: infinite variances, zero precisions or the "
+            f"boundary rule; or the system is singular)")

@@ -29,6 +29,8 @@ import threading
 import warnings
 from typing import Dict, List, Union
 
+import numpy as np
+
 from ._base import OPERATIONS, Backend
 
 __all__ = ["Backend", "OPERATIONS", "register", "get", "available", "names", "use",
@@ -176,7 +178,11 @@ def use(name: Union[str, Backend]):
 
 
 def _array_module(array) -> str:
-    return type(array).__module__.split(".")[0] if array is not None else "numpy"
+    """The array library of ``array``; lists, tuples, scalars and NumPy
+    arrays count as ``"numpy"``."""
+    if array is None or isinstance(array, (list, tuple, int, float, np.ndarray, np.generic)):
+        return "numpy"
+    return type(array).__module__.split(".")[0]
 
 
 def resolve(backend: Union[str, Backend] = "auto", array=None, *, operation=None,

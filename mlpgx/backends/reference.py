@@ -156,43 +156,54 @@ class _System:
         self.R = scipy.sparse.csc_matrix(R)
         self._lu = None
 
-    def _fail(self, why: str) -> np.linalg.LinAlgError:
+    #: Gaussian elimination without pivoting on an SPD matrix has positive
+    #: pivots; a pivot below this fraction of its diagonal entry is rounding
+    #: noise, i.e. R is singular to working precision.
+    PIVOT_RTOL = 1e-13
+
+    def _fail(self, t: int, why: str) -> np.linalg.LinAlgError:
         return np.linalg.LinAlgError(
-            f"MLPG system is not positive definite for sequence b={self.b}, "
-            f"static dimension d={self.d}: {why}"
+            f"MLPG system is not positive definite at frame t={t}, static dimension "
+            f"d={self.d} of sequence b={self.b}: {why}"
         )
 
     def _factor(self):
+        """LU without row pivoting in the natural order: for the SPD ``R`` this
+        is ``L D L^T`` (``U``'s diagonal is ``D``), and a non-positive pivot
+        means ``R`` is not positive definite."""
         if self._lu is not None:
             return self._lu
         diag = self.R.diagonal()
         bad = np.flatnonzero(~(diag > 0))
         if bad.size:
-            raise self._fail(
-                f"R[{bad[0]}, {bad[0]}] = {diag[bad[0]]!r} (every precision "
-                f"touching frame {bad[0]} may be zero)"
-            )
+            raise self._fail(int(bad[0]), f"R[t, t] = {float(diag[bad[0]])} (every "
+                             f"precision touching the frame may be zero)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", scipy.sparse.linalg.MatrixRankWarning)
             warnings.simplefilter("ignore", scipy.sparse.SparseEfficiencyWarning)
             try:
-                self._lu = scipy.sparse.linalg.splu(self.R)
+                lu = scipy.sparse.linalg.splu(self.R, permc_spec="NATURAL",
+                                              diag_pivot_thresh=0.0,
+                                              options=dict(SymmetricMode=True))
             except RuntimeError as exc:
-                raise self._fail(f"sparse LU failed ({exc}); some precisions that "
-                                 "the system needs may be zero") from None
-        return self._lu
+                raise self._fail(0, f"sparse LU failed ({exc}); some precisions "
+                                 "that the system needs may be zero") from None
+        pivots = lu.U.diagonal()
+        bad = np.flatnonzero(~(pivots > self.PIVOT_RTOL * diag))
+        if bad.size:
+            raise self._fail(int(bad[0]), f"pivot {float(pivots[bad[0]]):.3g} for "
+                             f"R[t, t] = {float(diag[bad[0]]):.3g} (R is singular; "
+                             f"some precisions it needs may be zero)")
+        self._lu = lu
+        return lu
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
-        """``R^{-1} rhs`` for a ``(n,)`` right-hand side, checked finite."""
+        """``R^{-1} rhs`` for a ``(n,)`` right-hand side."""
         lu = self._factor()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", scipy.sparse.linalg.MatrixRankWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
-            x = lu.solve(np.asarray(rhs, dtype=np.float64))
-        if not np.all(np.isfinite(x)):
-            raise self._fail("the solution is not finite (R is numerically "
-                             "singular; some precisions it needs may be zero)")
-        return x
+            return lu.solve(np.asarray(rhs, dtype=np.float64))
 
     def rhs(self, mu: np.ndarray) -> np.ndarray:
         """``r = sum_l W_l^T diag(p_l) mu_l`` for ``mu`` of shape ``(n, L)``."""

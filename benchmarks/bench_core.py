@@ -1,0 +1,199 @@
+"""Core CPU benchmark: forward and adjoint of the compiled backend against the
+memory floor, the scipy.sparse reference and a hand-written
+``scipy.linalg.solveh_banded`` loop.
+
+Prints a Markdown table and writes ``benchmarks/results/core-<host>-<date>.json``
+(and ``.md``).  Every ratio in a row comes from the same run.
+
+Usage::
+
+    python benchmarks/bench_core.py            # the full table (a few minutes)
+    python benchmarks/bench_core.py --quick    # small sizes only
+
+Columns
+-------
+floor      one ``np.copy`` of means + variances (read + write the inputs once)
+fwd, adj   ``mlpgx.mlpg`` / ``mlpgx.mlpg_adjoint`` (cython backend, validation included)
+fwd/floor  the target is <= 2 (stretch 1.5) at T >= 1000
+adj/fwd    the target is <= 2
+ns/frame/dim  forward time per frame and static dimension (flatness across T)
+peak/in    peak extra memory of the adjoint call / bytes of means + variances
+reference  the scipy.sparse backend (timed on a few dimensions, scaled to D)
+solveh     a per-dimension ``scipy.linalg.solveh_banded`` loop, R built with NumPy
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import socket
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import scipy.linalg
+
+import mlpgx
+from mlpgx._ext import _solver
+
+
+def best_time(fn, budget=0.4, min_runs=3, max_runs=50):
+    """Minimum wall time of ``fn()`` over repeated runs (within ``budget`` s)."""
+    fn()  # warm up (page faults, thread pool)
+    times = []
+    t_start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - t_start < budget and len(times) < max_runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def peak_extra_bytes(fn):
+    gc.collect()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    out = fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del out
+    return peak - base
+
+
+def solveh_banded_loop(means, variances, windows):
+    """What users write by hand: per dimension, build R's upper bands and r
+    with NumPy (per-window boundary rule) and call solveh_banded."""
+    T, LD = means.shape
+    L = len(windows)
+    D = LD // L
+    k = windows.bandwidth
+    out = np.empty((T, D))
+    t = np.arange(T)
+    for d in range(D):
+        ab = np.zeros((k + 1, T))      # upper form: ab[k + i - j, j] = R[i, j]
+        r = np.zeros(T)
+        for l, w in enumerate(windows):
+            p = 1.0 / variances[:, l * D + d]
+            if l:
+                p = np.where((t - w.left >= 0) & (t + w.right < T), p, 0.0)
+            pm = p * means[:, l * D + d]
+            for u, cu in enumerate(w.coeffs):          # c index i = t - left + u
+                i0 = u - w.left
+                lo, hi = max(0, -i0), min(T, T - i0)
+                r[lo + i0:hi + i0] += cu * pm[lo:hi]
+                for a in range(u + 1):                 # pair (u, u - a): R[i - a, i]
+                    ca = w.coeffs[u - a]
+                    if cu == 0 or ca == 0:
+                        continue
+                    lo2 = max(lo, a - i0)
+                    ab[k - a, lo2 + i0:hi + i0] += cu * ca * p[lo2:hi]
+        out[:, d] = scipy.linalg.solveh_banded(ab, r)
+    return out
+
+
+def make_inputs(B, T, D, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (T, 3 * D) if B is None else (B, T, 3 * D)
+    means = rng.standard_normal(shape).astype(dtype)
+    variances = rng.uniform(0.5, 2.0, shape).astype(dtype)
+    return means, variances
+
+
+def bench_case(B, T, D, dtype, threads, with_peers):
+    means, variances = make_inputs(B, T, D, dtype)
+    nbytes = means.nbytes + variances.nbytes
+    g = np.random.default_rng(1).standard_normal(means.shape[:-1] + (D,)).astype(dtype)
+    row = dict(B=B or 1, T=T, D=D, dtype=np.dtype(dtype).name, threads=threads,
+               input_MB=nbytes / 2**20)
+    budget = 0.3 if T * (B or 1) < 10**6 else 0.05
+    row["floor_s"] = best_time(lambda: (np.copy(means), np.copy(variances)), budget)
+    row["fwd_s"] = best_time(lambda: mlpgx.mlpg(means, variances, num_threads=threads), budget)
+    row["adj_s"] = best_time(
+        lambda: mlpgx.mlpg_adjoint(g, means, variances, num_threads=threads), budget)
+    row["fwd_nocheck_s"] = best_time(
+        lambda: mlpgx.mlpg(means, variances, num_threads=threads, check_finite=False), budget)
+    row["fwd_per_floor"] = row["fwd_s"] / row["floor_s"]
+    row["adj_per_fwd"] = row["adj_s"] / row["fwd_s"]
+    row["ns_per_frame_dim"] = row["fwd_s"] / ((B or 1) * T * D) * 1e9
+    row["peak_fwd_per_input"] = peak_extra_bytes(
+        lambda: mlpgx.mlpg(means, variances, num_threads=threads)) / nbytes
+    row["peak_adj_per_input"] = peak_extra_bytes(
+        lambda: mlpgx.mlpg_adjoint(g, means, variances, num_threads=threads)) / nbytes
+    if with_peers:
+        # The peers are per dimension; time a slice of dimensions and scale.
+        nd = D if (B or 1) * T * D <= 60_000 else max(1, min(D, 600_000 // ((B or 1) * T)))
+        m1 = means if B is None else means[0]
+        v1 = variances if B is None else variances[0]
+        cols = np.concatenate([np.arange(l * D, l * D + nd) for l in range(3)])
+        ms, vs = np.ascontiguousarray(m1[:, cols]), np.ascontiguousarray(v1[:, cols])
+        scale = (D / nd) * (B or 1)
+        if T <= 100_000:
+            row["reference_s"] = best_time(
+                lambda: mlpgx.mlpg(ms, vs, backend="reference"), 0.1, 1, 3) * scale
+        wins = mlpgx.windows.DELTA
+        ms64, vs64 = ms.astype(np.float64), vs.astype(np.float64)
+        row["solveh_s"] = best_time(lambda: solveh_banded_loop(ms64, vs64, wins), 0.1, 1, 3) * scale
+        row["peer_dims_timed"] = nd
+    return row
+
+
+def fmt_row(r):
+    ref = f"{r['reference_s'] / r['fwd_s']:.0f}x" if "reference_s" in r else "-"
+    sol = f"{r['solveh_s'] / r['fwd_s']:.0f}x" if "solveh_s" in r else "-"
+    return (f"| {r['B']} | {r['T']:>7} | {r['D']} | {r['dtype']} | {r['threads']} "
+            f"| {r['floor_s'] * 1e3:.3f} | {r['fwd_s'] * 1e3:.3f} | {r['adj_s'] * 1e3:.3f} "
+            f"| {r['fwd_per_floor']:.2f} | {r['fwd_nocheck_s'] / r['floor_s']:.2f} "
+            f"| {r['adj_per_fwd']:.2f} | {r['ns_per_frame_dim']:.2f} "
+            f"| {r['peak_adj_per_input']:.2f} | {ref} | {sol} |")
+
+
+HEADER = ("| B | T | D | dtype | threads | floor ms | fwd ms | adj ms | fwd/floor "
+          "| fwd/floor (no scan) | adj/fwd | ns/frame/dim | peak/in (adj) "
+          "| reference / fwd | solveh loop / fwd |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes only")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--no-peers", action="store_true", help="skip reference / solveh timings")
+    args = ap.parse_args(argv)
+
+    nmax = _solver.max_threads()
+    thread_counts = sorted({1, nmax})
+    Ts = [100, 1000, 10_000] if args.quick else [100, 1000, 10_000, 100_000, 1_000_000]
+    cases = [(None, T, 60) for T in Ts] + [(32, 1000, 187)]
+    rows = []
+    print(HEADER)
+    for B, T, D in cases:
+        for dtype in (np.float32, np.float64):
+            for th in thread_counts:
+                r = bench_case(B, T, D, dtype, th, with_peers=not args.no_peers and th == 1)
+                rows.append(r)
+                print(fmt_row(r), flush=True)
+
+    machine = dict(host=socket.gethostname(), platform=platform.platform(),
+                   processor=platform.processor() or platform.machine(),
+                   cpus=os.cpu_count(), omp_max_threads=nmax,
+                   openmp=_solver.openmp_enabled(), python=sys.version.split()[0],
+                   numpy=np.__version__, scipy=scipy.__version__, mlpgx=mlpgx.__version__)
+    stamp = datetime.date.today().isoformat()
+    os.makedirs(args.out, exist_ok=True)
+    base = os.path.join(args.out, f"core-{'quick-' if args.quick else ''}{stamp}")
+    with open(base + ".json", "w") as fh:
+        json.dump(dict(machine=machine, rows=rows), fh, indent=1)
+    with open(base + ".md", "w") as fh:
+        fh.write(f"# mlpgx core CPU benchmark, {stamp}\n\n")
+        fh.write("Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()) + "\n\n")
+        fh.write(HEADER + "\n" + "\n".join(fmt_row(r) for r in rows) + "\n")
+    print(f"\nwrote {base}.json and {base}.md")
+
+
+if __name__ == "__main__":
+    main()

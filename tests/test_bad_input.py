@@ -1,0 +1,787 @@
+"""Bad, odd and edge-case input to the public functions, on every backend.
+
+Every error case asserts the exception type *and* that the message names the
+offending argument; every case runs on both built-in backends (the same bad
+input must raise the same exception type everywhere) and, where it applies,
+through all three public functions.  Inputs are passed read-only and compared
+with copies afterwards: they must come back unmodified.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from numpy.linalg import LinAlgError
+
+import mlpgx
+from mlpgx.windows import DELTA, as_windows
+
+BACKENDS = ["cython", "reference"]
+FUNCS = ["mlpg", "mlpg_adjoint", "mlpg_solve"]
+MEANS_FUNCS = ["mlpg", "mlpg_adjoint"]          # the ones that take means
+
+T, D, L = 8, 2, 3
+LD = L * D
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=FUNCS)
+def func(request):
+    return request.param
+
+
+@pytest.fixture(params=MEANS_FUNCS)
+def mfunc(request):
+    return request.param
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _means(shape=(T, LD), seed=0, dtype=np.float64):
+    return _rng(seed).normal(size=shape).astype(dtype)
+
+
+def _variances(shape=(T, LD), seed=1, dtype=np.float64):
+    return _rng(seed).uniform(0.5, 2.0, size=shape).astype(dtype)
+
+
+def _readonly(a):
+    a = np.array(a, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _n_windows(kw):
+    try:
+        return len(as_windows(kw.get("windows", DELTA)))
+    except Exception:
+        return L
+
+
+def call(fn, means, variances=None, *, backend, grad=None, **kw):
+    """Call public function ``fn`` ("mlpg", "mlpg_adjoint", "mlpg_solve").
+
+    For the adjoint and the solve, ``grad`` (the upstream gradient or the
+    right-hand side) defaults to ones shaped like the output implied by
+    ``means``.  ``mlpg_solve`` ignores ``means`` except for that shape.
+    """
+    if grad is None and fn != "mlpg":
+        m = np.asarray(means)
+        grad = np.ones(m.shape[:-1] + (m.shape[-1] // _n_windows(kw),))
+    if fn == "mlpg":
+        return mlpgx.mlpg(means, variances, backend=backend, **kw)
+    if fn == "mlpg_adjoint":
+        return mlpgx.mlpg_adjoint(grad, means, variances, backend=backend, **kw)
+    if fn == "mlpg_solve":
+        return mlpgx.mlpg_solve(grad, variances, backend=backend, **kw)
+    raise AssertionError(fn)
+
+
+def expect_error(exc, match, fn, means, variances=None, *, backend, grad=None, **kw):
+    """Assert ``fn`` raises ``exc`` matching ``match`` on read-only inputs,
+    and that the inputs come back unmodified."""
+    arrays = {"means": means, "variances": variances, "grad": grad,
+              "precisions": kw.get("precisions")}
+    copies = {k: (None if v is None else np.array(v, copy=True))
+              for k, v in arrays.items() if isinstance(v, np.ndarray)}
+    ro = {k: _readonly(v) for k, v in copies.items()}
+    if "precisions" in ro:
+        kw["precisions"] = ro["precisions"]
+    with pytest.raises(exc, match=match) as info:
+        call(fn, ro.get("means", means), ro.get("variances", variances), backend=backend,
+             grad=ro.get("grad", grad), **kw)
+    for k, v in ro.items():
+        assert _same(v, copies[k]), f"{k} was modified"
+    return info
+
+
+def _same(a, b):
+    if a.dtype.kind in "fc":
+        return np.array_equal(a, b, equal_nan=True)
+    return a.dtype == b.dtype and a.shape == b.shape and bool(np.all(a == b))
+
+
+def _outputs(res):
+    """The arrays of a result (mlpg_adjoint returns a pair, maybe with None)."""
+    if isinstance(res, tuple):
+        return [r for r in res if r is not None]
+    return [res]
+
+
+# --------------------------------------------------------------------------
+# NaN / inf means
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_means(backend, mfunc, bad):
+    m = _means()
+    m[3, 4] = bad
+    info = expect_error(ValueError, "means", mfunc, m, _variances(), backend=backend)
+    assert "finite" in str(info.value)
+    assert re.search(r"means\[(0, )?3, 4\]", str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_means_batched(backend, mfunc, bad):
+    m = _means((2, T, LD))
+    m[1, 5, 0] = bad
+    info = expect_error(ValueError, "means", mfunc, m, backend=backend)
+    assert "means[1, 5, 0]" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_check_finite_false_skips_scan(backend, mfunc, bad):
+    m = _means()
+    m[3, 4] = bad
+    ro = _readonly(m)
+    with np.errstate(all="ignore"):
+        res = call(mfunc, ro, _variances(), backend=backend, check_finite=False)
+    for r in _outputs(res):
+        assert isinstance(r, np.ndarray)
+    assert np.array_equal(ro, m, equal_nan=True)
+
+
+def test_overflowing_but_finite_means_accepted(backend, mfunc):
+    # The finiteness scan sums first; an overflowing sum of finite values
+    # must not be reported as a non-finite mean.
+    m = np.zeros((T, D))
+    m[0, 0] = m[1, 0] = 1.5e308
+    res = call(mfunc, m, backend=backend, windows="static")
+    assert all(isinstance(r, np.ndarray) for r in _outputs(res))
+    if mfunc == "mlpg":
+        np.testing.assert_array_equal(res, m)
+
+
+# --------------------------------------------------------------------------
+# variances / precisions
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, np.nan, -np.inf])
+def test_bad_variances(backend, func, bad):
+    v = _variances()
+    v[3, 4] = bad
+    v[6, 1] = -5.0   # a later bad value: the message must name the first
+    info = expect_error(ValueError, "variances", func, _means(), v, backend=backend)
+    msg = str(info.value)
+    assert "positive" in msg
+    assert re.search(r"variances\[(0, )?3, 4\]", msg), msg
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, np.nan])
+def test_bad_global_variances(backend, func, bad):
+    v = np.ones(LD)
+    v[4] = bad
+    info = expect_error(ValueError, "variances", func, _means(), v, backend=backend)
+    assert "variances[4]" in str(info.value)
+
+
+def test_infinite_variances_allowed(backend, func):
+    # +inf variance = precision 0 = no constraint; the static stream stays
+    # constrained, so the system remains positive definite.
+    v = _variances()
+    v[:, 2 * D:] = np.inf        # the accel window unconstrained everywhere
+    v[2, 0] = np.inf             # and one static entry (deltas still pin frame 2)
+    v[5, D + 1] = np.inf         # and one delta entry
+    m = _means()
+    res = call(func, _readonly(m), _readonly(v), backend=backend)
+    ref = call(func, m, v, backend="reference")
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        assert np.all(np.isfinite(r))
+        np.testing.assert_allclose(r, e, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [-1.0, np.nan, np.inf, -np.inf])
+def test_bad_precisions(backend, func, bad):
+    p = _variances()
+    p[2, 5] = bad
+    info = expect_error(ValueError, "precisions", func, _means(), backend=backend,
+                        precisions=p)
+    assert re.search(r"precisions\[(0, )?2, 5\]", str(info.value)), str(info.value)
+
+
+def test_both_variances_and_precisions(backend, func):
+    expect_error(ValueError, "variances.*precisions", func, _means(), _variances(),
+                 backend=backend, precisions=_variances())
+
+
+@pytest.mark.parametrize("vshape", [(T, LD + 1), (T + 1, LD), (T, LD - 1), (LD + 1,),
+                                    (LD - 1,), (1, LD), (2, T, LD), (T * LD,)])
+def test_variance_shape_mismatch(backend, func, vshape):
+    expect_error(ValueError, "variances", func, _means(), np.ones(vshape), backend=backend)
+
+
+def test_precision_shape_mismatch(backend, func):
+    expect_error(ValueError, "precisions", func, _means(), backend=backend,
+                 precisions=np.ones((T, LD + 3)))
+
+
+def test_variance_shape_mismatch_batched(backend, func):
+    expect_error(ValueError, "variances", func, _means((2, T, LD)), np.ones((3, T, LD)),
+                 backend=backend)
+
+
+@pytest.mark.parametrize("bad", [np.complex128, np.bool_, object])
+def test_bad_variance_dtype(backend, func, bad):
+    expect_error(TypeError, "variances", func, _means(), np.ones((T, LD), dtype=bad),
+                 backend=backend)
+
+
+# --------------------------------------------------------------------------
+# shapes of means
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cols", [LD + 1, LD - 1, 1, 2])
+def test_columns_not_multiple_of_windows(backend, mfunc, cols):
+    m = _means((T, cols))
+    with pytest.raises(ValueError, match="means.*windows"):
+        call(mfunc, _readonly(m), backend=backend, grad=np.ones((T, 1)))
+
+
+@pytest.mark.parametrize("shape", [(LD,), (1, 2, T, LD), (2, 2, 2, T, LD)])
+def test_means_bad_ndim(backend, mfunc, shape):
+    expect_error(ValueError, "means", mfunc, _means(shape), backend=backend,
+                 grad=np.ones((T, D)))
+
+
+def test_scalar_means(backend, mfunc):
+    with pytest.raises(ValueError, match="means"):
+        call(mfunc, np.float64(1.0), backend=backend, grad=np.ones((T, D)))
+
+
+def test_ragged_means(backend, mfunc):
+    with pytest.raises(TypeError, match="means"):
+        call(mfunc, [[1.0, 2.0, 3.0], [1.0, 2.0]], backend=backend, grad=np.ones((2, 1)))
+
+
+def test_nested_list_means_explicit_backend(backend, mfunc):
+    m = _means()
+    res = call(mfunc, m.tolist(), backend=backend)
+    ref = call(mfunc, m, backend=backend)
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        np.testing.assert_array_equal(r, e)
+
+
+@pytest.mark.parametrize("fn", FUNCS)
+def test_nested_list_input_default_backend(fn):
+    # means / rhs are documented as array_like; the default backend="auto"
+    # must accept plain nested lists just as backend="cython" does.
+    m = _means()
+    g = np.ones((T, D))
+    if fn == "mlpg":
+        res, ref = mlpgx.mlpg(m.tolist()), mlpgx.mlpg(m)
+    elif fn == "mlpg_adjoint":
+        res, ref = mlpgx.mlpg_adjoint(g.tolist(), m.tolist()), mlpgx.mlpg_adjoint(g, m)
+    else:
+        res, ref = mlpgx.mlpg_solve(g.tolist()), mlpgx.mlpg_solve(g)
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        np.testing.assert_array_equal(r, e)
+
+
+# --------------------------------------------------------------------------
+# grad_output / rhs
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gshape", [(T, D + 1), (T - 1, D), (T,), (1, T, D), (T, LD)])
+def test_grad_output_wrong_shape(backend, gshape):
+    expect_error(ValueError, "grad_output", "mlpg_adjoint", _means(), _variances(),
+                 backend=backend, grad=np.ones(gshape))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_grad_output_non_finite(backend, bad):
+    g = np.ones((T, D))
+    g[4, 1] = bad
+    expect_error(ValueError, "grad_output", "mlpg_adjoint", _means(), _variances(),
+                 backend=backend, grad=g)
+
+
+def test_grad_output_bad_dtype(backend):
+    expect_error(TypeError, "grad_output", "mlpg_adjoint", _means(), backend=backend,
+                 grad=np.ones((T, D), dtype=complex))
+
+
+@pytest.mark.parametrize("rshape", [(T,), (1, 1, T, D), (T, D + 1), (T + 1, D)])
+def test_rhs_wrong_shape(backend, rshape):
+    # (T,) and 4-D: wrong ndim; (T, D+1), (T+1, D): do not match the variances
+    with pytest.raises(ValueError, match="rhs|variances"):
+        mlpgx.mlpg_solve(_readonly(np.ones(rshape)), _variances(), backend=backend)
+
+
+@pytest.mark.parametrize("rshape", [(T,), (1, 1, T, D)])
+def test_rhs_wrong_ndim_names_rhs(backend, rshape):
+    with pytest.raises(ValueError, match="rhs"):
+        mlpgx.mlpg_solve(np.ones(rshape), backend=backend)
+
+
+def test_rhs_non_finite_and_bad_dtype(backend):
+    r = np.ones((T, D))
+    r[0, 0] = np.nan
+    with pytest.raises(ValueError, match="rhs"):
+        mlpgx.mlpg_solve(r, backend=backend)
+    with pytest.raises(TypeError, match="rhs"):
+        mlpgx.mlpg_solve(np.ones((T, D), dtype=complex), backend=backend)
+
+
+# --------------------------------------------------------------------------
+# lengths
+# --------------------------------------------------------------------------
+
+BATCH = (2, T, LD)
+
+
+@pytest.mark.parametrize("lengths, exc", [
+    ([T], ValueError),                 # wrong shape
+    ([T, T, T], ValueError),
+    ([[T, T]], ValueError),
+    (T, ValueError),                   # scalar for a batch
+    ([T, 3.0], TypeError),             # float dtype
+    (np.array([4.0, 5.0]), TypeError),
+    ([True, False], TypeError),
+    ([T, -1], ValueError),             # negative
+    ([T + 1, 3], ValueError),          # > T
+    (["8", "3"], TypeError),
+])
+def test_bad_lengths_batched(backend, func, lengths, exc):
+    expect_error(exc, "lengths", func, _means(BATCH), _variances(BATCH), backend=backend,
+                 lengths=lengths)
+
+
+@pytest.mark.parametrize("lengths, exc", [
+    (-1, ValueError),
+    (T + 1, ValueError),
+    (3.0, TypeError),
+    (True, TypeError),
+    ([T, T], ValueError),
+    ([[T]], ValueError),
+])
+def test_bad_lengths_unbatched(backend, func, lengths, exc):
+    expect_error(exc, "lengths", func, _means(), _variances(), backend=backend,
+                 lengths=lengths)
+
+
+@pytest.mark.parametrize("lengths", [[T], np.array([5])])
+def test_unbatched_lengths_must_be_scalar_int(backend, func, lengths):
+    # For an unbatched (T, L*D) input only a scalar int length is meaningful;
+    # a length-1 sequence is a wrong lengths argument.
+    expect_error((ValueError, TypeError), "lengths", func, _means(), _variances(),
+                 backend=backend, lengths=lengths)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, T])
+def test_unbatched_scalar_length(backend, func, n):
+    m, v = _means(), _variances()
+    for length in (n, np.int64(n)):
+        res = call(func, m, v, backend=backend, lengths=length)
+        short = call(func, m[:n], v[:n], backend=backend,
+                     grad=np.ones((n, D)) if func != "mlpg" else None)
+        for r, s in zip(_outputs(res), _outputs(short)):
+            np.testing.assert_allclose(r[:n], s, rtol=1e-12, atol=1e-12)
+            assert np.all(r[n:] == 0)
+
+
+# --------------------------------------------------------------------------
+# empty and short inputs
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, out", [((0, LD), (0, D)), ((3, 0, LD), (3, 0, D)),
+                                        ((0, T, LD), (0, T, D)), ((0, 0, LD), (0, 0, D))])
+def test_empty_inputs(backend, shape, out):
+    m = np.zeros(shape)
+    v = np.ones(shape)
+    c = mlpgx.mlpg(m, v, backend=backend)
+    assert c.shape == out and c.dtype == np.float64
+    gm, gv = mlpgx.mlpg_adjoint(np.zeros(out), m, v, backend=backend)
+    assert gm.shape == shape and gv.shape == shape
+    gm, gv = mlpgx.mlpg_adjoint(np.zeros(out), m, np.ones(LD), backend=backend)
+    assert gm.shape == shape and gv.shape == (LD,)
+    assert np.all(gv == 0)
+    x = mlpgx.mlpg_solve(np.zeros(out), v, backend=backend)
+    assert x.shape == out
+    c32 = mlpgx.mlpg(m.astype(np.float32), backend=backend)
+    assert c32.shape == out and c32.dtype == np.float32
+
+
+def test_zero_static_dimensions(backend):
+    m = np.zeros((T, 0))
+    assert mlpgx.mlpg(m, backend=backend).shape == (T, 0)
+    gm, gv = mlpgx.mlpg_adjoint(np.zeros((T, 0)), m, np.ones((T, 0)), backend=backend)
+    assert gm.shape == (T, 0) and gv.shape == (T, 0)
+
+
+@pytest.mark.parametrize("windows", ["delta", [2, 2], [[1], [1, -1]],
+                                     [(0, 0, [1.0]), (0, 2, [1.0, 2.0, 3.0]),
+                                      (3, 0, [1.0, 2.0, 3.0, 4.0])]])
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("boundary", ["per-window", "nnmnkwii", "none"])
+def test_sequence_shorter_than_window(func, windows, n, boundary):
+    nw = len(as_windows(windows))
+    m = _means((n, nw * D))
+    v = _variances((n, nw * D))
+    g = _means((n, D), seed=5)
+    res = call(func, m, v, backend="cython", grad=g, windows=windows, boundary=boundary)
+    ref = call(func, m, v, backend="reference", grad=g, windows=windows, boundary=boundary)
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        assert r.shape == e.shape
+        np.testing.assert_allclose(r, e, rtol=1e-9, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# windows
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("windows, exc", [
+    ([], ValueError),                                    # empty
+    ((), ValueError),
+    ([[-0.5, 0, 0.5], [1]], ValueError),                 # static not first
+    ([[1, -2, 1]], ValueError),
+    ([(0, 0, [1.0]), (1, 1, [-0.5, 0.5])], ValueError),  # count != extents
+    ([(0, 0, [1.0]), (2, 0, [1.0])], ValueError),
+    ([[1], [np.nan, 0, 1]], ValueError),                 # non-finite
+    ([[1], [0, np.inf, 1]], ValueError),
+    ([[1], []], ValueError),
+    ("not-a-preset", ValueError),
+    (object(), TypeError),                               # garbage
+    (3.5, TypeError),
+    (None, TypeError),
+    ({"a": 1}, TypeError),
+    ([[1], "x"], TypeError),
+    ([[1], [object(), 0, 1]], TypeError),
+    ([[1], [True, 0, 1]], TypeError),
+    ([[1], 1], TypeError),                               # widths mixed with windows
+    ([(0.5, 0, [1.0])], TypeError),
+])
+def test_bad_windows(backend, func, windows, exc):
+    # every parser message names the windows argument ("windows" or "windows[i]")
+    expect_error(exc, "windows", func, _means(), _variances(), backend=backend,
+                 windows=windows)
+
+
+# --------------------------------------------------------------------------
+# dtypes
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("idtype", [np.int32, np.int64, np.uint8, np.int16])
+def test_integer_means_become_float64(backend, mfunc, idtype):
+    m = _rng(3).integers(0, 10, size=(T, LD)).astype(idtype)
+    v = _variances()
+    res = call(mfunc, m, v, backend=backend)
+    ref = call(mfunc, m.astype(np.float64), v, backend=backend)
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        assert r.dtype == np.float64
+        np.testing.assert_array_equal(r, e)
+
+
+def test_integer_everything_becomes_float64(backend, func):
+    m = _rng(3).integers(0, 10, size=(T, LD))
+    v = _rng(4).integers(1, 5, size=(T, LD))
+    g = _rng(5).integers(-3, 3, size=(T, D))
+    res = call(func, m, v, backend=backend, grad=g)
+    ref = call(func, m.astype(float), v.astype(float), backend=backend, grad=g.astype(float))
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        assert r.dtype == np.float64
+        np.testing.assert_array_equal(r, e)
+
+
+def test_float16_means_become_float32(backend, mfunc):
+    m = _means(dtype=np.float16)
+    res = call(mfunc, m, backend=backend, grad=np.ones((T, D), np.float32))
+    ref = call(mfunc, m.astype(np.float32), backend=backend, grad=np.ones((T, D), np.float32))
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        assert r.dtype == np.float32
+        np.testing.assert_array_equal(r, e)
+
+
+def test_float16_rhs_becomes_float32(backend):
+    r = _means((T, D), dtype=np.float16)
+    x = mlpgx.mlpg_solve(r, backend=backend)
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(x, mlpgx.mlpg_solve(r.astype(np.float32), backend=backend))
+
+
+@pytest.mark.parametrize("bad", [np.complex64, np.complex128, np.bool_, object, "U5", "S3"])
+def test_bad_means_dtype(backend, mfunc, bad):
+    m = np.ones((T, LD)).astype(bad)
+    expect_error(TypeError, "means", mfunc, m, backend=backend)
+
+
+@pytest.mark.parametrize("mdt, vdt", [(np.float32, np.float64), (np.float64, np.float32),
+                                      (np.float32, np.float32), (np.float64, np.float64),
+                                      (np.float32, np.int64), (np.float16, np.float64)])
+@pytest.mark.parametrize("global_var", [False, True])
+def test_mixed_dtypes_follow_result_type(backend, func, mdt, vdt, global_var):
+    m = _means(dtype=mdt)
+    v = (np.ones(LD) * 2).astype(vdt) if global_var else np.ceil(_variances()).astype(vdt)
+    expected = np.result_type(np.float32 if mdt == np.float16 else mdt,
+                              np.float64 if np.dtype(vdt).kind == "i" else vdt)
+    g = np.ones((T, D), dtype=mdt)
+    res = call(func, m, v, backend=backend, grad=g)
+    for r in _outputs(res):
+        assert r.dtype == expected, (r.dtype, expected)
+
+
+# --------------------------------------------------------------------------
+# memory layouts
+# --------------------------------------------------------------------------
+
+def _layout(a, kind, tmp_path, tag):
+    if kind == "contiguous":
+        return a
+    if kind == "strided":                      # every other column of a wider array
+        wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+        wide[..., ::2] = a
+        out = wide[..., ::2]
+        assert not out.flags.c_contiguous
+        return out
+    if kind == "fortran":
+        out = np.asfortranarray(a)
+        assert not out.flags.c_contiguous or a.ndim < 2
+        return out
+    if kind == "transposed":                   # .T of a Fortran array of the transpose
+        out = np.asfortranarray(np.swapaxes(a, -1, -2)).T if a.ndim == 2 else \
+            np.asfortranarray(a.T).T
+        return out
+    if kind == "reversed":                     # negative strides
+        return a[..., ::-1, :][..., ::-1, :]
+    if kind == "readonly":
+        return _readonly(a)
+    if kind == "mmap":
+        path = tmp_path / f"{tag}.npy"
+        np.save(path, a)
+        out = np.load(path, mmap_mode="r")
+        assert isinstance(out, np.memmap)
+        return out
+    raise AssertionError(kind)
+
+
+LAYOUTS = ["strided", "fortran", "transposed", "reversed", "readonly", "mmap"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layouts_match_contiguous(backend, func, layout, batched, dtype, tmp_path):
+    shape = (2, T, LD) if batched else (T, LD)
+    m = _means(shape, dtype=dtype)
+    v = _variances(shape, dtype=dtype)
+    g = _means(shape[:-1] + (D,), seed=7, dtype=dtype)
+    ref = call(func, m, v, backend=backend, grad=g)
+    mm = _layout(m, layout, tmp_path, "m")
+    vv = _layout(v, layout, tmp_path, "v")
+    gg = _layout(g, layout, tmp_path, "g")
+    np.testing.assert_array_equal(mm, m)
+    res = call(func, mm, vv, backend=backend, grad=gg)
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        assert r.dtype == e.dtype and r.shape == e.shape
+        np.testing.assert_array_equal(r, e)
+    # inputs unmodified
+    np.testing.assert_array_equal(mm, m)
+    np.testing.assert_array_equal(vv, v)
+    np.testing.assert_array_equal(gg, g)
+
+
+@pytest.mark.parametrize("layout", ["strided", "readonly", "mmap"])
+def test_layouts_global_variances_and_precisions(backend, func, layout, tmp_path):
+    m = _means()
+    gv = np.linspace(0.5, 2.0, LD)
+    p = _variances()
+    for kw in ({"variances": gv}, {"precisions": p}):
+        ref = call(func, m, kw.get("variances"), backend=backend,
+                   **({"precisions": kw["precisions"]} if "precisions" in kw else {}))
+        lk = {k: _layout(a, layout, tmp_path, k) for k, a in kw.items()}
+        res = call(func, _layout(m, layout, tmp_path, "m"), lk.get("variances"),
+                   backend=backend,
+                   **({"precisions": lk["precisions"]} if "precisions" in lk else {}))
+        for r, e in zip(_outputs(res), _outputs(ref)):
+            np.testing.assert_array_equal(r, e)
+
+
+def test_writable_inputs_unmodified(backend, func):
+    m, v = _means((2, T, LD)), _variances((2, T, LD))
+    g = _means((2, T, D), seed=9)
+    lengths = np.array([T, 5])
+    copies = [a.copy() for a in (m, v, g, lengths)]
+    for kw in ({}, {"lengths": lengths}, {"boundary": "nnmnkwii"}):
+        call(func, m, v, backend=backend, grad=g, **kw)
+        call(func, m, None, backend=backend, grad=g, precisions=v, **kw)
+    for a, c in zip((m, v, g, lengths), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_float32_inputs_unmodified(backend, func):
+    # float32 inputs are not copied by validation: the kernel must not write
+    m = _means(dtype=np.float32)
+    v = _variances(dtype=np.float32)
+    g = _means((T, D), seed=9, dtype=np.float32)
+    copies = [a.copy() for a in (m, v, g)]
+    call(func, m, v, backend=backend, grad=g)
+    for a, c in zip((m, v, g), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+# --------------------------------------------------------------------------
+# options: backend, boundary, num_threads
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["nope", "Cython", "", 3, None])
+def test_unknown_backend(func, name):
+    exc = TypeError if not isinstance(name, str) else ValueError
+    with pytest.raises(exc, match="backend") as info:
+        call(func, _means(), backend=name)
+    if exc is ValueError:
+        assert "'cython'" in str(info.value) or "cython" in str(info.value)
+        assert "reference" in str(info.value)
+
+
+@pytest.mark.parametrize("boundary", ["nope", "PER-WINDOW", "", None, 1])
+def test_unknown_boundary(backend, func, boundary):
+    info = expect_error(ValueError, "boundary", func, _means(), backend=backend,
+                        boundary=boundary)
+    for choice in ("per-window", "nnmnkwii", "none"):
+        assert choice in str(info.value)
+
+
+@pytest.mark.parametrize("n, exc", [(0, ValueError), (-1, ValueError), ("2", TypeError),
+                                    (2.0, TypeError), ([2], TypeError)])
+def test_bad_num_threads(backend, func, n, exc):
+    expect_error(exc, "num_threads", func, _means(), backend=backend, num_threads=n)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, np.int64(3)])
+def test_num_threads_do_not_change_results(backend, func, n):
+    m, v = _means((3, T, LD)), _variances((3, T, LD))
+    ref = call(func, m, v, backend=backend)
+    res = call(func, m, v, backend=backend, num_threads=n)
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        np.testing.assert_array_equal(r, e)
+
+
+# --------------------------------------------------------------------------
+# singular systems
+# --------------------------------------------------------------------------
+
+def _singular_cases():
+    # T = 1: dynamic windows are dropped by the boundary rule; a static
+    # variance of +inf leaves no precision on the frame.
+    m1 = np.zeros((1, LD))
+    v1 = np.ones((1, LD))
+    v1[0, 1] = np.inf
+    yield "T1-static-inf", dict(means=m1, variances=v1), 0, 1
+    # static window only, every precision of frame 3 zero
+    p = np.ones((6, D))
+    p[3, :] = 0.0
+    yield "static-frame-zero", dict(means=np.zeros((6, D)), precisions=p,
+                                     windows="static"), 3, 0
+    # static window only, one zero precision
+    p = np.ones((6, D))
+    p[4, 1] = 0.0
+    yield "static-one-zero", dict(means=np.zeros((6, D)), precisions=p,
+                                   windows="static"), 4, 1
+    # static window only, +inf variance
+    v = np.ones((6, D))
+    v[2, 1] = np.inf
+    yield "static-inf-var", dict(means=np.zeros((6, D)), variances=v,
+                                  windows="static"), 2, 1
+
+
+SINGULAR = list(_singular_cases())
+
+
+@pytest.mark.parametrize("case", SINGULAR, ids=[c[0] for c in SINGULAR])
+def test_singular_system(backend, func, case):
+    _, kw, t, d = case
+    kw = dict(kw)
+    m = kw.pop("means")
+    v = kw.pop("variances", None)
+    with pytest.raises(LinAlgError) as info:
+        call(func, m, v, backend=backend, **kw)
+    msg = str(info.value)
+    assert re.search(rf"\bt={t}\b", msg), msg
+    assert re.search(rf"\bd={d}\b", msg), msg
+
+
+def test_singular_all_precisions_zero_for_frames(backend, func):
+    # DELTA windows, every precision of frames 3..7 zero: frames 4..6 are
+    # touched by no window at all.
+    p = np.ones((12, LD))
+    p[3:8, :] = 0.0
+    with pytest.raises(LinAlgError) as info:
+        call(func, np.zeros((12, LD)), None, backend=backend, precisions=p)
+    msg = str(info.value)
+    assert re.search(r"\bt=\d+", msg) and re.search(r"\bd=0\b", msg), msg
+
+
+def test_singular_same_exception_type_on_every_backend(func):
+    _, kw, _, _ = SINGULAR[1]
+    types_ = set()
+    for be in BACKENDS:
+        kw2 = dict(kw)
+        try:
+            call(func, kw2.pop("means"), None, backend=be, **kw2)
+        except Exception as exc:  # noqa: BLE001 - comparing types
+            types_.add(type(exc))
+    assert types_ == {LinAlgError}
+
+
+def test_singular_in_one_sequence_of_batch(backend):
+    p = np.ones((3, 6, D))
+    p[2, 1, 1] = 0.0
+    with pytest.raises(LinAlgError, match=r"b=2"):
+        mlpgx.mlpg(np.zeros((3, 6, D)), precisions=p, windows="static", backend=backend)
+
+
+def test_zero_precision_beyond_length_is_fine(backend):
+    # frames beyond a sequence's length do not exist: their precisions may be 0
+    p = np.ones((2, 6, D))
+    p[1, 4:, :] = 0.0
+    c = mlpgx.mlpg(np.ones((2, 6, D)), precisions=p, windows="static", lengths=[6, 4],
+                   backend=backend)
+    assert np.all(c[1, 4:] == 0) and np.allclose(c[1, :4], 1.0)
+
+
+# --------------------------------------------------------------------------
+# first-bad-index in messages uses the caller's coordinates
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arg", ["means", "variances", "precisions", "grad_output"])
+def test_bad_value_index_in_callers_coordinates(backend, arg):
+    # For an unbatched (T, L*D) input the message's index must index the
+    # caller's array (2 numbers), not the internal (1, T, L*D) copy.
+    m, v, g = _means(), _variances(), np.ones((T, D))
+    kw = {}
+    if arg == "means":
+        m[3, 4] = np.nan
+    elif arg == "variances":
+        v[3, 4] = -1.0
+    elif arg == "precisions":
+        v[3, 4] = -1.0
+        kw = {"precisions": v}
+        v = None
+    else:
+        g[3, 1] = np.nan
+    with pytest.raises(ValueError, match=arg) as info:
+        mlpgx.mlpg_adjoint(g, m, v, backend=backend, **kw)
+    want = f"{arg}[3, 1]" if arg == "grad_output" else f"{arg}[3, 4]"
+    assert want in str(info.value), str(info.value)
+
+
+# --------------------------------------------------------------------------
+# foreign array types
+# --------------------------------------------------------------------------
+
+def test_torch_tensor_means():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="means"):
+        mlpgx.mlpg(torch.zeros((T, LD)), backend="cython")
+
+
+def test_cupy_array_means():
+    cupy = pytest.importorskip("cupy")
+    with pytest.raises((TypeError, RuntimeError), match="means|cupy|backend"):
+        mlpgx.mlpg(cupy.zeros((T, LD)))
