@@ -7,6 +7,7 @@ compiler accepts ``-fopenmp``.  The generated C is produced at build time and
 never committed.
 """
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -27,16 +28,19 @@ directives = {
 }
 
 
-def _compiler_accepts(flag):
-    """Whether the C compiler builds and links an OpenMP program with ``flag``."""
+OPENMP_PROBE = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+PLAIN_PROBE = "int main(void){return 0;}\n"
+
+
+def _compiler_accepts(flags, src=OPENMP_PROBE):
+    """Whether the C compiler builds and links ``src`` with ``flags``."""
     cc = os.environ.get("CC", "cc")
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "t.c")
         with open(path, "w") as fh:
             fh.write(src)
         try:
-            res = subprocess.run([cc, flag, path, "-o", os.path.join(tmp, "t")],
+            res = subprocess.run([cc, *flags, path, "-o", os.path.join(tmp, "t")],
                                  capture_output=True)
         except OSError:
             return False
@@ -50,9 +54,19 @@ if sys.platform != "win32":
 if os.environ.get("MLPGX_NO_OPENMP", "") in ("", "0"):
     if sys.platform == "win32":
         compile_args.append("/openmp")
-    elif _compiler_accepts("-fopenmp"):
+    elif _compiler_accepts(["-fopenmp"]):
         compile_args.append("-fopenmp")
         link_args.append("-fopenmp")
+
+# The solver is also compiled for AVX2 + FMA on x86-64; mlpgx/_ext/__init__.py
+# picks that build at run time when the CPU supports it, so the baseline
+# build stays portable.
+AVX2_FLAGS = ["-mavx2", "-mfma"]
+variants = {"_solver": [], "_window_matrix": []}
+if (platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
+        and os.environ.get("MLPGX_NO_AVX2", "") in ("", "0")
+        and _compiler_accepts(AVX2_FLAGS, PLAIN_PROBE)):
+    variants["_solver_avx2"] = AVX2_FLAGS
 
 extensions = [
     Extension(
@@ -60,10 +74,10 @@ extensions = [
         [f"mlpgx/_ext/{name}.pyx"],
         include_dirs=[np.get_include(), "mlpgx/_ext"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        extra_compile_args=compile_args,
+        extra_compile_args=compile_args + extra,
         extra_link_args=link_args,
     )
-    for name in ("_solver", "_window_matrix")
+    for name, extra in variants.items()
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

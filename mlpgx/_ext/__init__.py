@@ -1,0 +1,46 @@
+"""Compiled kernels.
+
+``solver`` is the build of the fused MLPG solver this CPU runs best: the
+AVX2 + FMA build (``_solver_avx2``) on x86-64 CPUs that have both, else the
+baseline build (``_solver``).  Set ``MLPGX_SIMD=baseline`` to force the
+baseline build (``MLPGX_SIMD=avx2`` forces AVX2 and fails without it).
+"""
+from __future__ import annotations
+
+import os
+
+from . import _solver as _baseline
+
+
+def _cpu_has_avx2_fma() -> bool:
+    try:  # NumPy's own run-time CPU feature detection
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:  # NumPy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as feats
+        except ImportError:
+            return False
+    return bool(feats.get("AVX2")) and bool(feats.get("FMA3"))
+
+
+def _select():
+    want = os.environ.get("MLPGX_SIMD", "auto").lower()
+    if want not in ("auto", "baseline", "avx2"):
+        raise ValueError(f"MLPGX_SIMD must be 'auto', 'baseline' or 'avx2'; got {want!r}")
+    if want == "baseline":
+        return _baseline, "baseline"
+    try:
+        from . import _solver_avx2
+    except ImportError:
+        _solver_avx2 = None
+    if want == "avx2":
+        if _solver_avx2 is None:
+            raise ImportError("MLPGX_SIMD=avx2, but the AVX2 build of mlpgx is not installed")
+        return _solver_avx2, "avx2"
+    if _solver_avx2 is not None and _cpu_has_avx2_fma():
+        return _solver_avx2, "avx2"
+    return _baseline, "baseline"
+
+
+#: The solver module in use and the name of its instruction-set build.
+solver, simd = _select()

@@ -12,10 +12,11 @@ from .._problem import Problem
 from ._base import Backend
 
 try:
-    from .._ext import _solver
+    from .._ext import solver as _solver, simd as SIMD
     _IMPORT_ERROR = None
 except ImportError as exc:  # the extension was not built
     _solver = None
+    SIMD = None
     _IMPORT_ERROR = exc
 
 
@@ -25,6 +26,11 @@ class CythonBackend(Backend):
     name = "cython"
     array_module = "numpy"
     description = "compiled banded LDL^T (Cython, OpenMP), O(T) per dimension"
+
+    @property
+    def simd(self):
+        """Instruction-set build in use (``"avx2"`` or ``"baseline"``)."""
+        return SIMD
 
     def availability(self):
         if _solver is None:

@@ -1,5 +1,4 @@
-# Declarations of the fused banded MLPG solver (see _solver.pyx).
-from cython cimport floating
+# Declarations of the fused banded MLPG solver (included by _solver_impl.pxi).
 
 cdef enum SolverMode:
     MODE_FORWARD = 0    # rhs = r from the means; writes c

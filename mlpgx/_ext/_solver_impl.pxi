@@ -1,0 +1,575 @@
+# The solver's implementation, compiled twice: _solver.pyx (baseline
+# instruction set) and _solver_avx2.pyx (AVX2 + FMA); see mlpgx/_ext/__init__.py.
+
+import threading
+
+import numpy as np
+from numpy.linalg import LinAlgError
+
+from cython cimport floating
+
+include "_solver_decl.pxi"
+from cython.parallel cimport prange, threadid
+from libc.string cimport memset
+
+cdef extern from "mlpgx_tile.h" nogil:
+    # tiles of TILE double lanes (see the header)
+    ctypedef struct tile "mlpgx_tile":
+        pass
+    enum: TILE "MLPGX_TILE"
+    tile tile_load(const double* p)
+    void tile_store(double* p, tile x)
+    tile tile_loadf(const float* p)
+    void tile_storef(float* p, tile x)
+    tile tile_zero()
+    tile tile_axpy(tile acc, double c, tile x)
+    tile tile_fnma(tile acc, tile a, tile b)
+    tile tile_mul(tile a, tile b)
+    tile tile_recip(tile a)
+    int tile_any_le(tile a, double c, tile b)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int mlpgx_max_threads(void) { return omp_get_max_threads(); }
+    static int mlpgx_have_openmp(void) { return 1; }
+    #else
+    static int mlpgx_max_threads(void) { return 1; }
+    static int mlpgx_have_openmp(void) { return 0; }
+    #endif
+    """
+    int mlpgx_max_threads() noexcept nogil
+    int mlpgx_have_openmp() noexcept nogil
+
+#: Widest column chunk a work item keeps in its rings (doubles); keeps the
+#: rings in L1/L2 for any D.
+DEF_CHUNK = 64
+#: Chunks start at multiples of this many columns (whole tiles).
+CHUNK_ALIGN = TILE
+
+cdef enum:
+    # distinct (frame offset, window) pairs a row of R may read: a window of
+    # width n contributes n, so this allows e.g. 4 windows of width 64
+    MAX_SOURCES = 256
+#: A pivot must exceed this fraction of R[i, i]; the pivot of a singular
+#: system is rounding noise of order (k + 1) * eps * R[i, i], far below it.
+PIVOT_RTOL = 1e-13
+
+MODES = {"forward": MODE_FORWARD, "solve": MODE_SOLVE, "adjoint": MODE_ADJOINT}
+WEIGHT_KINDS = {"variance": KIND_VARIANCE, "precision": KIND_PRECISION, None: KIND_UNIT}
+
+
+def openmp_enabled():
+    """Whether the extension was compiled with OpenMP."""
+    return bool(mlpgx_have_openmp())
+
+
+def max_threads():
+    """OpenMP's default thread count (``OMP_NUM_THREADS`` or the cores)."""
+    return int(mlpgx_max_threads())
+
+
+cdef inline Py_ssize_t _pow2_above(Py_ssize_t x):
+    cdef Py_ssize_t p = 1
+    while p <= x:
+        p *= 2
+    return p
+
+
+cdef Py_ssize_t _workspace_doubles(const Plan* pl) noexcept nogil:
+    cdef Py_ssize_t CH = pl.chunk, L = pl.L, k = pl.k, nr = pl.nrhs
+    cdef Py_ssize_t NR = pl.frame_mask + 1
+    cdef Py_ssize_t NF = pl.factor_mask + 1
+    cdef Py_ssize_t NS = pl.sol_mask + 1
+    # pring, pmring | g row | L ring | 1/D ring | y ring | solution ring
+    # | Wv, Wc, p rows | tile temporaries R, E, Lc (k+1 each) and rhs (nr)
+    return (CH * (2 * NR * L + 1 + NF * (k + 1) + NF + NF * nr + NS * nr + 3)
+            + TILE * (3 * (k + 1) + nr))
+
+
+cdef inline void _store_tile(floating* p, tile x) noexcept nogil:
+    if floating is float:
+        tile_storef(p, x)
+    else:
+        tile_store(p, x)
+
+
+cdef inline tile _load_tile(const floating* p) noexcept nogil:
+    if floating is float:
+        return tile_loadf(p)
+    else:
+        return tile_load(p)
+
+
+cdef inline bint _active(const Plan* pl, Py_ssize_t l, Py_ssize_t t, Py_ssize_t n) noexcept nogil:
+    # Window l constrains frame t of an n-frame sequence (boundary rule).
+    return t >= 0 and t >= pl.zero_lo[l] and t < n - pl.zero_hi[l]
+
+
+cdef inline void _precision_row(const Plan* pl, const floating* weights, Py_ssize_t t,
+                                Py_ssize_t l, Py_ssize_t d0, Py_ssize_t nd,
+                                double* p) noexcept nogil:
+    # p[0:nd] = precisions of window l at frame t (caller checked _active).
+    cdef Py_ssize_t d
+    cdef const floating* w
+    if pl.weight_kind == KIND_UNIT:
+        for d in range(nd):
+            p[d] = 1.0
+        return
+    w = weights + t * pl.w_row_stride + l * pl.D + d0
+    if pl.weight_kind == KIND_VARIANCE:
+        for d in range(nd):
+            # 1 / inf = 0: "no constraint"; float32 input divides in float32
+            p[d] = <double>((<floating>1.0) / w[d])
+    else:
+        for d in range(nd):
+            p[d] = w[d]
+
+
+cdef inline void _load_frame(const Plan* pl, const floating* means, const floating* weights,
+                             Py_ssize_t n, Py_ssize_t t, Py_ssize_t d0, Py_ssize_t nd,
+                             double* pring, double* pmring) noexcept nogil:
+    # Put the (boundary-masked) precisions of frame t, and p * mu, in the ring.
+    cdef Py_ssize_t l, d
+    cdef Py_ssize_t slot = t & pl.frame_mask
+    cdef double* p
+    cdef double* pm
+    cdef const floating* mu
+    for l in range(pl.L):
+        p = pring + (slot * pl.L + l) * pl.chunk
+        pm = pmring + (slot * pl.L + l) * pl.chunk
+        if not _active(pl, l, t, n):
+            memset(p, 0, nd * sizeof(double))
+            memset(pm, 0, nd * sizeof(double))
+            continue
+        _precision_row(pl, weights, t, l, d0, nd, p)
+        if means != NULL:
+            mu = means + t * pl.LD + l * pl.D + d0
+            for d in range(nd):
+                pm[d] = p[d] * mu[d]
+
+
+cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* weights,
+                      const floating* g, floating* out, floating* gmeans,
+                      floating* gweights, double* gw_acc,
+                      Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd,
+                      double* ws, floating* scratch, Py_ssize_t* bad) noexcept nogil:
+    """One sequence (arrays point at its first frame), columns d0 .. d0+nd-1.
+
+    Row i is processed in tiles of TILE columns whose inner loops have a
+    constant trip count, so the compiler keeps the accumulators in vector
+    registers.  Lanes past ``nd`` in the last tile are padding: their
+    precisions are 1 and their right-hand sides 0, so they stay finite and
+    are never stored.  Returns 0, or 1 with ``bad = (frame, dimension)`` of a
+    non-positive pivot.
+    """
+    cdef Py_ssize_t CH = pl.chunk, L = pl.L, k = pl.k, nr = pl.nrhs
+    cdef Py_ssize_t P = pl.P, D = pl.D, LD = pl.LD
+    cdef Py_ssize_t NR = pl.frame_mask + 1, NF = pl.factor_mask + 1, NS = pl.sol_mask + 1
+    cdef Py_ssize_t S = (k + nr) * CH      # scratch row stride
+    cdef double* pring = ws                         # (NR, L, CH) precisions
+    cdef double* pmring = pring + NR * L * CH       # (NR, L, CH) precision * mean
+    cdef double* grow = pmring + NR * L * CH        # (CH,) g at row i
+    cdef double* Lring = grow + CH                  # (NF, k+1, CH): L[j, j-a]
+    cdef double* Dinv = Lring + NF * (k + 1) * CH   # (NF, CH): 1 / D[j]
+    cdef double* yring = Dinv + NF * CH             # (NF, nr, CH): forward substitution
+    cdef double* sring = yring + NF * nr * CH       # (NS, nr, CH): solutions c, v
+    cdef double* Wv = sring + NS * nr * CH
+    cdef double* Wc = Wv + CH
+    cdef double* prow = Wc + CH
+    cdef double* Rt = prow + CH                     # (k+1, TILE): R[i, i-a]
+    cdef double* Et = Rt + (k + 1) * TILE           # (k+1, TILE): L[i, i-a] D[i-a]
+    cdef double* Lt = Et + (k + 1) * TILE           # (k+1, TILE): L[i, i-a]
+    cdef double* rt = Lt + (k + 1) * TILE           # (nr, TILE): right-hand sides
+    cdef tile vacc, vpiv, vdinv
+    cdef double piv[TILE]
+    cdef const double* psrc[MAX_SOURCES]   # p ring rows of frame i + shift, window l
+    cdef const double* pmsrc[MAX_SOURCES]  # p*mu ring rows of the same
+    cdef Py_ssize_t i, t, a, b, j, d, dd, l, r, u, jo, term, amax, bmax, fslot, jslot, islot
+    cdef Py_ssize_t nbad, jt, q
+    cdef Py_ssize_t ntiles = (nd + TILE - 1) // TILE
+    cdef double coef
+    cdef const double* src
+    cdef double* dst
+    cdef double* x
+    cdef const double* y
+    cdef const floating* gi
+    cdef const floating* mu
+    cdef floating* o
+    cdef floating* sc
+    cdef const floating* scl
+    cdef floating* gw
+    cdef bint has_means = means != NULL
+
+    # padding lanes: precision 1 for every window and frame, everything else 0
+    memset(ws, 0, _workspace_doubles(pl) * sizeof(double))
+    for j in range(NR * L):
+        for d in range(nd, CH):
+            pring[j * CH + d] = 1.0
+
+    # ---- forward sweep: form row i of R and r, factor it, forward-substitute
+    for t in range(-pl.Q, P):
+        _load_frame(pl, means, weights, n, t, d0, nd, pring, pmring)
+    for i in range(n):
+        _load_frame(pl, means, weights, n, i + P, d0, nd, pring, pmring)
+        if g != NULL:
+            gi = g + i * D + d0
+            for d in range(nd):
+                grow[d] = gi[d]
+        amax = k if k < i else i
+        fslot = i & pl.factor_mask
+        sc = scratch + i * S
+        for q in range(pl.n_sources):
+            j = (((i + pl.source_shift[q]) & pl.frame_mask) * L + pl.source_window[q]) * CH
+            psrc[q] = pring + j
+            pmsrc[q] = pmring + j
+        for jt in range(ntiles):
+            jo = jt * TILE
+            # R[i, i-a] = sum over terms of coef * p_l[i + shift]
+            for a in range(amax + 1):
+                vacc = tile_zero()
+                for term in range(pl.rterm_lag_start[a], pl.rterm_lag_start[a + 1]):
+                    vacc = tile_axpy(vacc, pl.rterm_coef[term], tile_load(psrc[pl.rterm_source[term]] + jo))
+                tile_store(Rt + a * TILE, vacc)
+            r = 0
+            if has_means:
+                vacc = tile_zero()
+                for term in range(pl.n_vterms):
+                    vacc = tile_axpy(vacc, pl.vterm_coef[term], tile_load(pmsrc[pl.vterm_source[term]] + jo))
+                tile_store(rt, vacc)
+                r = 1
+            if g != NULL:
+                tile_store(rt + r * TILE, tile_load(grow + jo))
+
+            # L[i, i-a] for a = amax .. 1, then the pivot D[i]
+            for a in range(amax, 0, -1):
+                jslot = (i - a) & pl.factor_mask
+                vacc = tile_load(Rt + a * TILE)
+                for b in range(a + 1, amax + 1):
+                    vacc = tile_fnma(vacc, tile_load(Et + b * TILE),
+                                   tile_load(Lring + (jslot * (k + 1) + (b - a)) * CH + jo))
+                tile_store(Et + a * TILE, vacc)
+                tile_store(Lt + a * TILE, tile_mul(vacc, tile_load(Dinv + jslot * CH + jo)))
+            vpiv = tile_load(Rt)
+            for a in range(1, amax + 1):
+                vpiv = tile_fnma(vpiv, tile_load(Et + a * TILE), tile_load(Lt + a * TILE))
+            # (pivots depend only on the validated precisions: never NaN)
+            if tile_any_le(vpiv, pl.pivot_rtol, tile_load(Rt)):
+                tile_store(piv, vpiv)
+                for dd in range(min(TILE, nd - jo)):
+                    if not (piv[dd] > pl.pivot_rtol * Rt[dd]):
+                        bad[0] = i
+                        bad[1] = d0 + jo + dd
+                        return 1
+
+            vdinv = tile_recip(vpiv)
+            tile_store(Dinv + fslot * CH + jo, vdinv)
+            for a in range(1, amax + 1):
+                vacc = tile_load(Lt + a * TILE)
+                tile_store(Lring + (fslot * (k + 1) + a) * CH + jo, vacc)
+                _store_tile(sc + (a - 1) * CH + jo, vacc)
+            for r in range(nr):
+                vacc = tile_load(rt + r * TILE)
+                for a in range(1, amax + 1):
+                    vacc = tile_fnma(vacc, tile_load(Lt + a * TILE),
+                                   tile_load(yring + (((i - a) & pl.factor_mask) * nr + r) * CH + jo))
+                tile_store(yring + (fslot * nr + r) * CH + jo, vacc)
+                _store_tile(sc + (k + r) * CH + jo, tile_mul(vacc, vdinv))
+
+    # ---- back substitution from the end; in adjoint mode frame t = i + P is
+    # complete once row i is solved, so its gradients are written right away
+    i = n - 1
+    while i >= (-P if pl.mode == MODE_ADJOINT else 0):
+        if i >= 0:
+            islot = i & pl.sol_mask
+            bmax = k if k < n - 1 - i else n - 1 - i
+            for jt in range(ntiles):
+                jo = jt * TILE
+                for r in range(nr):
+                    vacc = _load_tile(scratch + i * S + (k + r) * CH + jo)
+                    for b in range(1, bmax + 1):
+                        vacc = tile_fnma(vacc, _load_tile(scratch + (i + b) * S + (b - 1) * CH + jo),
+                                       tile_load(sring + (((i + b) & pl.sol_mask) * nr + r) * CH + jo))
+                    tile_store(sring + (islot * nr + r) * CH + jo, vacc)
+            if pl.mode != MODE_ADJOINT:
+                src = sring + islot * nr * CH
+                o = out + i * D + d0
+                for d in range(nd):
+                    o[d] = <floating>src[d]
+        t = i + P
+        if pl.mode == MODE_ADJOINT and t < n:
+            for l in range(L):
+                o = gmeans + t * LD + l * D + d0
+                gw = NULL
+                if gweights != NULL:
+                    gw = gweights + t * LD + l * D + d0
+                if not _active(pl, l, t, n):
+                    memset(o, 0, nd * sizeof(floating))
+                    if gw != NULL:
+                        memset(gw, 0, nd * sizeof(floating))
+                    continue
+                # W_l c and W_l v at frame t (the solutions are c: 0, v: 1)
+                for jt in range(ntiles):
+                    jo = jt * TILE
+                    vacc = tile_zero()
+                    vpiv = tile_zero()
+                    for u in range(pl.win_width[l]):
+                        j = t - pl.win_left[l] + u
+                        coef = pl.coeffs[pl.win_offset[l] + u]
+                        if j < 0 or j >= n or coef == 0.0:
+                            continue
+                        src = sring + (j & pl.sol_mask) * nr * CH + jo
+                        vacc = tile_axpy(vacc, coef, tile_load(src))
+                        vpiv = tile_axpy(vpiv, coef, tile_load(src + CH))
+                    tile_store(Wc + jo, vacc)
+                    tile_store(Wv + jo, vpiv)
+                _precision_row(pl, weights, t, l, d0, nd, prow)
+                mu = means + t * LD + l * D + d0
+                # dL/dmu = p W v;  dL/dp = (W v)(mu - W c);  dL/dvar = -p^2 dL/dp
+                for d in range(nd):
+                    o[d] = <floating>(prow[d] * Wv[d])
+                if pl.weight_kind == KIND_UNIT:
+                    continue
+                if pl.weight_kind == KIND_VARIANCE:
+                    for d in range(nd):
+                        Wc[d] = -prow[d] * prow[d] * (Wv[d] * (mu[d] - Wc[d]))
+                else:
+                    for d in range(nd):
+                        Wc[d] = Wv[d] * (mu[d] - Wc[d])
+                if gw != NULL:
+                    for d in range(nd):
+                        gw[d] = <floating>Wc[d]
+                else:
+                    x = gw_acc + l * D + d0
+                    for d in range(nd):
+                        x[d] += Wc[d]
+        i -= 1
+
+    # ---- frames beyond the sequence's length are 0
+    for t in range(n, pl.T):
+        if pl.mode == MODE_ADJOINT:
+            for l in range(L):
+                memset(gmeans + t * LD + l * D + d0, 0, nd * sizeof(floating))
+                if gweights != NULL:
+                    memset(gweights + t * LD + l * D + d0, 0, nd * sizeof(floating))
+        else:
+            memset(out + t * D + d0, 0, nd * sizeof(floating))
+    return 0
+
+
+def _window_tables(windows, zero_lo, zero_hi):
+    """Flatten a WindowSet into the arrays the Plan points at."""
+    L = len(windows)
+    win_left = np.array([w.left for w in windows], dtype=np.intp)
+    win_width = np.array([w.left + w.right + 1 for w in windows], dtype=np.intp)
+    win_offset = np.zeros(L, dtype=np.intp)
+    win_offset[1:] = np.cumsum(win_width)[:L - 1]
+    coeffs = np.concatenate([np.asarray(w.coeffs, dtype=np.float64) for w in windows])
+    rl, rs, ra, rc, vl, vs, vc = [], [], [], [], [], [], []
+    for l, w in enumerate(windows):
+        c = w.coeffs
+        for u in range(len(c)):
+            if c[u] == 0.0:
+                continue
+            vl.append(l); vs.append(w.left - u); vc.append(c[u])
+            for a in range(u + 1):
+                if c[u - a] != 0.0:
+                    rl.append(l); rs.append(w.left - u); ra.append(a); rc.append(c[u] * c[u - a])
+    # distinct (shift, window) pairs: the ring rows one row of R and r reads
+    sources = sorted(set(zip(rs, rl)) | set(zip(vs, vl)))
+    if len(sources) > MAX_SOURCES:
+        raise ValueError(f"windows: {len(sources)} distinct (offset, window) terms; "
+                         f"at most {MAX_SOURCES} are supported")
+    src_index = {sw: q for q, sw in enumerate(sources)}
+    rq = [src_index[(a, b)] for a, b in zip(rs, rl)]
+    vq = [src_index[(a, b)] for a, b in zip(vs, vl)]
+    order = sorted(range(len(ra)), key=lambda q: ra[q])
+    rq = [rq[q] for q in order]
+    rl, rs, ra, rc = ([v[q] for q in order] for v in (rl, rs, ra, rc))
+    k = windows.bandwidth
+    lag_start = np.searchsorted(np.array(ra, dtype=np.intp), np.arange(k + 2), side="left")
+    ip = lambda v: np.array(v, dtype=np.intp).reshape(-1)
+    fp = lambda v: np.array(v, dtype=np.float64).reshape(-1)
+    return dict(
+        win_left=win_left, win_width=win_width, win_offset=win_offset, coeffs=coeffs,
+        zero_lo=np.ascontiguousarray(zero_lo, dtype=np.intp),
+        zero_hi=np.ascontiguousarray(zero_hi, dtype=np.intp),
+        rterm_window=ip(rl), rterm_shift=ip(rs), rterm_lag=ip(ra), rterm_coef=fp(rc),
+        rterm_lag_start=ip(lag_start), rterm_source=ip(rq), vterm_source=ip(vq),
+        source_shift=ip([sw[0] for sw in sources]), source_window=ip([sw[1] for sw in sources]),
+        vterm_window=ip(vl), vterm_shift=ip(vs), vterm_coef=fp(vc),
+    )
+
+
+cdef const Py_ssize_t* _ip(object a):
+    cdef const Py_ssize_t[::1] mv = a
+    return &mv[0] if mv.shape[0] else NULL
+
+
+cdef const double* _dp(object a):
+    cdef const double[::1] mv = a
+    return &mv[0] if mv.shape[0] else NULL
+
+
+#: Scratch buffers up to this size are kept for the next call of the same
+#: Python thread: a fresh buffer costs a page fault per 4 KiB, which for long
+#: sequences is as expensive as the solve itself.
+SCRATCH_CACHE_BYTES = 256 * 2**20
+_scratch_cache = threading.local()
+
+
+def _scratch_buffer(Py_ssize_t nthreads, Py_ssize_t size, dtype):
+    """A ``(nthreads, size)`` array of ``dtype``, reused between calls."""
+    key = np.dtype(dtype).char
+    cache = getattr(_scratch_cache, "buffers", None)
+    if cache is None:
+        cache = _scratch_cache.buffers = {}
+    buf = cache.get(key)
+    need = nthreads * size
+    if buf is None or buf.shape[0] < need:
+        buf = np.empty(max(need, 1), dtype=dtype)
+        if buf.nbytes <= SCRATCH_CACHE_BYTES:
+            cache[key] = buf
+        else:
+            cache.pop(key, None)
+    return buf[:need].reshape(nthreads, size)
+
+
+def _plan_threads(Py_ssize_t B, Py_ssize_t D, Py_ssize_t T, num_threads):
+    """Thread count and the d-ranges each sequence is split into.
+
+    Whole sequences are the work items while there are enough of them; only
+    when ``B`` is smaller than the thread count is D split (in multiples of
+    ``CHUNK_ALIGN`` columns).
+    """
+    if num_threads is None:
+        nthreads = max_threads()
+        # OpenMP start-up costs more than a small problem takes.
+        if B * T * D < 20000:
+            nthreads = 1
+    else:
+        nthreads = int(num_threads)
+    nthreads = max(1, min(nthreads, B * max(1, -(-D // CHUNK_ALIGN))))
+    nsplit = 1 if B >= nthreads else min(-(-nthreads // B), -(-D // CHUNK_ALIGN))
+    width = -(-D // nsplit)
+    width = -(-width // CHUNK_ALIGN) * CHUNK_ALIGN
+    starts = list(range(0, D, width))
+    return nthreads, starts, width
+
+
+def run(str mode, windows, zero_lo, zero_hi, weight_kind,
+        const floating[::1] means, const floating[::1] weights, const floating[::1] g,
+        floating[::1] out, floating[::1] gmeans, floating[::1] gweights, double[::1] gw_acc,
+        const Py_ssize_t[::1] lengths, Py_ssize_t T, Py_ssize_t D,
+        bint has_means, bint has_weights, bint global_weights, bint has_g,
+        bint has_gweights, bint has_gw_acc, num_threads=None):
+    """Run the solver over a batch (all arrays flat, C order, validated).
+
+    means (B*T*L*D), weights (B*T*L*D or L*D), g (B*T*D); outputs out
+    (B*T*D) for forward/solve, gmeans and gweights (B*T*L*D) or gw_acc
+    (B*L*D, float64, zeroed) for adjoint.  Absent arrays are length-1
+    placeholders flagged by the ``has_*`` arguments.  Raises LinAlgError
+    naming the sequence, frame and dimension of a non-positive pivot.
+    """
+    cdef Plan pl
+    cdef Py_ssize_t B = lengths.shape[0]
+    cdef Py_ssize_t L = len(windows)
+    cdef Py_ssize_t nthreads, width, nitems, it, b, d0, nd, c0, cw, tid, wsz, ssz, nstarts
+    cdef int status
+    if B == 0 or T == 0 or D == 0:
+        return
+    tables = _window_tables(windows, zero_lo, zero_hi)
+    pl.T = T
+    pl.D = D
+    pl.L = L
+    pl.LD = L * D
+    pl.P = windows.max_left
+    pl.Q = windows.max_right
+    pl.k = windows.bandwidth
+    pl.mode = MODES[mode]
+    pl.nrhs = 2 if pl.mode == MODE_ADJOINT else 1
+    pl.frame_mask = _pow2_above(pl.P + pl.Q) - 1
+    pl.factor_mask = _pow2_above(pl.k) - 1
+    pl.sol_mask = _pow2_above(max(pl.P + pl.Q, pl.k)) - 1
+    pl.weight_kind = WEIGHT_KINDS[weight_kind if has_weights else None]
+    pl.w_row_stride = 0 if global_weights else L * D
+    pl.w_batch_stride = 0 if global_weights else T * L * D
+    pl.pivot_rtol = PIVOT_RTOL
+    pl.win_left = _ip(tables["win_left"])
+    pl.win_width = _ip(tables["win_width"])
+    pl.win_offset = _ip(tables["win_offset"])
+    pl.coeffs = _dp(tables["coeffs"])
+    pl.zero_lo = _ip(tables["zero_lo"])
+    pl.zero_hi = _ip(tables["zero_hi"])
+    pl.n_rterms = tables["rterm_lag"].shape[0]
+    pl.rterm_window = _ip(tables["rterm_window"])
+    pl.rterm_shift = _ip(tables["rterm_shift"])
+    pl.rterm_lag = _ip(tables["rterm_lag"])
+    pl.rterm_coef = _dp(tables["rterm_coef"])
+    pl.rterm_lag_start = _ip(tables["rterm_lag_start"])
+    pl.rterm_source = _ip(tables["rterm_source"])
+    pl.vterm_source = _ip(tables["vterm_source"])
+    pl.n_sources = tables["source_shift"].shape[0]
+    pl.source_shift = _ip(tables["source_shift"])
+    pl.source_window = _ip(tables["source_window"])
+    pl.n_vterms = tables["vterm_coef"].shape[0]
+    pl.vterm_window = _ip(tables["vterm_window"])
+    pl.vterm_shift = _ip(tables["vterm_shift"])
+    pl.vterm_coef = _dp(tables["vterm_coef"])
+
+    nthreads, starts, width = _plan_threads(B, D, T, num_threads)
+    nstarts = len(starts)
+    nitems = B * nstarts
+    # workspace columns: the widest chunk, padded to whole tiles
+    pl.chunk = -(-min(width, DEF_CHUNK, D) // TILE) * TILE
+    wsz = _workspace_doubles(&pl)
+    ssz = T * (pl.k + pl.nrhs) * pl.chunk
+    workspace = np.empty((nthreads, wsz), dtype=np.float64)
+    scratch = _scratch_buffer(nthreads, ssz, np.asarray(out).dtype)
+    bad = np.full((nitems, 2), -1, dtype=np.intp)
+    cdef double[:, ::1] ws_v = workspace
+    cdef floating[:, ::1] sc_v = scratch
+    cdef Py_ssize_t[:, ::1] bad_v = bad
+
+    cdef const floating* mp = &means[0] if has_means else NULL
+    cdef const floating* wp = &weights[0] if has_weights else NULL
+    cdef const floating* gp = &g[0] if has_g else NULL
+    cdef floating* op = &out[0] if pl.mode != MODE_ADJOINT else NULL
+    cdef floating* gmp = &gmeans[0] if pl.mode == MODE_ADJOINT else NULL
+    cdef floating* gwp = &gweights[0] if has_gweights else NULL
+    cdef double* gap = &gw_acc[0] if has_gw_acc else NULL
+
+    with nogil:
+        for it in prange(nitems, num_threads=nthreads, schedule="dynamic"):
+            tid = threadid()
+            b = it // nstarts
+            d0 = (it % nstarts) * width
+            nd = min(width, D - d0)
+            c0 = d0
+            while c0 < d0 + nd:
+                cw = min(pl.chunk, d0 + nd - c0)
+                status = _solve_chunk(
+                    &pl,
+                    (mp + b * T * pl.LD) if mp != NULL else NULL,
+                    (wp + b * pl.w_batch_stride) if wp != NULL else NULL,
+                    (gp + b * T * D) if gp != NULL else NULL,
+                    (op + b * T * D) if op != NULL else NULL,
+                    (gmp + b * T * pl.LD) if gmp != NULL else NULL,
+                    (gwp + b * T * pl.LD) if gwp != NULL else NULL,
+                    (gap + b * pl.LD) if gap != NULL else NULL,
+                    lengths[b], c0, cw,
+                    &ws_v[tid, 0], &sc_v[tid, 0], &bad_v[it, 0])
+                if status != 0:
+                    break
+                c0 = c0 + cw
+
+    failed = np.flatnonzero(bad[:, 0] >= 0)
+    if failed.size:
+        rows = [(int(f // nstarts), int(bad[f, 0]), int(bad[f, 1])) for f in failed]
+        b, t, d = min(rows)
+        raise LinAlgError(
+            f"MLPG system is not positive definite at frame t={t}, static dimension "
+            f"d={d} of sequence b={b}: non-positive pivot (every precision touching "
+            f"the frame may be zero: infinite variances, zero precisions or the "
+            f"boundary rule; or the system is singular)")
