@@ -1,6 +1,7 @@
 # The solver's implementation, compiled twice: _solver.pyx (baseline
 # instruction set) and _solver_avx2.pyx (AVX2 + FMA); see mlpgx/_ext/__init__.py.
 
+import functools
 import threading
 
 import numpy as np
@@ -358,6 +359,14 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     return 0
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_window_tables(windows, zero_lo, zero_hi):
+    tables = _window_tables(windows, zero_lo, zero_hi)
+    for a in tables.values():
+        a.setflags(write=False)
+    return tables
+
+
 def _window_tables(windows, zero_lo, zero_hi):
     """Flatten a WindowSet into the arrays the Plan points at."""
     L = len(windows)
@@ -479,7 +488,8 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     cdef int status
     if B == 0 or T == 0 or D == 0:
         return
-    tables = _window_tables(windows, zero_lo, zero_hi)
+    tables = _cached_window_tables(windows, tuple(int(x) for x in zero_lo),
+                                   tuple(int(x) for x in zero_hi))
     pl.T = T
     pl.D = D
     pl.L = L
