@@ -38,7 +38,8 @@ import numpy as np
 import scipy.linalg
 
 import mlpgx
-from mlpgx._ext import _solver
+import mlpgx._ext
+from mlpgx._ext import solver as _solver
 
 
 def best_time(fn, budget=0.4, min_runs=3, max_runs=50):
@@ -163,6 +164,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes only")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--no-peers", action="store_true", help="skip reference / solveh timings")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="replace the table between the BENCH-TABLE markers of README.md")
     args = ap.parse_args(argv)
 
     nmax = _solver.max_threads()
@@ -181,7 +184,8 @@ def main(argv=None):
     machine = dict(host=socket.gethostname(), platform=platform.platform(),
                    processor=platform.processor() or platform.machine(),
                    cpus=os.cpu_count(), omp_max_threads=nmax,
-                   openmp=_solver.openmp_enabled(), python=sys.version.split()[0],
+                   openmp=_solver.openmp_enabled(), simd=mlpgx._ext.simd,
+                   python=sys.version.split()[0],
                    numpy=np.__version__, scipy=scipy.__version__, mlpgx=mlpgx.__version__)
     stamp = datetime.date.today().isoformat()
     os.makedirs(args.out, exist_ok=True)
@@ -193,6 +197,19 @@ def main(argv=None):
         fh.write("Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()) + "\n\n")
         fh.write(HEADER + "\n" + "\n".join(fmt_row(r) for r in rows) + "\n")
     print(f"\nwrote {base}.json and {base}.md")
+    if args.update_readme:
+        readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+        with open(readme) as fh:
+            text = fh.read()
+        start, end = "<!-- BENCH-TABLE -->", "<!-- /BENCH-TABLE -->"
+        i, j = text.index(start), text.index(end)
+        table = (f"{start}\n{stamp}, {machine['processor']}, {machine['cpus']} cores, "
+                 f"OpenMP threads {nmax}, kernel build {machine['simd']}; times in ms "
+                 f"(best of several runs):\n\n{HEADER}\n"
+                 + "\n".join(fmt_row(r) for r in rows) + "\n")
+        with open(readme, "w") as fh:
+            fh.write(text[:i] + table + text[j:])
+        print(f"updated {os.path.normpath(readme)}")
 
 
 if __name__ == "__main__":
