@@ -37,11 +37,12 @@ def test_readme_worked_example_runs(capsys):
 
 
 @pytest.mark.parametrize("n", ["1", "2"])
-def test_omp_num_threads_respected(n):
+def test_omp_num_threads_respected(n, tmp_path):
     code = ("import mlpgx._ext as e; print(e.solver.max_threads(), e.solver.openmp_enabled())")
     env = dict(os.environ, OMP_NUM_THREADS=n)
+    # run outside the source tree so the installed package is imported
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+                         text=True, check=True, cwd=tmp_path).stdout.split()
     if out[1] == "True":
         assert out[0] == n
     else:

@@ -38,21 +38,17 @@ ctypedef struct Plan:
     const double* coeffs
     const Py_ssize_t* zero_lo
     const Py_ssize_t* zero_hi
-    # R[i, i-a] += coef * p_l[i + shift]: the nonzero products w[u] w[u-a]
-    Py_ssize_t n_rterms
-    const Py_ssize_t* rterm_window
-    const Py_ssize_t* rterm_shift
-    const Py_ssize_t* rterm_lag
+    # R[i, i-a] = sum of rterm_coef * p_l[i + shift] over the terms of lag a,
+    # [rterm_lag_start[a], rterm_lag_start[a+1]); each term reads source
+    # rterm_source (a distinct (shift, window) pair); the nonzero products
+    # w[u] w[u-a].  r[i] = sum of vterm_coef * (p mu)_l[i + shift], the nonzero w[u].
     const double* rterm_coef
-    const Py_ssize_t* rterm_lag_start   # terms of lag a: [start[a], start[a+1])
-    const Py_ssize_t* rterm_source      # index into the per-row source pointers
+    const Py_ssize_t* rterm_lag_start
+    const Py_ssize_t* rterm_source
+    Py_ssize_t n_vterms
+    const double* vterm_coef
     const Py_ssize_t* vterm_source
     # the distinct (shift, window) pairs the terms read
     Py_ssize_t n_sources
     const Py_ssize_t* source_shift
     const Py_ssize_t* source_window
-    # r[i] += coef * (p mu)_l[i + shift]: the nonzero w[u]
-    Py_ssize_t n_vterms
-    const Py_ssize_t* vterm_window
-    const Py_ssize_t* vterm_shift
-    const double* vterm_coef

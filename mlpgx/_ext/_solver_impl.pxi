@@ -188,7 +188,7 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     cdef const double* psrc[MAX_SOURCES]   # p ring rows of frame i + shift, window l
     cdef const double* pmsrc[MAX_SOURCES]  # p*mu ring rows of the same
     cdef Py_ssize_t i, t, a, b, j, d, dd, l, r, u, jo, term, amax, bmax, fslot, jslot, islot
-    cdef Py_ssize_t nbad, jt, q
+    cdef Py_ssize_t jt, q
     cdef Py_ssize_t ntiles = (nd + TILE - 1) // TILE
     cdef double coef
     cdef const double* src
@@ -404,10 +404,10 @@ def _window_tables(windows, zero_lo, zero_hi):
         win_left=win_left, win_width=win_width, win_offset=win_offset, coeffs=coeffs,
         zero_lo=np.ascontiguousarray(zero_lo, dtype=np.intp),
         zero_hi=np.ascontiguousarray(zero_hi, dtype=np.intp),
-        rterm_window=ip(rl), rterm_shift=ip(rs), rterm_lag=ip(ra), rterm_coef=fp(rc),
+        rterm_coef=fp(rc),
         rterm_lag_start=ip(lag_start), rterm_source=ip(rq), vterm_source=ip(vq),
         source_shift=ip([sw[0] for sw in sources]), source_window=ip([sw[1] for sw in sources]),
-        vterm_window=ip(vl), vterm_shift=ip(vs), vterm_coef=fp(vc),
+        vterm_coef=fp(vc),
     )
 
 
@@ -512,10 +512,6 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.coeffs = _dp(tables["coeffs"])
     pl.zero_lo = _ip(tables["zero_lo"])
     pl.zero_hi = _ip(tables["zero_hi"])
-    pl.n_rterms = tables["rterm_lag"].shape[0]
-    pl.rterm_window = _ip(tables["rterm_window"])
-    pl.rterm_shift = _ip(tables["rterm_shift"])
-    pl.rterm_lag = _ip(tables["rterm_lag"])
     pl.rterm_coef = _dp(tables["rterm_coef"])
     pl.rterm_lag_start = _ip(tables["rterm_lag_start"])
     pl.rterm_source = _ip(tables["rterm_source"])
@@ -524,8 +520,6 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.source_shift = _ip(tables["source_shift"])
     pl.source_window = _ip(tables["source_window"])
     pl.n_vterms = tables["vterm_coef"].shape[0]
-    pl.vterm_window = _ip(tables["vterm_window"])
-    pl.vterm_shift = _ip(tables["vterm_shift"])
     pl.vterm_coef = _dp(tables["vterm_coef"])
 
     nthreads, starts, width = _plan_threads(B, D, T, num_threads)
