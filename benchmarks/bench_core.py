@@ -159,11 +159,49 @@ HEADER = ("| B | T | D | dtype | threads | floor ms | fwd ms | adj ms | fwd/floo
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+def plot(rows, path, machine):
+    """Log-log time vs T for D=60, one line per method and the memory floor."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    nmax = machine["omp_max_threads"]
+    for ax, dtype in zip(axes, ("float32", "float64")):
+        sel = [r for r in rows if r["B"] == 1 and r["D"] == 60 and r["dtype"] == dtype]
+        one = sorted((r for r in sel if r["threads"] == 1), key=lambda r: r["T"])
+        allt = sorted((r for r in sel if r["threads"] == nmax), key=lambda r: r["T"])
+        T = [r["T"] for r in one]
+        ax.loglog(T, [r["floor_s"] * 1e3 for r in one], "k:", label="memory floor (np.copy)")
+        ax.loglog(T, [r["fwd_s"] * 1e3 for r in one], "C0-o", label="mlpgx forward, 1 thread")
+        ax.loglog(T, [r["adj_s"] * 1e3 for r in one], "C0--s", label="mlpgx adjoint, 1 thread")
+        if nmax > 1:
+            ax.loglog([r["T"] for r in allt], [r["fwd_s"] * 1e3 for r in allt], "C2-o",
+                      label=f"mlpgx forward, {nmax} threads")
+        for key, style, label in (("solveh_s", "C1-^", "solveh_banded loop"),
+                                  ("reference_s", "C3-v", "scipy.sparse reference")):
+            pts = [(r["T"], r[key] * 1e3) for r in one if key in r]
+            if pts:
+                ax.loglog(*zip(*pts), style, label=label)
+        ax.set_title(f"D=60, L=3, {dtype}")
+        ax.set_xlabel("T (frames)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("time (ms)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"mlpgx core benchmark ({machine['processor']}, {machine['cpus']} cores, "
+                 f"kernel build {machine['simd']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes only")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--no-peers", action="store_true", help="skip reference / solveh timings")
+    ap.add_argument("--plot", action="store_true",
+                    help="also write a log-log PNG of time vs T (needs matplotlib)")
     ap.add_argument("--update-readme", action="store_true",
                     help="replace the table between the BENCH-TABLE markers of README.md")
     args = ap.parse_args(argv)
@@ -197,6 +235,9 @@ def main(argv=None):
         fh.write("Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()) + "\n\n")
         fh.write(HEADER + "\n" + "\n".join(fmt_row(r) for r in rows) + "\n")
     print(f"\nwrote {base}.json and {base}.md")
+    if args.plot:
+        plot(rows, base + ".png", machine)
+        print(f"wrote {base}.png")
     if args.update_readme:
         readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
         with open(readme) as fh:
