@@ -229,6 +229,7 @@ class BandedMatrix:
 
     @property
     def shape(self) -> Tuple[int, int]:
+        """``(T, T)``."""
         n = self.data.shape[1]
         return (n, n)
 

@@ -32,9 +32,10 @@ def _float_array(x, name: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         mod = type(x).__module__.split(".")[0]
         if mod in ("torch", "cupy", "jax", "tensorflow"):
-            raise TypeError(
-                f"{name} is a {mod} array; mlpgx.mlpg takes NumPy arrays "
-                f"(use the {mod} integration, or convert with .numpy()/.get())")
+            hint = {"torch": "use mlpgx.torch.mlpg for tensors",
+                    "cupy": "the cuda backend's CuPy path is not wired into validation yet; "
+                            "convert with .get()"}.get(mod, "convert to NumPy")
+            raise TypeError(f"{name} is a {mod} array; mlpgx.mlpg takes NumPy arrays ({hint})")
         try:
             x = np.asarray(x)
         except Exception as exc:  # ragged lists and the like

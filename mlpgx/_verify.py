@@ -69,10 +69,12 @@ class VerifyReport:
 
     @property
     def passed(self) -> bool:
+        """Whether every comparison is within ``rtol``."""
         return all(c.max_rel <= self.rtol for c in self.results.values())
 
     @property
     def max_rel(self) -> float:
+        """The largest relative error of all comparisons."""
         return max((c.max_rel for c in self.results.values()), default=0.0)
 
     def __bool__(self) -> bool:

@@ -7,16 +7,17 @@ module, dtypes, boundary rules, operations).  Every public function takes
 which picks by array type (NumPy arrays -> ``"cython"``) unless a default has
 been set with :func:`use`.
 
-Built in: ``"cython"`` (the fast path) and ``"reference"`` (scipy.sparse, the
-ground truth).  Third-party packages register more through the entry-point
+Built in: ``"cython"`` (the fast path), ``"reference"`` (scipy.sparse, the
+ground truth) and ``"cuda"`` (CuPy; unavailable without CuPy and a GPU, with
+the reason in :func:`describe`).  Third-party packages register more through the entry-point
 group ``mlpgx.backends``; the entry point may name a :class:`Backend`
 instance, subclass, or a zero-argument factory.
 
 Examples
 --------
 >>> import mlpgx
->>> sorted(mlpgx.backends.available())[:2]
-['cython', 'reference']
+>>> {"cython", "reference"} <= set(mlpgx.backends.available())
+True
 >>> with mlpgx.backends.use("reference"):
 ...     mlpgx.backends.resolve("auto").name
 'reference'
@@ -227,11 +228,13 @@ def resolve(backend: Union[str, Backend] = "auto", array=None, *, operation=None
 
 
 def _register_builtins() -> None:
+    from .cuda import CudaBackend
     from .cython import CythonBackend
     from .reference import ReferenceBackend
 
     register("cython", CythonBackend())
     register("reference", ReferenceBackend())
+    register("cuda", CudaBackend())
 
 
 _register_builtins()

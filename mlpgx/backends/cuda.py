@@ -1,0 +1,297 @@
+"""The ``"cuda"`` backend: the fused banded MLPG solver on NVIDIA GPUs (CuPy).
+
+CuPy arrays in, CuPy arrays out (the problem's dtype, on the inputs' device).
+The kernels (:mod:`mlpgx.cuda`, ``mlpg_kernels.cu``) run one thread per
+(sequence, static dimension), sequential over frames, with the algorithm of
+the CPU backend: ``R`` and ``r`` formed on the fly, banded ``L D L^T`` with
+double-precision rings, both substitutions and the adjoint gradients; the
+factor rows go to a ``(T, k + nrhs, B*D)`` scratch buffer (coalesced).  They
+are compiled with ``cupy.RawModule`` (NVRTC) on first use, one module per
+(storage dtype, ring size ``MAXK``), and cached.
+
+Importing this module needs neither CuPy nor a GPU; :meth:`availability`
+reports why the backend cannot run.  The host-side preparation
+(:func:`launch_plan`, :func:`failure_message`) is plain NumPy so that the test
+suite can drive the kernels' per-sequence routine compiled for the CPU
+(``tests/test_cuda_source.py``).
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from typing import NamedTuple, Optional, Tuple
+
+import numpy as np
+from numpy.linalg import LinAlgError
+
+from .._problem import Problem
+from ..cuda import MAXK_VALUES, kernel_source, required_maxk
+from ._base import Backend
+
+#: A pivot must exceed this fraction of ``R[i, i]`` (as in the CPU backend).
+PIVOT_RTOL = 1e-13
+#: Kernel mode codes (``MLPG_MODE_*`` in the source).
+MODES = {"forward": 0, "solve": 1, "adjoint": 2}
+#: Weight kind codes (``MLPG_KIND_*``); ``None``: no weights (unit variances).
+WEIGHT_KINDS = {None: 0, "variance": 1, "precision": 2}
+#: Threads per block.
+BLOCK = 128
+#: Status value meaning "no failure" (the kernel keeps the smallest failing key).
+NO_FAILURE = np.iinfo(np.uint64).max
+
+_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+class WindowTables(NamedTuple):
+    """Window tables and boundary margins as the kernel reads them."""
+    win_left: np.ndarray    # (L,) int64
+    win_width: np.ndarray   # (L,) int64
+    win_offset: np.ndarray  # (L,) int64
+    coeffs: np.ndarray      # (sum of widths,) float64
+    zero_lo: np.ndarray     # (L,) int64
+    zero_hi: np.ndarray     # (L,) int64
+
+
+class LaunchPlan(NamedTuple):
+    """Everything but the data arrays that one kernel launch needs."""
+    tables: WindowTables
+    maxk: int
+    nrhs: int
+    B: np.int64
+    T: np.int64
+    D: np.int64
+    L: np.int64
+    k: np.int64
+    P: np.int64
+    mode: np.int32
+    weight_kind: np.int32
+    global_weights: np.int32
+    pivot_rtol: np.float64
+
+    @property
+    def scratch_size(self) -> int:
+        """Entries of the ``(T, k + nrhs, B*D)`` scratch buffer."""
+        return int(self.T) * (int(self.k) + self.nrhs) * int(self.B) * int(self.D)
+
+    @property
+    def scalars(self) -> tuple:
+        """The scalar kernel arguments, in order, with explicit NumPy types."""
+        return (self.B, self.T, self.D, self.L, self.k, self.P, self.mode,
+                self.weight_kind, self.global_weights, self.pivot_rtol)
+
+
+@functools.lru_cache(maxsize=64)
+def window_tables(windows, zero_lo: tuple, zero_hi: tuple) -> WindowTables:
+    """Flatten a :class:`~mlpgx.windows.WindowSet` and the boundary margins."""
+    L = len(windows)
+    left = np.array([w.left for w in windows], dtype=np.int64)
+    width = np.array([w.left + w.right + 1 for w in windows], dtype=np.int64)
+    offset = np.zeros(L, dtype=np.int64)
+    offset[1:] = np.cumsum(width)[:L - 1]
+    coeffs = np.concatenate([np.asarray(w.coeffs, dtype=np.float64) for w in windows])
+    tabs = WindowTables(left, width, offset, coeffs,
+                        np.asarray(zero_lo, dtype=np.int64).reshape(L),
+                        np.asarray(zero_hi, dtype=np.int64).reshape(L))
+    for a in tabs:
+        a.setflags(write=False)
+    return tabs
+
+
+def launch_plan(problem: Problem, mode: str) -> LaunchPlan:
+    """The tables, ring size and typed scalars of a launch for ``problem``.
+
+    Raises ``ValueError`` when the windows are wider than the largest
+    instantiated ring (``MAXK = max(MAXK_VALUES)``).
+    """
+    wins = problem.windows
+    k, P, Q = int(wins.bandwidth), int(wins.max_left), int(wins.max_right)
+    maxk = required_maxk(k, P + Q)
+    if maxk > max(MAXK_VALUES):
+        raise ValueError(
+            f"backend 'cuda' supports windows with a half-bandwidth k = max(left + right) "
+            f"of at most {max(MAXK_VALUES)} (and max(left) + max(right) < "
+            f"{2 * max(MAXK_VALUES)}); got k={k}, max(left)={P}, max(right)={Q}")
+    lo, hi = problem.zero_frame_ranges()
+    tables = window_tables(wins, tuple(int(x) for x in lo), tuple(int(x) for x in hi))
+    kind = problem.weight_kind if problem.weights is not None else None
+    return LaunchPlan(
+        tables=tables, maxk=maxk, nrhs=2 if mode == "adjoint" else 1,
+        B=np.int64(problem.batch_size), T=np.int64(problem.n_frames),
+        D=np.int64(problem.static_dim), L=np.int64(problem.n_windows), k=np.int64(k),
+        P=np.int64(P), mode=np.int32(MODES[mode]), weight_kind=np.int32(WEIGHT_KINDS[kind]),
+        global_weights=np.int32(bool(problem.global_weights)),
+        pivot_rtol=np.float64(PIVOT_RTOL))
+
+
+def failure_message(key: int, T: int, D: int) -> str:
+    """The ``LinAlgError`` message for the status key ``(b*T + t)*D + d``
+    (the same wording as the CPU backend)."""
+    key = int(key)
+    b, rem = divmod(key, int(T) * int(D))
+    t, d = divmod(rem, int(D))
+    return (f"MLPG system is not positive definite at frame t={t}, static dimension "
+            f"d={d} of sequence b={b}: non-positive pivot (every precision touching "
+            f"the frame may be zero: infinite variances, zero precisions or the "
+            f"boundary rule; or the system is singular)")
+
+
+def kernel_name(dtype, maxk: int) -> str:
+    """The ``name_expressions`` entry of the kernel for ``dtype`` and ``maxk``."""
+    return f"mlpg_kernel<{_CTYPES[np.dtype(dtype)]}, {int(maxk)}>"
+
+
+# -- CuPy side ---------------------------------------------------------------
+
+_MODULE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _import_cupy():
+    import cupy
+
+    return cupy
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_module(dtype_char: str, maxk: int):
+    """The compiled module of one (dtype, MAXK) instantiation (CuPy compiles
+    per device on first launch and keeps its own on-disk cache)."""
+    cp = _import_cupy()
+    return cp.RawModule(code=kernel_source(), options=("-std=c++17",),
+                        name_expressions=[kernel_name(np.dtype(dtype_char), maxk)])
+
+
+def _kernel(dtype, maxk: int):
+    with _MODULE_LOCK:  # RawModule compilation is not re-entrant per module
+        mod = _raw_module(np.dtype(dtype).char, maxk)
+        return mod.get_function(kernel_name(dtype, maxk))
+
+
+_device_tables_cache = {}
+_device_tables_lock = threading.Lock()
+
+
+def _device_tables(tables: WindowTables, device_id: int):
+    """The window tables on ``device_id`` (cached; tables are immutable)."""
+    key = (id(tables), device_id)
+    with _device_tables_lock:
+        hit = _device_tables_cache.get(key)
+        if hit is not None and hit[0] is tables:
+            return hit[1]
+    cp = _import_cupy()
+    dev = tuple(cp.asarray(a) for a in tables)
+    with _device_tables_lock:
+        if len(_device_tables_cache) > 256:
+            _device_tables_cache.clear()
+        _device_tables_cache[key] = (tables, dev)
+    return dev
+
+
+class CudaBackend(Backend):
+    """GPU backend for CuPy arrays (the default for them)."""
+
+    name = "cuda"
+    array_module = "cupy"
+    description = "CUDA banded LDL^T (CuPy RawModule), one thread per sequence and dimension"
+
+    def __init__(self):
+        self._availability: Optional[Tuple[bool, str]] = None
+
+    def availability(self) -> Tuple[bool, str]:
+        if self._availability is None:
+            self._availability = self._probe()
+        return self._availability
+
+    @staticmethod
+    def _probe() -> Tuple[bool, str]:
+        try:
+            cp = _import_cupy()
+        except Exception as exc:  # ImportError, or a broken CUDA install
+            return False, (f"cupy is not importable ({type(exc).__name__}: {exc}); "
+                           f"install mlpgx[cuda12] or mlpgx[cuda13]")
+        try:
+            count = int(cp.cuda.runtime.getDeviceCount())
+        except Exception as exc:  # no driver, no device
+            return False, f"no CUDA GPU is visible ({type(exc).__name__}: {exc})"
+        if count < 1:
+            return False, "no CUDA GPU is visible (cupy.cuda.runtime.getDeviceCount() == 0)"
+        return True, ""
+
+    # -- helpers -------------------------------------------------------------
+
+    @staticmethod
+    def _device_id(*arrays) -> int:
+        cp = _import_cupy()
+        for a in arrays:
+            if isinstance(a, cp.ndarray):
+                return a.device.id
+        return cp.cuda.Device().id
+
+    def _run(self, mode: str, pb: Problem, g=None):
+        cp = _import_cupy()
+        dt = np.dtype(pb.dtype)
+        plan = launch_plan(pb, mode)
+        B, T, D, L = pb.batch_size, pb.n_frames, pb.static_dim, pb.n_windows
+        has_weights = pb.weights is not None
+        with cp.cuda.Device(self._device_id(pb.means, pb.weights, g)):
+            # (a no-op for contiguous CuPy arrays of the right dtype)
+            means = cp.ascontiguousarray(cp.asarray(pb.means), dtype=dt) \
+                if mode != "solve" else None
+            weights = cp.ascontiguousarray(cp.asarray(pb.weights), dtype=dt) \
+                if has_weights else None
+            rhs = cp.ascontiguousarray(cp.asarray(g), dtype=dt) if g is not None else None
+            out = gmeans = gweights = gw_acc = None
+            if mode == "adjoint":
+                gmeans = cp.empty((B, T, L * D), dtype=dt)
+                if has_weights and not pb.global_weights:
+                    gweights = cp.empty((B, T, L * D), dtype=dt)
+                elif has_weights:
+                    gw_acc = cp.zeros((B, L * D), dtype=np.float64)
+            else:
+                out = cp.empty((B, T, D), dtype=dt)
+            if B * T * D:
+                self._launch(cp, plan, dt, pb, means, weights, rhs, out, gmeans,
+                             gweights, gw_acc)
+            elif mode == "adjoint":
+                gmeans.fill(0)
+                if gweights is not None:
+                    gweights.fill(0)
+            else:
+                out.fill(0)
+            if mode != "adjoint":
+                return out
+            if gw_acc is not None:
+                gweights = gw_acc.sum(axis=0).astype(dt)
+            return gmeans, gweights
+
+    @staticmethod
+    def _launch(cp, plan: LaunchPlan, dt, pb, means, weights, rhs, out, gmeans, gweights,
+                gw_acc):
+        ph = cp.empty(1, dtype=dt)              # placeholder for absent arrays
+        ph64 = cp.empty(1, dtype=np.float64)
+        scratch = cp.empty(max(plan.scratch_size, 1), dtype=dt)
+        status = cp.full(1, NO_FAILURE, dtype=np.uint64)
+        lengths = cp.asarray(np.ascontiguousarray(pb.lengths, dtype=np.int64))
+        tabs = _device_tables(plan.tables, cp.cuda.Device().id)
+        kern = _kernel(dt, plan.maxk)
+        nthreads = int(plan.B) * int(plan.D)
+        grid = ((nthreads + BLOCK - 1) // BLOCK,)
+        pick = lambda a, p: a if a is not None else p  # noqa: E731
+        kern(grid, (BLOCK,), (
+            pick(means, ph), pick(weights, ph), pick(rhs, ph), pick(out, ph),
+            pick(gmeans, ph), pick(gweights, ph), pick(gw_acc, ph64), scratch, status,
+            lengths, *tabs, *plan.scalars))
+        key = int(status.get()[0])  # synchronises
+        if key != int(NO_FAILURE):
+            raise LinAlgError(failure_message(key, int(plan.T), int(plan.D)))
+
+    # -- operations ----------------------------------------------------------
+
+    def forward(self, problem: Problem):
+        return self._run("forward", problem)
+
+    def adjoint(self, problem: Problem, grad_output):
+        return self._run("adjoint", problem, grad_output)
+
+    def solve(self, problem: Problem, rhs):
+        return self._run("solve", problem, rhs)

@@ -1,0 +1,578 @@
+"""Differentiable MLPG for PyTorch.
+
+``import mlpgx.torch`` (``import mlpgx`` alone never imports torch).
+
+Public API
+----------
+mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None, boundary="per-window")
+    The trajectory, differentiable w.r.t. ``means`` and ``variances`` (or
+    ``precisions``), to any order.
+mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=None, boundary=...)
+    ``R^{-1} rhs``, differentiable w.r.t. ``rhs`` and the weights.
+MLPG
+    ``torch.autograd.Function`` with nnmnkwii's call shape,
+    ``MLPG.apply(means, variances, windows)``.
+MLPGLayer
+    ``nn.Module`` wrapping :func:`mlpg`.
+
+How it is built
+---------------
+Three ``torch.library.custom_op`` operators, each with a ``register_fake``
+(shapes only, for ``torch.compile``/meta tensors):
+
+``mlpgx::mlpg``          ``c = R^{-1} r``                   (autograd registered)
+``mlpgx::mlpg_solve``    ``x = R^{-1} rhs``                 (autograd registered)
+``mlpgx::mlpg_adjoint``  fused ``(dL/dmu, dL/dw)``          (no autograd: first-order fast path)
+
+Windows cross the operator boundary as ``int[] lefts, int[] rights,
+float[] coeffs`` (coefficients concatenated), the boundary rule and the
+weight kind (``"variance"``/``"precision"``/``"none"``) as ``str``,
+``lengths`` as ``Tensor?`` (int64).  The CPU kernels hand zero-copy NumPy
+views of the tensors to :func:`mlpgx.mlpg`, :func:`mlpgx.mlpg_adjoint` and
+:func:`mlpgx.mlpg_solve` (``backend="cython"``), so CPU results equal the
+NumPy API bit for bit.  CUDA tensors raise until a ``"cuda"`` backend exists.
+
+Backward of ``mlpgx::mlpg`` for an upstream gradient ``g`` (``docs/math.md``)::
+
+    v = R^{-1} g                                   (mlpgx::mlpg_solve)
+    dL/dmu_l = m_l * p_l * (W_l v)
+    dL/dp_l  = m_l * (W_l v) * (mu_l - W_l c)       dL/dvar_l = -p_l^2 dL/dp_l
+
+with ``m_l`` the 0/1 mask of the boundary rule and the lengths.  When the
+backward runs without ``create_graph`` (grad mode off inside the backward),
+it calls the fused ``mlpgx::mlpg_adjoint`` (one factorisation, the exact
+NumPy adjoint).  With ``create_graph=True`` it evaluates the formula above
+from differentiable pieces: ``mlpgx::mlpg_solve`` (itself differentiable:
+``dL/drhs = R^{-1} gx``, ``dL/dp_l = -m_l (W_l R^{-1} gx) (W_l x)``), the
+saved output ``c`` (differentiable through ``mlpgx::mlpg``) and window
+applications ``W_l x`` written as zero-padded shifts times constant
+coefficients.  So every order of derivative is again O(T) per dimension.
+
+Validation: :func:`mlpg` runs the NumPy validation layer
+(:func:`mlpgx._validate.make_problem`, same messages) on zero-copy views
+before any kernel runs (eager mode).  Under ``torch.compile`` the fake
+implementation checks shapes and the kernel validates values at run time.
+"""
+from __future__ import annotations
+
+import functools
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import mlpgx
+from ._problem import Problem
+from ._validate import _weights, check_boundary, make_problem
+from .windows import DELTA, WindowSet, as_windows
+
+__all__ = ["mlpg", "mlpg_solve", "MLPG", "MLPGLayer"]
+
+#: Registered backend that provides the kernel for each torch device type.
+DEVICE_BACKENDS = {"cpu": "cython", "cuda": "cuda"}
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+# ---------------------------------------------------------------------------
+# windows <-> operator arguments
+# ---------------------------------------------------------------------------
+
+def _encode(wins: WindowSet) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[float, ...]]:
+    lefts = tuple(w.left for w in wins)
+    rights = tuple(w.right for w in wins)
+    coeffs = tuple(float(c) for w in wins for c in w.coeffs)
+    return lefts, rights, coeffs
+
+
+@functools.lru_cache(maxsize=256)
+def _decode(lefts: Tuple[int, ...], rights: Tuple[int, ...], coeffs: Tuple[float, ...]):
+    """WindowSet, per-window coefficient tuples, boundary margins cache."""
+    if len(lefts) != len(rights) or not lefts:
+        raise ValueError(f"windows: lefts and rights must be non-empty and of equal length; "
+                         f"got {list(lefts)} and {list(rights)}")
+    n = sum(l + r + 1 for l, r in zip(lefts, rights))
+    if n != len(coeffs):
+        raise ValueError(f"windows: {len(coeffs)} coefficients given, the extents need {n}")
+    triples, k = [], 0
+    for l, r in zip(lefts, rights):
+        triples.append((l, r, list(coeffs[k:k + l + r + 1])))
+        k += l + r + 1
+    return as_windows(triples)
+
+
+def _args(lefts, rights, coeffs):
+    return tuple(int(x) for x in lefts), tuple(int(x) for x in rights), \
+        tuple(float(x) for x in coeffs)
+
+
+@functools.lru_cache(maxsize=256)
+def _margins(wins: WindowSet, boundary: str):
+    pb = Problem(means=None, weights=None, weight_kind="variance", windows=wins,
+                 lengths=np.zeros(0, dtype=np.intp), boundary=boundary, static_dim=0,
+                 n_frames=0, dtype=np.dtype(np.float64))
+    lo, hi = pb.zero_frame_ranges()
+    return tuple(int(x) for x in lo), tuple(int(x) for x in hi)
+
+
+# ---------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------
+
+def _np(t: Optional[torch.Tensor]):
+    return None if t is None else t.detach().numpy()
+
+
+def _weights_kw(weights, kind):
+    if kind == "variance":
+        return dict(variances=_np(weights))
+    if kind == "precision":
+        return dict(precisions=_np(weights))
+    return {}
+
+
+def _backend_for(device: torch.device) -> str:
+    name = DEVICE_BACKENDS.get(device.type)
+    if name == "cython":
+        return name
+    # The cuda backend exists (mlpgx.backends.cuda) but tensors do not reach it
+    # yet: DLPack hand-over on torch's current stream is still to be written.
+    why = "no backend for this device"
+    if name is not None and name in mlpgx.backends.names():
+        ok, reason = mlpgx.backends.get(name).availability()
+        why = ("the DLPack hand-over from torch is not implemented yet" if ok
+               else f"the {name} backend is unavailable here: {reason}")
+    raise RuntimeError(
+        f"mlpgx.torch: the {device.type} backend is not available yet "
+        f"(tensors on {device}; {why}); move the tensors to the CPU with .cpu()")
+
+
+def _cpu_lengths(lengths):
+    return None if lengths is None else lengths.detach().cpu().numpy()
+
+
+def _unavailable(*args, **kwargs):
+    dev = next(a.device for a in args if isinstance(a, torch.Tensor))
+    _backend_for(dev)  # raises while no backend exists for the device
+    raise RuntimeError(f"mlpgx.torch: no kernel for {dev}")  # pragma: no cover
+
+
+@torch.library.custom_op("mlpgx::mlpg", mutates_args=())
+def _mlpg_op(means: torch.Tensor, weights: Optional[torch.Tensor], weight_kind: str,
+             lefts: List[int], rights: List[int], coeffs: List[float],
+             lengths: Optional[torch.Tensor], boundary: str, check_finite: bool) -> torch.Tensor:
+    wins = _decode(*_args(lefts, rights, coeffs))
+    out = mlpgx.mlpg(_np(means), windows=wins, lengths=_cpu_lengths(lengths),
+                     boundary=boundary, backend=_backend_for(means.device),
+                     check_finite=check_finite, **_weights_kw(weights, weight_kind))
+    return torch.from_numpy(out)
+
+
+@torch.library.custom_op("mlpgx::mlpg_solve", mutates_args=())
+def _solve_op(rhs: torch.Tensor, weights: Optional[torch.Tensor], weight_kind: str,
+              lefts: List[int], rights: List[int], coeffs: List[float],
+              lengths: Optional[torch.Tensor], boundary: str, check_finite: bool) -> torch.Tensor:
+    wins = _decode(*_args(lefts, rights, coeffs))
+    out = mlpgx.mlpg_solve(_np(rhs), windows=wins, lengths=_cpu_lengths(lengths),
+                           boundary=boundary, backend=_backend_for(rhs.device),
+                           check_finite=check_finite, **_weights_kw(weights, weight_kind))
+    return torch.from_numpy(out)
+
+
+@torch.library.custom_op("mlpgx::mlpg_adjoint", mutates_args=())
+def _adjoint_op(grad_output: torch.Tensor, means: torch.Tensor, weights: Optional[torch.Tensor],
+                weight_kind: str, lefts: List[int], rights: List[int], coeffs: List[float],
+                lengths: Optional[torch.Tensor], boundary: str,
+                check_finite: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    wins = _decode(*_args(lefts, rights, coeffs))
+    gm, gw = mlpgx.mlpg_adjoint(_np(grad_output), _np(means), windows=wins,
+                                lengths=_cpu_lengths(lengths), boundary=boundary,
+                                backend=_backend_for(means.device), check_finite=check_finite,
+                                **_weights_kw(weights, weight_kind))
+    gw = torch.from_numpy(gw) if gw is not None else means.new_empty(0)
+    return torch.from_numpy(gm), gw
+
+
+for _op in (_mlpg_op, _solve_op, _adjoint_op):
+    _op.register_kernel("cuda")(_unavailable)
+
+
+def _fake_checks(x, L, name):
+    if x.dim() not in (2, 3):
+        raise ValueError(f"{name} must have shape (T, L*D) or (B, T, L*D); got shape "
+                         f"{tuple(x.shape)}")
+
+
+@_mlpg_op.register_fake
+def _(means, weights, weight_kind, lefts, rights, coeffs, lengths, boundary, check_finite):
+    _fake_checks(means, len(lefts), "means")
+    L = len(lefts)
+    torch._check(means.shape[-1] % L == 0,
+                 lambda: f"means has {means.shape[-1]} columns, which is not a multiple "
+                         f"of the number of windows ({L})")
+    return means.new_empty(tuple(means.shape[:-1]) + (means.shape[-1] // L,))
+
+
+@_solve_op.register_fake
+def _(rhs, weights, weight_kind, lefts, rights, coeffs, lengths, boundary, check_finite):
+    if rhs.dim() not in (2, 3):
+        raise ValueError(f"rhs must have shape (T, D) or (B, T, D); got shape {tuple(rhs.shape)}")
+    return torch.empty_like(rhs, memory_format=torch.contiguous_format)
+
+
+@_adjoint_op.register_fake
+def _(grad_output, means, weights, weight_kind, lefts, rights, coeffs, lengths, boundary,
+      check_finite):
+    gm = torch.empty_like(means, memory_format=torch.contiguous_format)
+    if weights is None:
+        return gm, means.new_empty(0)
+    return gm, torch.empty_like(weights, memory_format=torch.contiguous_format)
+
+
+# ---------------------------------------------------------------------------
+# differentiable building blocks for the backward
+# ---------------------------------------------------------------------------
+
+def _apply_windows(x: torch.Tensor, lefts, rights, coeffs) -> torch.Tensor:
+    """``[W_0 x, ..., W_{L-1} x]`` along the last axis: ``(B, T, D) -> (B, T, L*D)``.
+
+    Terms outside ``[0, T)`` count as 0 (zero padding); differentiable."""
+    T = x.shape[-2]
+    ml, mr = max(lefts), max(rights)
+    xp = F.pad(x, (0, 0, ml, mr)) if (ml or mr) else x
+    outs, k = [], 0
+    for left, right in zip(lefts, rights):
+        acc = None
+        for j in range(left + right + 1):
+            c = coeffs[k + j]
+            if c == 0.0:
+                continue
+            s = ml - left + j
+            term = xp[..., s:s + T, :]
+            term = term if c == 1.0 else term * c
+            acc = term if acc is None else acc + term
+        k += left + right + 1
+        outs.append(acc if acc is not None else torch.zeros_like(x))
+    return torch.cat(outs, dim=-1)
+
+
+def _mask(B, T, D, lengths, lo, hi, dtype, device) -> torch.Tensor:
+    """0/1 ``(B, T, L*D)``: where window ``l`` counts at frame ``t`` (boundary rule
+    and lengths)."""
+    t = torch.arange(T, device=device).view(1, T, 1)
+    n = lengths.to(device=device).view(B, 1, 1) if lengths is not None else T
+    lo_t = torch.tensor(lo, device=device).view(1, 1, -1)
+    hi_t = torch.tensor(hi, device=device).view(1, 1, -1)
+    m = (t >= lo_t) & (t < n - hi_t)
+    return m.repeat_interleave(D, dim=-1).to(dtype)
+
+
+def _batched(means_like, weights, lengths):
+    """Unbatched ``(T, .)`` inputs as a batch of one."""
+    if means_like.dim() == 3:
+        return means_like, weights, lengths
+    w = weights.unsqueeze(0) if weights is not None and weights.dim() == 2 else weights
+    n = lengths.reshape(1) if lengths is not None else None
+    return means_like.unsqueeze(0), w, n
+
+
+def _precisions(weights, kind):
+    if weights is None:
+        return None
+    return weights if kind == "precision" else torch.reciprocal(weights)
+
+
+def _weight_grad(gp, weights, p, kind):
+    """``dL/dp`` (full) -> the gradient for ``weights`` (global: summed)."""
+    if weights.dim() == 1:
+        gp = gp.sum(dim=(0, 1))
+    return gp if kind == "precision" else -(p * p) * gp
+
+
+class _Spec:
+    """The non-tensor arguments of an op call, unpacked once."""
+
+    __slots__ = ("kind", "lefts", "rights", "coeffs", "boundary", "lo", "hi")
+
+    def __init__(self, kind, lefts, rights, coeffs, boundary):
+        self.kind = kind
+        self.lefts, self.rights, self.coeffs = _args(lefts, rights, coeffs)
+        self.boundary = boundary
+        self.lo, self.hi = _margins(_decode(self.lefts, self.rights, self.coeffs), boundary)
+
+    def op_args(self):
+        return self.kind, list(self.lefts), list(self.rights), list(self.coeffs)
+
+
+def _solve(rhs, weights, lengths, spec: _Spec):
+    return _solve_op(rhs, weights, *spec.op_args(), lengths, spec.boundary, False)
+
+
+def _mlpg_backward(g, means, weights, lengths, out, spec: _Spec, need_m, need_w):
+    if not need_m and not need_w:
+        return None, None
+    if not torch.is_grad_enabled():
+        # first order: the fused adjoint (exactly mlpgx.mlpg_adjoint)
+        gm, gw = _adjoint_op(g, means, weights, *spec.op_args(), lengths, spec.boundary, False)
+        return (gm if need_m else None), (gw if need_w and weights is not None else None)
+    unbatched = means.dim() == 2
+    g3, w3, n3 = _batched(g, weights, lengths)
+    mu3 = means if not unbatched else means.unsqueeze(0)
+    c3 = out if not unbatched else out.unsqueeze(0)
+    B, T, D = g3.shape
+    mask = _mask(B, T, D, n3, spec.lo, spec.hi, g3.dtype, g3.device)
+    p = _precisions(w3, spec.kind)
+    v = _solve(g3, w3, n3, spec)
+    Wv = _apply_windows(v, spec.lefts, spec.rights, spec.coeffs)
+    gm = gw = None
+    if need_m:
+        gm = Wv * (mask if p is None else p * mask)
+        gm = gm.squeeze(0) if unbatched else gm
+    if need_w and weights is not None:
+        Wc = _apply_windows(c3, spec.lefts, spec.rights, spec.coeffs)
+        gw = _weight_grad(mask * Wv * (mu3 - Wc), w3, p, spec.kind)
+        gw = gw.squeeze(0) if unbatched and weights.dim() == 2 else gw
+    return gm, gw
+
+
+def _solve_backward(gx, weights, lengths, x, spec: _Spec, need_r, need_w):
+    if not need_r and not need_w:
+        return None, None
+    u = _solve(gx, weights, lengths, spec)
+    gw = None
+    if need_w and weights is not None:
+        unbatched = gx.dim() == 2
+        u3, w3, n3 = _batched(u, weights, lengths)
+        x3 = x if not unbatched else x.unsqueeze(0)
+        B, T, D = u3.shape
+        mask = _mask(B, T, D, n3, spec.lo, spec.hi, u3.dtype, u3.device)
+        Wu = _apply_windows(u3, spec.lefts, spec.rights, spec.coeffs)
+        Wx = _apply_windows(x3, spec.lefts, spec.rights, spec.coeffs)
+        gw = _weight_grad(-(mask * Wu * Wx), w3, _precisions(w3, spec.kind), spec.kind)
+        gw = gw.squeeze(0) if unbatched and weights.dim() == 2 else gw
+    return (u if need_r else None), gw
+
+
+def _setup(ctx, inputs, output):
+    x, weights, kind, lefts, rights, coeffs, lengths, boundary, _ = inputs
+    ctx.spec = _Spec(kind, lefts, rights, coeffs, boundary)
+    ctx.save_for_backward(x, weights, lengths, output)
+
+
+def _mlpg_op_backward(ctx, grad):
+    means, weights, lengths, out = ctx.saved_tensors
+    gm, gw = _mlpg_backward(grad, means, weights, lengths, out, ctx.spec,
+                            ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+    return gm, gw, None, None, None, None, None, None, None
+
+
+def _solve_op_backward(ctx, grad):
+    rhs, weights, lengths, x = ctx.saved_tensors
+    gr, gw = _solve_backward(grad, weights, lengths, x, ctx.spec,
+                             ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+    return gr, gw, None, None, None, None, None, None, None
+
+
+_mlpg_op.register_autograd(_mlpg_op_backward, setup_context=_setup)
+_solve_op.register_autograd(_solve_op_backward, setup_context=_setup)
+
+
+# ---------------------------------------------------------------------------
+# the public functions
+# ---------------------------------------------------------------------------
+
+def _as_float_tensor(x, name, like=None):
+    """``x`` as a floating tensor; the dtype policy of the NumPy API."""
+    if not isinstance(x, torch.Tensor):
+        if like is None:
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__} "
+                            f"(use mlpgx.mlpg for NumPy arrays)")
+        x = torch.as_tensor(np.asarray(x), device=like.device)
+    dt = x.dtype
+    if dt in _FLOATS:
+        return x
+    if dt in (torch.float16, torch.bfloat16):
+        return x.to(torch.float32)
+    if not dt.is_floating_point and not dt.is_complex and dt != torch.bool:
+        return x.to(torch.float64)
+    raise TypeError(f"{name} must be a real floating-point (or integer) array; got dtype "
+                    f"{str(dt).replace('torch.', '')}")
+
+
+def _lengths_tensor(lengths):
+    if lengths is None:
+        return None
+    if isinstance(lengths, torch.Tensor):
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must be integers; got dtype "
+                            f"{str(lengths.dtype).replace('torch.', '')}")
+        return lengths.detach().to(device="cpu", dtype=torch.int64)
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
+    return torch.as_tensor(arr.astype(np.int64))
+
+
+def _prepare(x, weights, kind, lengths, x_name):
+    """Shared tensor checks of :func:`mlpg` / :func:`mlpg_solve`."""
+    x = _as_float_tensor(x, x_name)
+    wname = "precisions" if kind == "precision" else "variances"
+    if weights is not None:
+        weights = _as_float_tensor(weights, wname, like=x)
+        if weights.device != x.device:
+            raise ValueError(f"{x_name} and {wname} must be on the same device; got "
+                             f"{x.device} and {weights.device}")
+        if weights.dtype != x.dtype:
+            raise TypeError(f"{x_name} and {wname} must have the same dtype; got "
+                            f"{str(x.dtype).replace('torch.', '')} and "
+                            f"{str(weights.dtype).replace('torch.', '')} (convert one with .to())")
+    _backend_for(x.device)
+    return x, weights, _lengths_tensor(lengths)
+
+
+def _eager_validation() -> bool:
+    return not torch.compiler.is_compiling()
+
+
+def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
+         boundary="per-window"):
+    """Differentiable MLPG: :func:`mlpgx.mlpg` on torch tensors.
+
+    Parameters
+    ----------
+    means : Tensor, shape (T, L*D) or (B, T, L*D)
+        float32 or float64 (integers -> float64, float16/bfloat16 -> float32).
+    variances : Tensor, optional
+        Shape of ``means`` or ``(L*D,)``; same dtype and device as ``means``.
+    windows : window specification
+        Anything :func:`mlpgx.windows.as_windows` accepts.
+    precisions : Tensor, optional
+        Instead of ``variances``.
+    lengths : Tensor or sequence of int, optional
+        ``(B,)`` valid lengths of a padded batch.
+    boundary : {"per-window", "nnmnkwii", "none"}
+
+    Returns
+    -------
+    Tensor, shape (T, D) or (B, T, D)
+        Same dtype and device as ``means``; differentiable (any order) w.r.t.
+        ``means`` and the variances / precisions.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Same checks and messages as :func:`mlpgx.mlpg`; also tensors on
+        different devices or of different dtypes.
+    RuntimeError
+        Tensors on a device without a backend (CUDA, until the ``"cuda"``
+        backend exists).
+
+    Examples
+    --------
+    >>> import torch, mlpgx.torch
+    >>> mu = torch.randn(100, 9, dtype=torch.float64, requires_grad=True)
+    >>> c = mlpgx.torch.mlpg(mu, torch.ones(100, 9, dtype=torch.float64))
+    >>> c.shape
+    torch.Size([100, 3])
+    >>> c.sum().backward(); mu.grad.shape
+    torch.Size([100, 9])
+    """
+    wins = as_windows(windows)
+    boundary = check_boundary(boundary)
+    weights, kind, _ = _weights(variances, precisions)
+    means, weights, lens = _prepare(means, weights, kind, lengths, "means")
+    if weights is None:
+        kind = "none"
+    if _eager_validation():
+        if means.device.type == "cpu":
+            means = means.contiguous()
+            weights = weights.contiguous() if weights is not None else None
+            make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
+                         boundary=boundary, **_weights_kw(weights, kind))
+    lefts, rights, coeffs = _encode(wins)
+    return _mlpg_op(means, weights, kind, list(lefts), list(rights), list(coeffs), lens,
+                    boundary, not _eager_validation())
+
+
+def _np_lengths(lengths, lens):
+    if lengths is None:
+        return None
+    if isinstance(lengths, torch.Tensor) or lens is None:
+        return lens.numpy()
+    return lengths
+
+
+def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=None,
+               boundary="per-window"):
+    """``R^{-1} rhs`` (see :func:`mlpgx.mlpg_solve`) on torch tensors,
+    differentiable w.r.t. ``rhs`` and the variances / precisions.
+
+    ``rhs`` is ``(T, D)`` or ``(B, T, D)``; the weights ``(..., T, L*D)`` or
+    ``(L*D,)``.
+    """
+    wins = as_windows(windows)
+    boundary = check_boundary(boundary)
+    weights, kind, _ = _weights(variances, precisions)
+    rhs, weights, lens = _prepare(rhs, weights, kind, lengths, "rhs")
+    if weights is None:
+        kind = "none"
+    if _eager_validation():
+        if rhs.device.type == "cpu":
+            rhs = rhs.contiguous()
+            weights = weights.contiguous() if weights is not None else None
+            make_problem(None, windows=wins, lengths=_np_lengths(lengths, lens),
+                         boundary=boundary, dtype_from=_np(rhs), **_weights_kw(weights, kind))
+    lefts, rights, coeffs = _encode(wins)
+    return _solve_op(rhs, weights, kind, list(lefts), list(rights), list(coeffs), lens,
+                     boundary, not _eager_validation())
+
+
+class MLPG(torch.autograd.Function):
+    """nnmnkwii's ``MLPG`` call shape on the mlpgx operators.
+
+    ``MLPG.apply(means, variances, windows, boundary="per-window", lengths=None)``;
+    ``variances`` may be ``None`` (unit) and may require grad (nnmnkwii's
+    could not).  Note nnmnkwii itself used ``boundary="nnmnkwii"``.
+    Supports double backward.
+    """
+
+    @staticmethod
+    def forward(ctx, means, variances, windows=DELTA, boundary="per-window", lengths=None):
+        wins = as_windows(windows)
+        boundary = check_boundary(boundary)
+        out = mlpg(means, variances, wins, lengths=lengths, boundary=boundary)
+        kind = "variance" if variances is not None else "none"
+        ctx.spec = _Spec(kind, *_encode(wins), boundary)
+        weights = None if variances is None else _as_float_tensor(variances, "variances")
+        ctx.save_for_backward(means, weights, _lengths_tensor(lengths), out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        means, weights, lengths, out = ctx.saved_tensors
+        gm, gw = _mlpg_backward(grad, means, weights, lengths, out, ctx.spec,
+                                ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return gm, gw, None, None, None
+
+
+class MLPGLayer(torch.nn.Module):
+    """MLPG as a module: ``MLPGLayer(windows, boundary=...)(means, variances=None, lengths=None)``.
+
+    ``precisions=True`` reads the second argument as precisions.
+    """
+
+    def __init__(self, windows=DELTA, boundary="per-window", *, precisions=False):
+        super().__init__()
+        self.windows = as_windows(windows)
+        self.boundary = check_boundary(boundary)
+        self.precisions = bool(precisions)
+
+    def forward(self, means, variances=None, lengths=None):
+        if self.precisions:
+            return mlpg(means, None, self.windows, precisions=variances, lengths=lengths,
+                        boundary=self.boundary)
+        return mlpg(means, variances, self.windows, lengths=lengths, boundary=self.boundary)
+
+    def extra_repr(self) -> str:
+        return f"windows={self.windows!r}, boundary={self.boundary!r}"

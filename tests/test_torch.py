@@ -1,0 +1,491 @@
+"""mlpgx.torch: the custom ops, their autograd (first and second order), the
+wrappers, torch.compile, an MGE training loop and DDP.
+
+Everything runs on CPU; CUDA is only checked for its "not available yet" error.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import mlpgx  # noqa: E402
+import mlpgx.torch as mt  # noqa: E402
+from mlpgx.torch import _adjoint_op, _encode, _mlpg_op, _solve_op  # noqa: E402
+from mlpgx.windows import DELTA, as_windows  # noqa: E402
+
+BOUNDARIES = ("per-window", "nnmnkwii", "none")
+#: asymmetric: a width-4 window reaching 2 back and 1 ahead, next to a delta
+ASYM = as_windows([(0, 0, [1.0]), (1, 1, [-0.5, 0.0, 0.5]), (2, 1, [0.3, -1.0, 0.5, 0.2])])
+KINDS = ("variance", "precision", "none")
+
+
+def _kw(kind, w):
+    return {"variance": dict(variances=w), "precision": dict(precisions=w), "none": {}}[kind]
+
+
+def _problem(rng, B=2, T=9, D=2, windows=ASYM, dtype=np.float64, global_w=False):
+    L = len(as_windows(windows))
+    shape = (B, T, L * D) if B is not None else (T, L * D)
+    mu = rng.normal(size=shape).astype(dtype)
+    w = rng.uniform(0.5, 2.0, size=(L * D,) if global_w else shape).astype(dtype)
+    return mu, w
+
+
+def _op_args(x, w, kind, windows, lengths, boundary):
+    l, r, c = _encode(as_windows(windows))
+    return (x, w, kind if w is not None else "none", list(l), list(r), list(c), lengths,
+            boundary, False)
+
+
+# ---------------------------------------------------------------------------
+# forward: bit for bit equal to the NumPy API
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_bit_for_bit(rng, dtype, boundary, kind):
+    mu, w = _problem(rng, B=3, T=40, D=5, dtype=dtype)
+    lengths = [40, 17, 0]
+    got = mt.mlpg(torch.from_numpy(mu), windows=ASYM, lengths=lengths, boundary=boundary,
+                  **_kw(kind, torch.from_numpy(w)))
+    want = mlpgx.mlpg(mu, windows=ASYM, lengths=lengths, boundary=boundary, **_kw(kind, w))
+    assert got.dtype == torch.from_numpy(want).dtype and got.device.type == "cpu"
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.parametrize("case", ["unbatched", "global", "tensor-lengths", "default-windows"])
+def test_forward_bit_for_bit_shapes(rng, case):
+    if case == "unbatched":
+        mu, w = _problem(rng, B=None, T=30, D=3)
+        got = mt.mlpg(torch.from_numpy(mu), torch.from_numpy(w), ASYM, lengths=21)
+        want = mlpgx.mlpg(mu, w, ASYM, lengths=21)
+    elif case == "global":
+        mu, w = _problem(rng, B=2, T=30, D=3, global_w=True)
+        got = mt.mlpg(torch.from_numpy(mu), torch.from_numpy(w), ASYM)
+        want = mlpgx.mlpg(mu, w, ASYM)
+    elif case == "tensor-lengths":
+        mu, w = _problem(rng, B=2, T=30, D=3)
+        got = mt.mlpg(torch.from_numpy(mu), torch.from_numpy(w), ASYM,
+                      lengths=torch.tensor([3, 30], dtype=torch.int32))
+        want = mlpgx.mlpg(mu, w, ASYM, lengths=[3, 30])
+    else:
+        mu, w = _problem(rng, B=2, T=30, D=4, windows=DELTA)
+        got = mt.mlpg(torch.from_numpy(mu), torch.from_numpy(w))
+        want = mlpgx.mlpg(mu, w)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_inputs_unmodified_and_noncontiguous(rng):
+    mu, w = _problem(rng, B=2, T=25, D=3)
+    tm = torch.from_numpy(mu.copy()).transpose(0, 1).contiguous().transpose(0, 1)  # strided
+    assert not tm.is_contiguous()
+    tw = torch.from_numpy(w.copy())
+    got = mt.mlpg(tm, tw, ASYM)
+    np.testing.assert_array_equal(got.numpy(), mlpgx.mlpg(mu, w, ASYM))
+    np.testing.assert_array_equal(tm.numpy(), mu)
+    np.testing.assert_array_equal(tw.numpy(), w)
+
+
+# ---------------------------------------------------------------------------
+# gradients
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["variance", "precision", "none"])
+def test_grad_equals_numpy_adjoint(rng, dtype, kind):
+    """First-order backward is the fused adjoint: bit for bit."""
+    mu, w = _problem(rng, B=3, T=50, D=4, dtype=dtype)
+    lengths = [50, 31, 7]
+    g = rng.normal(size=(3, 50, 4)).astype(dtype)
+    m = torch.from_numpy(mu).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    out = mt.mlpg(m, windows=ASYM, lengths=lengths, boundary="nnmnkwii", **_kw(kind, tw))
+    out.backward(torch.from_numpy(g))
+    gm, gw = mlpgx.mlpg_adjoint(g, mu, windows=ASYM, lengths=lengths, boundary="nnmnkwii",
+                                **_kw(kind, w))
+    np.testing.assert_array_equal(m.grad.numpy(), gm)
+    if kind == "none":
+        assert tw.grad is None
+    else:
+        np.testing.assert_array_equal(tw.grad.numpy(), gw)
+
+
+@pytest.mark.parametrize("global_w", [False, True])
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("kind", ["variance", "precision"])
+def test_differentiable_backward_equals_adjoint(rng, kind, batched, global_w):
+    """The create_graph=True backward (composed from torch ops and
+    mlpgx::mlpg_solve) equals the fused adjoint to rounding."""
+    mu, w = _problem(rng, B=2 if batched else None, T=40, D=3, global_w=global_w)
+    lengths = [40, 23] if batched else 33
+    g = rng.normal(size=mu.shape[:-1] + (3,))
+    m = torch.from_numpy(mu).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    out = mt.mlpg(m, windows=ASYM, lengths=lengths, **_kw(kind, tw))
+    gm_t, gw_t = torch.autograd.grad(out, (m, tw), torch.from_numpy(g), create_graph=True)
+    assert gm_t.requires_grad and gw_t.requires_grad
+    gm, gw = mlpgx.mlpg_adjoint(g, mu, windows=ASYM, lengths=lengths, **_kw(kind, w))
+    np.testing.assert_allclose(gm_t.detach().numpy(), gm, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gw_t.detach().numpy(), gw, rtol=1e-10, atol=1e-12)
+
+
+def test_finite_differences(rng):
+    mu, w = _problem(rng, B=1, T=12, D=1)
+    g = rng.normal(size=(1, 12, 1))
+    f = lambda m, v: float((mlpgx.mlpg(m, v, ASYM) * g).sum())  # noqa: E731
+    m = torch.from_numpy(mu).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    (mt.mlpg(m, tw, ASYM) * torch.from_numpy(g)).sum().backward()
+    eps = 1e-6
+    for idx in [(0, 0, 0), (0, 5, 1), (0, 11, 2), (0, 4, 2)]:
+        for arr, grad in ((mu, m.grad), (w, tw.grad)):
+            a, b = arr.copy(), arr.copy()
+            a[idx] += eps
+            b[idx] -= eps
+            args_a = (a, w) if arr is mu else (mu, a)
+            args_b = (b, w) if arr is mu else (mu, b)
+            fd = (f(*args_a) - f(*args_b)) / (2 * eps)
+            assert abs(fd - float(grad[idx])) < 1e-6 * max(1.0, abs(fd))
+
+
+GC_WINDOWS = {"asym": ASYM, "delta": DELTA}
+
+
+@pytest.mark.parametrize("windows", ["asym", "delta"])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradcheck_gradgradcheck(rng, windows, boundary, kind):
+    wins = GC_WINDOWS[windows]
+    mu, w = _problem(rng, B=2, T=7, D=1, windows=wins)
+    lengths = torch.tensor([7, 5])
+    m = torch.from_numpy(mu).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_(kind != "none")
+
+    def f(m, tw):
+        return mt.mlpg(m, windows=wins, lengths=lengths, boundary=boundary, **_kw(kind, tw))
+
+    inputs = (m, tw) if kind != "none" else (m,)
+    fn = f if kind != "none" else (lambda m: f(m, None))
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("kind", ["variance", "precision"])
+def test_gradcheck_global_and_unbatched(rng, kind):
+    mu, w = _problem(rng, B=None, T=8, D=1, global_w=True)
+    m = torch.from_numpy(mu).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    f = lambda m, tw: mt.mlpg(m, windows=ASYM, lengths=6, **_kw(kind, tw))  # noqa: E731
+    assert torch.autograd.gradcheck(f, (m, tw))
+    assert torch.autograd.gradgradcheck(f, (m, tw))
+
+
+@pytest.mark.parametrize("kind", ["variance", "precision"])
+def test_solve_gradcheck(rng, kind):
+    _, w = _problem(rng, B=2, T=7, D=1)
+    rhs = torch.from_numpy(rng.normal(size=(2, 7, 1))).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    f = lambda r, tw: mt.mlpg_solve(r, windows=ASYM, lengths=[7, 4], **_kw(kind, tw))  # noqa: E731
+    np.testing.assert_array_equal(
+        f(rhs, tw).detach().numpy(),
+        mlpgx.mlpg_solve(rhs.detach().numpy(), windows=ASYM, lengths=[7, 4], **_kw(kind, w)))
+    assert torch.autograd.gradcheck(f, (rhs, tw))
+    assert torch.autograd.gradgradcheck(f, (rhs, tw))
+
+
+def test_third_order(rng):
+    """Derivatives of every order come from the same ops."""
+    mu, w = _problem(rng, B=1, T=6, D=1)
+    m = torch.from_numpy(mu).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    y = (mt.mlpg(m, tw, ASYM) ** 2).sum()
+    (gw,) = torch.autograd.grad(y, tw, create_graph=True)
+    (gww,) = torch.autograd.grad(gw.sum(), tw, create_graph=True)
+    (gwww,) = torch.autograd.grad(gww.sum(), m)
+    assert torch.isfinite(gwww).all() and gwww.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------
+# opcheck
+# ---------------------------------------------------------------------------
+
+def _opcheck_inputs(rng, layout):
+    L, D, T, B = len(ASYM), 2, 9, 3
+    if layout == "empty-batch":
+        mu = torch.from_numpy(rng.normal(size=(0, T, L * D)))
+        w = torch.from_numpy(rng.uniform(0.5, 2, size=(0, T, L * D)))
+        return mu, w, torch.zeros(0, dtype=torch.int64)
+    if layout == "non-contiguous":  # (B, T, LD) as a transpose of (T, B, LD) / of (B, LD, T)
+        mu = torch.from_numpy(rng.normal(size=(T, B, L * D))).transpose(0, 1)
+        w = torch.from_numpy(rng.uniform(0.5, 2, size=(B, L * D, T))).transpose(1, 2)
+        assert not mu.is_contiguous() and not w.is_contiguous()
+    elif layout == "offset":  # views starting inside a bigger storage
+        big = torch.from_numpy(rng.normal(size=(B + 1, T + 2, L * D)))
+        bigw = torch.from_numpy(rng.uniform(0.5, 2, size=(B + 1, T, L * D + 3)))
+        mu, w = big[1:, 2:], bigw[1:, :, 3:]
+        assert mu.storage_offset() > 0 and w.storage_offset() > 0
+    else:
+        mu = torch.from_numpy(rng.normal(size=(B, T, L * D)))
+        w = torch.from_numpy(rng.uniform(0.5, 2, size=(B, T, L * D)))
+    return mu, w, torch.tensor([9, 4, 1])
+
+
+@pytest.mark.parametrize("layout", ["normal", "empty-batch", "non-contiguous", "offset"])
+def test_opcheck(rng, layout):
+    mu, w, lengths = _opcheck_inputs(rng, layout)
+    D = mu.shape[-1] // len(ASYM)
+    g = torch.from_numpy(rng.normal(size=tuple(mu.shape[:-1]) + (D,)))
+    rhs = g.clone()
+    for kind, ww in (("variance", w), ("precision", w), ("none", None)):
+        for boundary in ("per-window", "nnmnkwii"):
+            m = mu.detach().requires_grad_()
+            wg = ww.detach().requires_grad_() if ww is not None else None
+            torch.library.opcheck(_mlpg_op, _op_args(m, wg, kind, ASYM, lengths, boundary))
+            torch.library.opcheck(_solve_op, _op_args(rhs.detach().requires_grad_(), wg, kind,
+                                                      ASYM, lengths, boundary))
+            l, r, c = _encode(ASYM)
+            torch.library.opcheck(_adjoint_op, (g, mu, ww, kind, list(l), list(r), list(c),
+                                                lengths, boundary, False))
+    # the kernels read strided / offset inputs correctly
+    want = mlpgx.mlpg(mu.numpy(), w.numpy(), ASYM, lengths=lengths.numpy())
+    np.testing.assert_array_equal(mt.mlpg(mu, w, ASYM, lengths=lengths).numpy(), want)
+
+
+# ---------------------------------------------------------------------------
+# bad input: the NumPy messages
+# ---------------------------------------------------------------------------
+
+def _bad_cases(rng):
+    mu, w = _problem(rng, B=2, T=6, D=2, windows=DELTA)
+    neg = w.copy()
+    neg[1, 2, 3] = -1.0
+    nan = mu.copy()
+    nan[0, 1, 2] = np.nan
+    return {
+        "shape": (dict(means=mu[0, 0]), {}),
+        "columns": (dict(means=mu[..., :5]), {}),
+        "var-shape": (dict(means=mu, variances=w[:, :3]), {}),
+        "neg-var": (dict(means=mu, variances=neg), {}),
+        "neg-prec": (dict(means=mu, precisions=neg), {}),
+        "nan": (dict(means=nan, variances=w), {}),
+        "lengths-range": (dict(means=mu, variances=w), dict(lengths=[6, 7])),
+        "lengths-shape": (dict(means=mu, variances=w), dict(lengths=[6])),
+        "lengths-float": (dict(means=mu, variances=w), dict(lengths=[6.0, 2.0])),
+        "boundary": (dict(means=mu), dict(boundary="edge")),
+        "windows": (dict(means=mu), dict(windows=[[0.5], [1, 0, 1]])),
+        "both": (dict(means=mu, variances=w, precisions=w), {}),
+        "bool": (dict(means=mu > 0), {}),
+    }
+
+
+@pytest.mark.parametrize("case", ["shape", "columns", "var-shape", "neg-var", "neg-prec", "nan",
+                                  "lengths-range", "lengths-shape", "lengths-float", "boundary",
+                                  "windows", "both", "bool"])
+def test_bad_input_same_message(rng, case):
+    arrays, opts = _bad_cases(rng)[case]
+    with pytest.raises((ValueError, TypeError)) as want:
+        mlpgx.mlpg(**arrays, **opts)
+    targs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    with pytest.raises(want.type) as got:
+        mt.mlpg(**targs, **opts)
+    assert str(got.value) == str(want.value)
+
+
+def test_dtype_and_device_mismatch(rng):
+    mu, w = _problem(rng, B=2, T=6, D=2)
+    with pytest.raises(TypeError, match="same dtype"):
+        mt.mlpg(torch.from_numpy(mu), torch.from_numpy(w.astype(np.float32)), ASYM)
+    with pytest.raises(ValueError, match="same device"):
+        mt.mlpg(torch.from_numpy(mu), torch.from_numpy(w).to("meta"), ASYM)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        mt.mlpg(mu, windows=ASYM)
+    # half precision computes in float32, integers in float64 (NumPy policy)
+    assert mt.mlpg(torch.ones(5, 3, dtype=torch.float16), windows="delta").dtype == torch.float32
+    assert mt.mlpg(torch.ones(5, 3, dtype=torch.int32), windows="delta").dtype == torch.float64
+
+
+def test_cuda_not_available_yet():
+    with pytest.raises(RuntimeError, match="the cuda backend is not available yet"):
+        mt._backend_for(torch.device("cuda", 0))
+    if torch.cuda.is_available():  # pragma: no cover - CPU CI
+        with pytest.raises(RuntimeError, match="the cuda backend is not available yet"):
+            mt.mlpg(torch.ones(5, 3, device="cuda"), windows="delta")
+
+
+def test_meta_tensors_shape_only():
+    out = _mlpg_op(*_op_args(torch.empty(4, 10, 9, device="meta"), None, "none", DELTA, None,
+                             "per-window"))
+    assert out.shape == (4, 10, 3) and out.device.type == "meta"
+
+
+# ---------------------------------------------------------------------------
+# the nnmnkwii-shaped Function and the module
+# ---------------------------------------------------------------------------
+
+def test_mlpg_function_seed_call_shape(rng):
+    mu, w = _problem(rng, B=None, T=30, D=3, windows=DELTA)
+    m = torch.from_numpy(mu).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    wins = DELTA.to_nnmnkwii()
+    out = mt.MLPG.apply(m, tw, wins)
+    np.testing.assert_array_equal(out.detach().numpy(), mlpgx.mlpg(mu, w, wins))
+    g = rng.normal(size=(30, 3))
+    out.backward(torch.from_numpy(g))
+    gm, gw = mlpgx.mlpg_adjoint(g, mu, w, wins)
+    np.testing.assert_array_equal(m.grad.numpy(), gm)
+    np.testing.assert_array_equal(tw.grad.numpy(), gw)
+    small_m = torch.from_numpy(mu[:6]).requires_grad_()
+    small_w = torch.from_numpy(w[:6]).requires_grad_()
+    f = lambda a, b: mt.MLPG.apply(a, b, wins, "nnmnkwii")  # noqa: E731
+    assert torch.autograd.gradcheck(f, (small_m, small_w))
+    assert torch.autograd.gradgradcheck(f, (small_m, small_w))
+
+
+def test_layer(rng):
+    mu, w = _problem(rng, B=2, T=20, D=2)
+    layer = mt.MLPGLayer(ASYM, boundary="none")
+    assert "none" in repr(layer)
+    out = layer(torch.from_numpy(mu), torch.from_numpy(w), lengths=[20, 5])
+    np.testing.assert_array_equal(
+        out.numpy(), mlpgx.mlpg(mu, w, ASYM, lengths=[20, 5], boundary="none"))
+    player = mt.MLPGLayer(ASYM, precisions=True)
+    np.testing.assert_array_equal(player(torch.from_numpy(mu), torch.from_numpy(w)).numpy(),
+                                  mlpgx.mlpg(mu, windows=ASYM, precisions=w))
+
+
+# ---------------------------------------------------------------------------
+# torch.compile
+# ---------------------------------------------------------------------------
+
+def _compile_works():
+    try:
+        import torch._inductor  # noqa: F401
+        return True, ""
+    except Exception as exc:  # pragma: no cover
+        return False, f"torch.compile cannot run here: {exc}"
+
+
+@pytest.mark.skipif(not _compile_works()[0], reason=_compile_works()[1])
+def test_torch_compile_fullgraph(rng):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(9, 9).double()
+    logvar = torch.nn.Parameter(torch.zeros(9, dtype=torch.float64))
+    lengths = torch.tensor([30, 18])
+
+    def model(x):
+        mu = lin(x)
+        var = torch.exp(logvar).expand_as(mu)
+        return (mt.mlpg(mu, var, lengths=lengths) ** 2).sum()
+
+    x = torch.from_numpy(rng.normal(size=(2, 30, 9)))
+    eager = model(x)
+    ge = torch.autograd.grad(eager, [lin.weight, lin.bias, logvar])
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    got = compiled(x)
+    gc = torch.autograd.grad(got, [lin.weight, lin.bias, logvar])
+    torch.testing.assert_close(got, eager, rtol=1e-12, atol=0)
+    for a, b in zip(gc, ge):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# MGE training on a real utterance
+# ---------------------------------------------------------------------------
+
+def test_mge_training_loop_reduces_error():
+    """A linear model maps noisy features to mgc means; the loss is the MSE
+    between MLPG's output and the clean static stream.  150 Adam steps cut
+    the trajectory error by at least 20x (measured: ~115x)."""
+    from mlpgx.data import MGC, load_arctic_a0001
+
+    torch.manual_seed(0)
+    feats = torch.from_numpy(load_arctic_a0001()[:, MGC]).float()  # (578, 180)
+    D = 60
+    sel = torch.cat([torch.arange(l * D, l * D + 8) for l in range(3)])  # 8 dims x 3 windows
+    clean = feats[:, sel]                                    # (578, 24)
+    target = clean[:, :8]                                    # clean static stream
+    noisy = clean + 0.5 * clean.std(0) * torch.randn_like(clean)
+    var = clean.var(0)                                       # global variances
+    model = torch.nn.Linear(24, 24)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loss_fn():
+        return torch.mean((mt.mlpg(model(noisy), var.expand_as(clean)) - target) ** 2)
+
+    with torch.no_grad():
+        first = float(loss_fn())
+    for _ in range(150):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        last = float(loss_fn())
+    print(f"MGE loss {first:.4g} -> {last:.4g} ({first / last:.1f}x)")
+    assert last < first / 20, (first, last)
+
+
+# ---------------------------------------------------------------------------
+# DDP
+# ---------------------------------------------------------------------------
+
+def _ddp_worker(rank, world, store, x, lengths, out_dir):
+    import datetime
+
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(x.shape[-1], x.shape[-1]).double()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        per = x.shape[0] // world
+        xs, ls = x[rank * per:(rank + 1) * per], lengths[rank * per:(rank + 1) * per]
+        # mean over the global batch == mean of the per-rank means (equal shards)
+        loss = (mt.mlpg(ddp(xs), lengths=ls) ** 2).sum(dim=(1, 2)).mean()
+        loss.backward()
+        torch.save([p.grad for p in model.parameters()], os.path.join(out_dir, f"ddp{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+    # Skip interpreter teardown: with torch 2.13 a process that used any
+    # torch.library custom op together with gloo intermittently aborts there
+    # ("terminate called without an active exception"; reproduced with a
+    # trivial custom op, without mlpgx).  The results are already saved.
+    os._exit(0)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is unavailable")
+def test_ddp_two_processes_match_single_process(rng, tmp_path):
+    """2-process DDP (gloo, file store: no ports) gives the gradients of a
+    single process on the same global batch.  A hung worker fails the test
+    after 120 s instead of hanging the run."""
+    import time
+
+    x = torch.from_numpy(rng.normal(size=(4, 20, 6)))
+    lengths = torch.tensor([20, 11, 17, 6])
+    ctx = torch.multiprocessing.spawn(
+        _ddp_worker, args=(2, str(tmp_path / "store"), x, lengths, str(tmp_path)),
+        nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("DDP workers did not finish within 120 s")
+    got = torch.load(os.path.join(tmp_path, "ddp0.pt"))
+    got1 = torch.load(os.path.join(tmp_path, "ddp1.pt"))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 6).double()
+    loss = (mt.mlpg(model(x), lengths=lengths) ** 2).sum(dim=(1, 2)).mean()
+    loss.backward()
+    for a, a1, b in zip(got, got1, [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(a1, a, rtol=0, atol=0)
