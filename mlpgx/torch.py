@@ -48,6 +48,14 @@ saved output ``c`` (differentiable through ``mlpgx::mlpg``) and window
 applications ``W_l x`` written as zero-padded shifts times constant
 coefficients.  So every order of derivative is again O(T) per dimension.
 
+``torch.func``: each op has a vmap rule (``register_vmap``) that folds the
+vmapped dimension into the batch, so ``vmap`` makes one kernel call.  On
+torch.func's wrapper tensors the public functions (and the backward) call
+the ops through ``setup_context``-style ``autograd.Function`` s with the same
+formulas, so ``grad``/``vjp`` (and their compositions with ``vmap``) work;
+the eager NumPy validation is skipped there (wrapper tensors have no storage)
+and the kernel validates instead, finiteness included.
+
 Validation: :func:`mlpg` runs the NumPy validation layer
 (:func:`mlpgx._validate.make_problem`, same messages) on zero-copy views
 before any kernel runs (eager mode).  Under ``torch.compile`` the fake
@@ -306,7 +314,7 @@ class _Spec:
 
 
 def _solve(rhs, weights, lengths, spec: _Spec):
-    return _solve_op(rhs, weights, *spec.op_args(), lengths, spec.boundary, False)
+    return _call(_solve_op, rhs, weights, *spec.op_args(), lengths, spec.boundary, False)
 
 
 def _mlpg_backward(g, means, weights, lengths, out, spec: _Spec, need_m, need_w):
@@ -379,6 +387,141 @@ _solve_op.register_autograd(_solve_op_backward, setup_context=_setup)
 
 
 # ---------------------------------------------------------------------------
+# vmap: fold the vmapped dimension into the batch
+# ---------------------------------------------------------------------------
+#
+# ``torch.func.vmap`` over any of the ops calls the op once on a batch of
+# V*B problems instead of V times (no per-sample fallback).  A per-sample
+# ``(T, .)`` input becomes a batch of V, a per-sample ``(B, T, .)`` one a
+# batch of V*B (vmapped dimension moved to the front, then reshaped).
+# Unvmapped tensors are expanded along V, except global ``(L*D,)`` weights,
+# which stay global (shared by every sample) when they are not vmapped;
+# vmapped global weights become per-frame ``(V*B, T, L*D)``.  ``lengths`` is
+# repeated per sample (not vmapped) or flattened (vmapped).
+
+def _vm_stack(V, x, d):
+    """``x`` with its vmapped dimension ``d`` (``None``: not vmapped) first, size V."""
+    return x.movedim(d, 0) if d is not None else x.unsqueeze(0).expand(V, *x.shape)
+
+
+def _vm_frames(V, x, d):
+    """Frame tensor -> folded batch; also its per-sample shape."""
+    xs = _vm_stack(V, x, d)
+    ps = tuple(xs.shape[1:])
+    return (xs.reshape(-1, *ps[1:]) if len(ps) == 3 else xs), ps
+
+
+def _vm_weights(V, w, d, frames_ps, keep_global=True):
+    """Weights -> folded per-frame ``(V*B, T, last)``, or still global when shared."""
+    if w is None:
+        return None
+    if d is None and w.dim() == 1 and keep_global:
+        return w
+    ws = _vm_stack(V, w, d)
+    if ws.dim() == 2:  # global (L*D,) per sample -> per frame
+        full = (V,) + tuple(frames_ps[:-1]) + (ws.shape[-1],)
+        ws = ws.reshape((V,) + (1,) * (len(full) - 2) + (ws.shape[-1],)).expand(full)
+    # an invalid shape passes through; the kernel's validation reports it
+    return ws.reshape(-1, *ws.shape[2:]) if len(frames_ps) == 3 and ws.dim() == 4 else ws
+
+
+def _vm_lengths(V, n, d):
+    return None if n is None else _vm_stack(V, n, d).reshape(-1)
+
+
+def _vm_unfold(V, out, frames_ps):
+    return out.reshape(V, frames_ps[0], *out.shape[1:]) if len(frames_ps) == 3 else out
+
+
+def _vm_single(op):
+    def rule(info, in_dims, x, weights, kind, lefts, rights, coeffs, lengths, boundary,
+             check_finite):
+        V = info.batch_size
+        xf, ps = _vm_frames(V, x, in_dims[0])
+        wf = _vm_weights(V, weights, in_dims[1], ps)
+        nf = _vm_lengths(V, lengths, in_dims[6])
+        out = op(xf, wf, kind, lefts, rights, coeffs, nf, boundary, check_finite)
+        return _vm_unfold(V, out, ps), 0
+    return rule
+
+
+def _adjoint_vmap(info, in_dims, grad_output, means, weights, kind, lefts, rights, coeffs,
+                  lengths, boundary, check_finite):
+    V = info.batch_size
+    gf, _ = _vm_frames(V, grad_output, in_dims[0])
+    mf, ps = _vm_frames(V, means, in_dims[1])
+    # gradients of global weights are per-sample sums: compute them per frame
+    glob = weights is not None and weights.dim() - (in_dims[2] is not None) == 1
+    wf = _vm_weights(V, weights, in_dims[2], ps, keep_global=False)
+    nf = _vm_lengths(V, lengths, in_dims[7])
+    gm, gw = _adjoint_op(gf, mf, wf, kind, lefts, rights, coeffs, nf, boundary, check_finite)
+    gm = _vm_unfold(V, gm, ps)
+    if weights is None:
+        gw = gw.new_empty(V, 0)
+    elif glob:
+        gw = gw.reshape(V, -1, gw.shape[-1]).sum(dim=1)
+    else:
+        gw = _vm_unfold(V, gw, ps)
+    return (gm, gw), (0, 0)
+
+
+torch.library.register_vmap(_mlpg_op, _vm_single(_mlpg_op))
+torch.library.register_vmap(_solve_op, _vm_single(_solve_op))
+torch.library.register_vmap(_adjoint_op, _adjoint_vmap)
+
+
+# ---------------------------------------------------------------------------
+# torch.func (grad, vjp, jacrev, ...)
+# ---------------------------------------------------------------------------
+#
+# The autograd that ``register_autograd`` installs is an old-style
+# ``autograd.Function`` that torch.func's grad transforms refuse ("must
+# override the setup_context staticmethod").  On torch.func's wrapper tensors
+# the ops are therefore called through these Functions instead: the same
+# backward formulas, ``setup_context`` style, and ``generate_vmap_rule`` so
+# that under ``vmap`` the forward and backward reach the ops' vmap rules above
+# (one folded call, no per-sample loop).  Plain tensors (eager, torch.compile)
+# call the ops directly.
+
+def _functorch_wrapped(*tensors) -> bool:
+    if torch.compiler.is_compiling():  # dynamo cannot trace the check; fake tensors anyway
+        return False
+    return any(isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t)
+               for t in tensors)
+
+
+def _func_for(op, op_backward):
+    class _Fn(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(x, weights, kind, lefts, rights, coeffs, lengths, boundary, check_finite):
+            return op(x, weights, kind, lefts, rights, coeffs, lengths, boundary, check_finite)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            _setup(ctx, inputs, output)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return op_backward(ctx, grad)
+
+    _Fn.__name__ = _Fn.__qualname__ = f"_Func_{op._name.split('::')[-1]}"
+    return _Fn
+
+
+_FUNCS = {_mlpg_op: _func_for(_mlpg_op, _mlpg_op_backward),
+          _solve_op: _func_for(_solve_op, _solve_op_backward)}
+
+
+def _call(op, x, weights, *rest):
+    """``op(x, weights, *rest)``; through its torch.func-ready Function on wrapper tensors."""
+    if _functorch_wrapped(x, weights, rest[4]):
+        return _FUNCS[op].apply(x, weights, *rest)
+    return op(x, weights, *rest)
+
+
+# ---------------------------------------------------------------------------
 # the public functions
 # ---------------------------------------------------------------------------
 
@@ -431,8 +574,16 @@ def _prepare(x, weights, kind, lengths, x_name):
     return x, weights, _lengths_tensor(lengths)
 
 
-def _eager_validation() -> bool:
-    return not torch.compiler.is_compiling()
+def _eager_validation(*tensors) -> bool:
+    """Whether the wrapper validates before the kernel (on NumPy views).
+
+    Not under ``torch.compile`` (fake tensors), and not on the wrapper tensors
+    of ``torch.func`` transforms (``vmap``'s BatchedTensor, ``grad``'s
+    GradTrackingTensor: no storage, so no NumPy view); there the kernel
+    validates (and checks finiteness) when it runs on real tensors."""
+    if torch.compiler.is_compiling():
+        return False
+    return not _functorch_wrapped(*tensors)
 
 
 def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
@@ -484,15 +635,16 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     means, weights, lens = _prepare(means, weights, kind, lengths, "means")
     if weights is None:
         kind = "none"
-    if _eager_validation():
+    validate = _eager_validation(means, weights, lens)
+    if validate:
         if means.device.type == "cpu":
             means = means.contiguous()
             weights = weights.contiguous() if weights is not None else None
             make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
                          boundary=boundary, **_weights_kw(weights, kind))
     lefts, rights, coeffs = _encode(wins)
-    return _mlpg_op(means, weights, kind, list(lefts), list(rights), list(coeffs), lens,
-                    boundary, not _eager_validation())
+    return _call(_mlpg_op, means, weights, kind, list(lefts), list(rights), list(coeffs), lens,
+                 boundary, not validate)
 
 
 def _np_lengths(lengths, lens):
@@ -517,15 +669,16 @@ def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=N
     rhs, weights, lens = _prepare(rhs, weights, kind, lengths, "rhs")
     if weights is None:
         kind = "none"
-    if _eager_validation():
+    validate = _eager_validation(rhs, weights, lens)
+    if validate:
         if rhs.device.type == "cpu":
             rhs = rhs.contiguous()
             weights = weights.contiguous() if weights is not None else None
             make_problem(None, windows=wins, lengths=_np_lengths(lengths, lens),
                          boundary=boundary, dtype_from=_np(rhs), **_weights_kw(weights, kind))
     lefts, rights, coeffs = _encode(wins)
-    return _solve_op(rhs, weights, kind, list(lefts), list(rights), list(coeffs), lens,
-                     boundary, not _eager_validation())
+    return _call(_solve_op, rhs, weights, kind, list(lefts), list(rights), list(coeffs), lens,
+                 boundary, not validate)
 
 
 class MLPG(torch.autograd.Function):

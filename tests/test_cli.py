@@ -294,3 +294,30 @@ def test_debug_shows_traceback(tmp_path):
     assert_one_line_error(proc, 2)
     proc = run_cli("--debug", "generate", "a.npy", "-o", "o", "--windows", "nope", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# the installed console script itself
+# ---------------------------------------------------------------------------
+
+def _console_script():
+    import shutil
+    here = pathlib.Path(sys.executable).parent / ("mlpgx.exe" if os.name == "nt" else "mlpgx")
+    return str(here) if here.exists() else shutil.which("mlpgx")
+
+
+def test_console_script_generate_and_verify(tmp_path, mgc):
+    script = _console_script()
+    if script is None:
+        if os.environ.get("CI"):
+            pytest.fail("the mlpgx console script is not installed")
+        pytest.skip("the mlpgx console script is not installed (pip install .)")
+    np.save(tmp_path / "utt.npy", mgc[:120])
+    proc = subprocess.run([script, "generate", str(tmp_path / "utt.npy"), "-o",
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "utt.npy"),
+                                  mlpgx.mlpg(mgc[:120]))
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "generate" in proc.stdout

@@ -489,3 +489,116 @@ def test_ddp_two_processes_match_single_process(rng, tmp_path):
     for a, a1, b in zip(got, got1, [p.grad for p in model.parameters()]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(a1, a, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------
+# torch.func: vmap folds into the batch; grad / vjp compose with it
+# ---------------------------------------------------------------------------
+
+def _vmap_problem(rng, V=3, B=2, T=11, D=2):
+    L = len(ASYM)
+    t = lambda *s: torch.from_numpy(rng.normal(size=s))  # noqa: E731
+    mu, var = t(V, B, T, L * D), t(V, B, T, L * D).abs() + 0.5
+    return mu, var, t(L * D).abs() + 0.5, t(V, L * D).abs() + 0.5
+
+
+def _loop(f, *args, in_dims=0):
+    dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
+    V = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    outs = [f(*(a if d is None else a.select(d, i) for a, d in zip(args, dims))) for i in range(V)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.stack(o) for o in zip(*outs))
+    return torch.stack(outs)
+
+
+def _assert_same(got, want):
+    for g, w in zip(got if isinstance(got, tuple) else (got,),
+                    want if isinstance(want, tuple) else (want,)):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+def test_vmap_mlpg_equals_loop(rng):
+    mu, var, gvar, vgvar = _vmap_problem(rng)
+    lengths = torch.tensor([11, 6])
+    f = lambda m, v: mt.mlpg(m, v, ASYM, lengths=lengths)  # noqa: E731
+    cases = [((mu, var), 0), ((mu, var[0]), (0, None)), ((mu[0], var), (None, 0)),
+             ((mu, gvar), (0, None)), ((mu[0], vgvar), (None, 0)), ((mu, vgvar), 0),
+             ((mu.movedim(0, 2), var.movedim(0, 1)), (2, 1))]
+    for args, dims in cases:
+        _assert_same(torch.func.vmap(f, in_dims=dims)(*args), _loop(f, *args, in_dims=dims))
+    # unbatched (T, L*D) samples; no weights; vmapped lengths
+    g = lambda m, v: mt.mlpg(m, v, ASYM, boundary="nnmnkwii")  # noqa: E731
+    _assert_same(torch.func.vmap(g)(mu[:, 0], var[:, 0]), _loop(g, mu[:, 0], var[:, 0]))
+    h = lambda m: mt.mlpg(m, windows=ASYM)  # noqa: E731
+    _assert_same(torch.func.vmap(h)(mu), _loop(h, mu))
+    n = torch.tensor([[11, 6], [0, 11], [3, 1]])
+    k = lambda m, v, n: mt.mlpg(m, v, ASYM, lengths=n)  # noqa: E731
+    _assert_same(torch.func.vmap(k)(mu, var, n), _loop(k, mu, var, n))
+
+
+def test_vmap_mlpg_solve_equals_loop(rng):
+    mu, var, gvar, vgvar = _vmap_problem(rng)
+    rhs = mu[..., :2]
+    f = lambda r, v: mt.mlpg_solve(r, v, ASYM, lengths=[11, 4])  # noqa: E731
+    for args, dims in [((rhs, var), 0), ((rhs, gvar), (0, None)), ((rhs[0], vgvar), (None, 0))]:
+        _assert_same(torch.func.vmap(f, in_dims=dims)(*args), _loop(f, *args, in_dims=dims))
+
+
+def test_vmap_rule_folds_into_one_kernel_call(rng, monkeypatch):
+    """The registered rules run: one kernel call per op, not one per sample."""
+    calls = []
+    for name in ("mlpg", "mlpg_solve", "mlpg_adjoint"):
+        real = getattr(mlpgx, name)
+        monkeypatch.setattr(mlpgx, name, lambda *a, _r=real, _n=name, **k: (
+            calls.append((_n, a[0].shape)), _r(*a, **k))[1])
+    mu, var, gvar, _ = _vmap_problem(rng, V=5)
+    torch.func.vmap(lambda m, v: mt.mlpg(m, v, ASYM))(mu, var)
+    assert calls == [("mlpg", (10, 11, 6))]
+    calls.clear()
+    torch.func.vmap(lambda r: mt.mlpg_solve(r, gvar, ASYM))(mu[:, 0, :, :2])
+    assert calls == [("mlpg_solve", (5, 11, 2))]
+    calls.clear()
+    l, r, c = _encode(ASYM)
+    g = mu[..., :2]
+    gm, gw = torch.func.vmap(lambda g, m: _adjoint_op(g, m, gvar, "variance", list(l), list(r),
+                                                      list(c), None, "per-window", True))(g, mu)
+    assert calls == [("mlpg_adjoint", (10, 11, 2))] and gw.shape == (5, 6)
+    want = _loop(lambda g, m: _adjoint_op(g, m, gvar, "variance", list(l), list(r), list(c),
+                                          None, "per-window", True), g, mu)
+    _assert_same(gm, want[0])
+    torch.testing.assert_close(gw, want[1], rtol=1e-12, atol=1e-12)
+    calls.clear()
+    loss = lambda m, v: mt.mlpg(m, v, ASYM).square().sum()  # noqa: E731
+    torch.func.vmap(torch.func.grad(loss, argnums=(0, 1)))(mu, var)
+    assert [n for n, _ in calls] == ["mlpg", "mlpg_solve"] and calls[1][1] == (10, 11, 2)
+
+
+def test_vmap_composes_with_grad_and_vjp(rng):
+    mu, var, gvar, _ = _vmap_problem(rng)
+    tgt = mu[..., :2].flip(-2)
+    lengths = torch.tensor([11, 7])
+
+    def loss(m, v, t):
+        return (mt.mlpg(m, v, ASYM, lengths=lengths) - t).square().sum()
+
+    per_sample = torch.func.grad(loss, argnums=(0, 1))
+    for args, dims in [((mu, var, tgt), 0), ((mu, gvar, tgt), (0, None, 0))]:
+        got = torch.func.vmap(per_sample, in_dims=dims)(*args)
+        _assert_same(got, _loop(per_sample, *args, in_dims=dims))
+    # the same gradients as ordinary autograd, sample by sample
+    got = torch.func.vmap(per_sample)(mu, var, tgt)
+    for i in range(mu.shape[0]):
+        m, v = mu[i].clone().requires_grad_(), var[i].clone().requires_grad_()
+        loss(m, v, tgt[i]).backward()
+        torch.testing.assert_close(got[0][i], m.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got[1][i], v.grad, rtol=1e-10, atol=1e-12)
+
+    def vjp(m, v, ct):
+        return torch.func.vjp(lambda m, v: mt.mlpg(m, v, ASYM, lengths=lengths), m, v)[1](ct)
+
+    _assert_same(torch.func.vmap(vjp)(mu, var, tgt), _loop(vjp, mu, var, tgt))
+    # second order: grad of a gradient norm, per sample
+    gg = torch.func.grad(lambda m, v, t: torch.func.grad(loss)(m, v, t).square().sum())
+    torch.testing.assert_close(torch.func.vmap(gg)(mu, var, tgt), _loop(gg, mu, var, tgt),
+                               rtol=1e-10, atol=1e-12)
