@@ -77,8 +77,6 @@ from .windows import DELTA, WindowSet, as_windows
 
 __all__ = ["mlpg", "mlpg_solve", "MLPG", "MLPGLayer"]
 
-#: Registered backend that provides the kernel for each torch device type.
-DEVICE_BACKENDS = {"cpu": "cython", "cuda": "cuda"}
 
 _FLOATS = (torch.float32, torch.float64)
 
@@ -141,19 +139,16 @@ def _weights_kw(weights, kind):
 
 
 def _backend_for(device: torch.device) -> str:
-    name = DEVICE_BACKENDS.get(device.type)
-    if name == "cython":
-        return name
-    # The cuda backend exists (mlpgx.backends.cuda) but tensors do not reach it
-    # yet: DLPack hand-over on torch's current stream is still to be written.
-    why = "no backend for this device"
-    if name is not None and name in mlpgx.backends.names():
-        ok, reason = mlpgx.backends.get(name).availability()
-        why = ("the DLPack hand-over from torch is not implemented yet" if ok
-               else f"the {name} backend is unavailable here: {reason}")
-    raise RuntimeError(
-        f"mlpgx.torch: the {device.type} backend is not available yet "
-        f"(tensors on {device}; {why}); move the tensors to the CPU with .cpu()")
+    """Name of the registered backend that computes on ``device`` (the
+    registry decides: a backend lists the torch device types it takes in
+    ``Backend.torch_devices``).  The cuda backend does not take torch tensors
+    yet (the DLPack hand-over on torch's stream is still to be written), so
+    CUDA tensors get a clear error."""
+    try:
+        return mlpgx.backends.for_torch_device(device.type).name
+    except RuntimeError as exc:
+        raise RuntimeError(f"mlpgx.torch: {exc}; tensors on {device}: move them to the "
+                           f"CPU with .cpu()") from None
 
 
 def _cpu_lengths(lengths):

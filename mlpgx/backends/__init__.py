@@ -35,7 +35,7 @@ import numpy as np
 from ._base import OPERATIONS, Backend
 
 __all__ = ["Backend", "OPERATIONS", "register", "get", "available", "names", "use",
-           "resolve", "describe"]
+           "resolve", "describe", "unregister", "for_torch_device"]
 
 _REGISTRY: Dict[str, Backend] = {}
 _LOCK = threading.Lock()
@@ -154,7 +154,7 @@ def describe() -> Dict[str, dict]:
         out[n] = dict(available=ok, reason=why, array_module=b.array_module,
                       dtypes=tuple(b.dtypes), boundaries=tuple(b.boundaries),
                       operations=tuple(b.operations), exact=b.exact,
-                      description=b.description)
+                      torch_devices=tuple(b.torch_devices), description=b.description)
     return out
 
 
@@ -225,6 +225,36 @@ def resolve(backend: Union[str, Backend] = "auto", array=None, *, operation=None
         raise ValueError(f"backend {b.name!r} does not implement boundary={boundary!r} "
                          f"(it supports {', '.join(b.boundaries)})")
     return b
+
+
+def for_torch_device(device_type: str) -> Backend:
+    """The available backend that provides the kernels of :mod:`mlpgx.torch`
+    for torch tensors on ``device_type`` (``"cpu"``, ``"cuda"``).
+
+    Raises
+    ------
+    RuntimeError
+        When no registered backend declares ``device_type`` in its
+        ``torch_devices`` or none of those is available (the reasons are
+        in the message).
+
+    Examples
+    --------
+    >>> import mlpgx
+    >>> mlpgx.backends.for_torch_device("cpu").name
+    'cython'
+    """
+    reasons = []
+    for n in names():
+        b = _REGISTRY[n]
+        if device_type in b.torch_devices:
+            ok, why = b.availability()
+            if ok:
+                return b
+            reasons.append(f"{n}: {why}")
+    detail = "; ".join(reasons) if reasons else "no registered backend takes such tensors"
+    raise RuntimeError(f"the {device_type} backend is not available yet for torch tensors "
+                       f"({detail})")
 
 
 def _register_builtins() -> None:

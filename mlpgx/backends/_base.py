@@ -31,6 +31,10 @@ class Backend:
         Subset of ``("forward", "adjoint", "solve")``.
     exact : bool
         Whether it is meant to agree with the reference to rounding error.
+    torch_devices : tuple of str
+        Device types of torch tensors this backend computes on without
+        copies (``mlpgx.torch`` registers it as the kernel of its custom ops
+        for those devices); empty when it has no torch path.
     """
 
     name: str = "base"
@@ -39,6 +43,7 @@ class Backend:
     boundaries: Tuple[str, ...] = BOUNDARIES
     operations: Tuple[str, ...] = OPERATIONS
     exact: bool = True
+    torch_devices: Tuple[str, ...] = ()
     description: str = ""
 
     def availability(self) -> Tuple[bool, str]:

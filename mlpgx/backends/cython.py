@@ -25,6 +25,7 @@ class CythonBackend(Backend):
 
     name = "cython"
     array_module = "numpy"
+    torch_devices = ("cpu",)       # zero-copy through Tensor.numpy()
     description = "compiled banded LDL^T (Cython, OpenMP), O(T) per dimension"
 
     @property
