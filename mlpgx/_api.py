@@ -3,13 +3,13 @@ and :func:`window_matrix`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
 from . import backends as _backends
 from ._validate import frames_array, make_problem
-from .windows import DELTA, WindowSet, as_windows
+from .windows import DELTA, as_windows
 
 
 def _strip(problem, a):

@@ -16,7 +16,6 @@ raise ``TypeError``.
 """
 from __future__ import annotations
 
-import numbers
 import operator
 
 import numpy as np

@@ -64,7 +64,7 @@ implementation checks shapes and the kernel validates values at run time.
 from __future__ import annotations
 
 import functools
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch

@@ -9,6 +9,28 @@ from .._problem import BOUNDARIES, Problem
 OPERATIONS = ("forward", "adjoint", "solve")
 
 
+def allocate_outputs(xp, mode: str, problem: Problem):
+    """Uninitialised outputs of one operation, allocated with ``xp`` (numpy or
+    cupy): ``(out, grad_means, grad_weights, grad_weights_acc)``.
+
+    ``out`` ``(B, T, D)`` for forward/solve; for the adjoint ``grad_means``
+    ``(B, T, L*D)`` and either ``grad_weights`` (per-frame weights) or a zeroed
+    float64 ``(B, L*D)`` accumulator (global weights; summed over B by the
+    caller).  Entries that do not apply are ``None``.
+    """
+    B, T, D, L = problem.batch_size, problem.n_frames, problem.static_dim, problem.n_windows
+    dt = problem.dtype
+    if mode != "adjoint":
+        return xp.empty((B, T, D), dtype=dt), None, None, None
+    gmeans = xp.empty((B, T, L * D), dtype=dt)
+    gweights = gw_acc = None
+    if problem.weights is not None and not problem.global_weights:
+        gweights = xp.empty((B, T, L * D), dtype=dt)
+    elif problem.weights is not None:
+        gw_acc = xp.zeros((B, L * D), dtype=xp.float64)
+    return None, gmeans, gweights, gw_acc
+
+
 class Backend:
     """Base class of MLPG backends.
 

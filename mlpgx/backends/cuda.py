@@ -26,7 +26,7 @@ from numpy.linalg import LinAlgError
 
 from .._problem import Problem
 from ..cuda import MAXK_VALUES, kernel_source, required_maxk
-from ._base import Backend
+from ._base import Backend, allocate_outputs
 
 #: A pivot must exceed this fraction of ``R[i, i]`` (as in the CPU backend).
 PIVOT_RTOL = 1e-13
@@ -231,7 +231,7 @@ class CudaBackend(Backend):
         cp = _import_cupy()
         dt = np.dtype(pb.dtype)
         plan = launch_plan(pb, mode)
-        B, T, D, L = pb.batch_size, pb.n_frames, pb.static_dim, pb.n_windows
+        B, T, D = pb.batch_size, pb.n_frames, pb.static_dim
         has_weights = pb.weights is not None
         with cp.cuda.Device(self._device_id(pb.means, pb.weights, g)):
             # (a no-op for contiguous CuPy arrays of the right dtype)
@@ -240,15 +240,7 @@ class CudaBackend(Backend):
             weights = cp.ascontiguousarray(cp.asarray(pb.weights), dtype=dt) \
                 if has_weights else None
             rhs = cp.ascontiguousarray(cp.asarray(g), dtype=dt) if g is not None else None
-            out = gmeans = gweights = gw_acc = None
-            if mode == "adjoint":
-                gmeans = cp.empty((B, T, L * D), dtype=dt)
-                if has_weights and not pb.global_weights:
-                    gweights = cp.empty((B, T, L * D), dtype=dt)
-                elif has_weights:
-                    gw_acc = cp.zeros((B, L * D), dtype=np.float64)
-            else:
-                out = cp.empty((B, T, D), dtype=dt)
+            out, gmeans, gweights, gw_acc = allocate_outputs(cp, mode, pb)
             if B * T * D:
                 self._launch(cp, plan, dt, pb, means, weights, rhs, out, gmeans,
                              gweights, gw_acc)

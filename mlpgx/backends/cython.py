@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._problem import Problem
-from ._base import Backend
+from ._base import Backend, allocate_outputs
 
 try:
     from .._ext import solver as _solver, simd as SIMD
@@ -43,21 +43,13 @@ class CythonBackend(Backend):
         return np.zeros(1, dtype=dtype)
 
     def _run(self, mode: str, pb: Problem, g=None):
-        B, T, D, L = pb.batch_size, pb.n_frames, pb.static_dim, pb.n_windows
+        T, D = pb.n_frames, pb.static_dim
         dt = pb.dtype
         ph = self._placeholder(dt)
         lo, hi = pb.zero_frame_ranges()
         has_means = pb.means is not None
         has_weights = pb.weights is not None
-        out = gmeans = gweights = gw_acc = None
-        if mode == "adjoint":
-            gmeans = np.empty((B, T, L * D), dtype=dt)
-            if has_weights and not pb.global_weights:
-                gweights = np.empty((B, T, L * D), dtype=dt)
-            elif has_weights:
-                gw_acc = np.zeros((B, L * D), dtype=np.float64)
-        else:
-            out = np.empty((B, T, D), dtype=dt)
+        out, gmeans, gweights, gw_acc = allocate_outputs(np, mode, pb)
         _solver.run(
             mode, pb.windows, lo, hi, pb.weight_kind,
             pb.means.reshape(-1) if has_means else ph,
