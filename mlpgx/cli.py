@@ -706,16 +706,15 @@ def _peers(D):
         cache = {}
 
         def dsp(m, v, g):
+            # diffsptk.MLPG(size=T, seed=...) takes the means only (unit
+            # variances) in (..., T, L*D), with the delta windows by default
             T = m.shape[0]
             if T not in cache:
-                try:
-                    cache[T] = diffsptk.MLPG(seq_length=T, size=D)
-                except TypeError:
-                    cache[T] = diffsptk.MLPG(D, seq_length=T)
+                cache[T] = diffsptk.MLPG(T)
             with torch.no_grad():
-                return cache[T](torch.from_numpy(m)[None], torch.from_numpy(v)[None])
+                return cache[T](torch.from_numpy(m)[None])
 
-        peers.append(("diffsptk", dsp, None, 100_000))
+        peers.append(("diffsptk (unit var)", dsp, None, 100_000))
     return peers, notes
 
 
