@@ -2,6 +2,8 @@
 matches the reference, and the run-time choice between them is right."""
 import importlib
 import importlib.machinery
+import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -59,6 +61,9 @@ def test_builds_agree_bit_for_bit_in_structure():
 def test_runtime_choice():
     has_avx2 = importlib.util.find_spec("mlpgx._ext._solver_avx2") is not None
     expected = "avx2" if has_avx2 and ext._cpu_has_avx2_fma() else "baseline"
+    forced = os.environ.get("MLPGX_SIMD", "auto").lower()
+    if forced in ("baseline", "avx2"):
+        expected = forced
     assert ext.simd == expected
     assert mlpgx.backends.get("cython").simd == expected
 
