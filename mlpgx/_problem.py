@@ -26,7 +26,8 @@ class Problem:
     Attributes
     ----------
     means : ndarray or None
-        ``(B, T, L*D)`` C-contiguous array of ``dtype``, window-major columns
+        ``(B, T, L*D)`` C-contiguous array of ``dtype`` (NumPy, or CuPy for
+        the ``"cuda"`` backend; ``weights`` come from the same library), window-major columns
         ``[static d=0..D-1, window 1 d=0..D-1, ...]``; finite.  ``None`` for a
         pure solve (:meth:`Backend.solve`), which needs no means.
     weights : ndarray or None

@@ -16,6 +16,7 @@ raise ``TypeError``.
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -26,15 +27,24 @@ from .windows import as_windows
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _float_array(x, name: str) -> np.ndarray:
-    """``x`` as an ndarray of a float dtype we compute in (no copy if it is one)."""
-    if not isinstance(x, np.ndarray):
+def array_namespace(x):
+    """The array library of ``x``: ``cupy`` for CuPy arrays (validated on
+    their device, for the ``"cuda"`` backend), else ``numpy``."""
+    if type(x).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+def _float_array(x, name: str):
+    """``x`` as a NumPy (or CuPy) array of a float dtype we compute in (no
+    copy if it is one)."""
+    if not isinstance(x, np.ndarray) and array_namespace(x) is np:
         mod = type(x).__module__.split(".")[0]
-        if mod in ("torch", "cupy", "jax", "tensorflow"):
-            hint = {"torch": "use mlpgx.torch.mlpg for tensors",
-                    "cupy": "the cuda backend's CuPy path is not wired into validation yet; "
-                            "convert with .get()"}.get(mod, "convert to NumPy")
-            raise TypeError(f"{name} is a {mod} array; mlpgx.mlpg takes NumPy arrays ({hint})")
+        if mod in ("torch", "jax", "tensorflow"):
+            hint = "use mlpgx.torch.mlpg for tensors" if mod == "torch" else "convert to NumPy"
+            raise TypeError(f"{name} is a {mod} array; mlpgx.mlpg takes NumPy or CuPy "
+                            f"arrays ({hint})")
         try:
             x = np.asarray(x)
         except Exception as exc:  # ragged lists and the like
@@ -52,19 +62,20 @@ def _float_array(x, name: str) -> np.ndarray:
         f"{name} must be a real floating-point (or integer) array; got dtype {x.dtype}")
 
 
-def _first_bad_index(mask: np.ndarray):
-    idx = np.argwhere(mask)[0]
+def _first_bad_index(mask):
+    idx = array_namespace(mask).argwhere(mask)[0]
     return tuple(int(i) for i in idx)
 
 
 def _check_finite(x: np.ndarray, name: str) -> None:
     # One reduction pass and no temporary; the element-wise scan only runs
     # when the sum is not finite (a bad value, or an overflowing sum).
+    xp = array_namespace(x)
     with np.errstate(all="ignore"):
-        total = np.add.reduce(x, axis=None)
-    if np.isfinite(total):
+        total = float(x.sum())
+    if math.isfinite(total):
         return
-    bad = ~np.isfinite(x)
+    bad = ~xp.isfinite(x)
     if bad.any():
         idx = _first_bad_index(bad)
         raise ValueError(f"{name} must be finite; {name}{list(idx)} = {x[idx]!r}")
@@ -84,8 +95,8 @@ def _check_weights(w: np.ndarray, kind: str, name: str) -> None:
         if not (w.min() >= 0):
             idx = _first_bad_index(~(w >= 0))
             raise ValueError(f"{name} must be >= 0; {name}{list(idx)} = {w[idx]!r}")
-        if not np.isfinite(w.max()):
-            idx = _first_bad_index(~np.isfinite(w))
+        if not math.isfinite(float(w.max())):
+            idx = _first_bad_index(~array_namespace(w).isfinite(w))
             raise ValueError(f"{name} must be finite; {name}{list(idx)} = {w[idx]!r}")
 
 
@@ -113,6 +124,8 @@ def _check_num_threads(num_threads):
 def _lengths(lengths, batch: int, T: int, batched: bool) -> np.ndarray:
     if lengths is None:
         return np.full(batch, T, dtype=np.intp)
+    if array_namespace(lengths) is not np:   # lengths live on the host
+        lengths = lengths.get()
     arr = np.asarray(lengths)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
@@ -188,6 +201,9 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
             raise ValueError(
                 f"{wname} must have the shape of {what} {full} or be global with shape "
                 f"({LD},); got {w.shape}")
+        if array_namespace(w) is not array_namespace(m if m is not None else ref):
+            raise TypeError(f"{wname} and {'means' if m is not None else 'rhs'} must come "
+                            f"from the same array library (NumPy or CuPy)")
         dtype = np.result_type(dtype, w.dtype)
     if dtype not in _NATIVE:  # only reachable through odd promotions
         dtype = np.dtype(np.float64)
@@ -197,12 +213,12 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
 
     # checks run on the caller's shapes so that reported indices are theirs
     if m is not None:
-        m = np.ascontiguousarray(m, dtype=dtype)
+        m = array_namespace(m).ascontiguousarray(m, dtype=dtype)
         if check_finite:
             _check_finite(m, "means")
         m = m.reshape(B, T, LD)
     if w is not None:
-        w = np.ascontiguousarray(w, dtype=dtype)
+        w = array_namespace(w).ascontiguousarray(w, dtype=dtype)
         _check_weights(w, kind, wname)
         if w.ndim > 1:
             w = w.reshape(B, T, LD)
@@ -221,7 +237,11 @@ def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarra
     expected = (B, T, D) if problem.batched else (T, D)
     if a.shape != expected:
         raise ValueError(f"{name} must have shape {expected}; got {a.shape}")
-    a = np.ascontiguousarray(a, dtype=problem.dtype)
+    ref = problem.means if problem.means is not None else problem.weights
+    if ref is not None and array_namespace(ref) is not array_namespace(a):
+        raise TypeError(f"{name} must come from the same array library as the means "
+                        f"and variances (NumPy or CuPy)")
+    a = array_namespace(a).ascontiguousarray(a, dtype=problem.dtype)
     if check_finite:
         _check_finite(a, name)
     return a.reshape(B, T, D)

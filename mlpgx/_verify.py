@@ -7,13 +7,18 @@ from typing import Dict
 import numpy as np
 
 from . import backends as _backends
-from ._validate import frames_array, make_problem
+from ._validate import array_namespace, frames_array, make_problem
 from .windows import DELTA
 
 #: Default scaled tolerances by dtype: ``max|x - ref| <= rtol * max|ref|``.
 #: float32 results are rounded to ~6e-8 and R's conditioning amplifies
 #: that; float64 agrees to ~1e-13 on well-conditioned problems.
 DEFAULT_RTOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+def _host(x):
+    """A NumPy view or copy of a NumPy or CuPy array."""
+    return x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else x
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,8 @@ class Comparison:
         is computed from, so an output that cancels to ~0 is not judged by
         its own rounding noise.  Where both are 0 the error must be 0.
         """
-        x = np.asarray(x, dtype=np.float64)
-        ref = np.asarray(ref, dtype=np.float64)
+        x = np.asarray(_host(x), dtype=np.float64)
+        ref = np.asarray(_host(ref), dtype=np.float64)
         if x.shape != ref.shape:
             raise AssertionError(f"shape {x.shape} != reference shape {ref.shape}")
         if x.size == 0:
@@ -139,22 +144,21 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
                            boundary=boundary, num_threads=num_threads)
     b = _backends.resolve(backend, means, dtype=problem.dtype, boundary=problem.boundary)
     ref = _backends.get("reference")
-    wide = make_problem(problem.means.astype(np.float64),
-                        None if problem.weights is None else problem.weights.astype(np.float64),
-                        problem.windows, lengths=problem.lengths, boundary=problem.boundary,
-                        precisions=None) if problem.weight_kind == "variance" else \
-        make_problem(problem.means.astype(np.float64), None, problem.windows,
-                     precisions=problem.weights.astype(np.float64), lengths=problem.lengths,
-                     boundary=problem.boundary)
+    # the reference runs on the host in float64 on the same values
+    mu64 = _host(problem.means).astype(np.float64)
+    w64 = None if problem.weights is None else _host(problem.weights).astype(np.float64)
+    weights = {"precisions" if problem.weight_kind == "precision" else "variances": w64}
+    wide = make_problem(mu64, windows=problem.windows, lengths=problem.lengths,
+                        boundary=problem.boundary, **weights)
     if grad_output is None:
         rng = np.random.default_rng(seed)
         g = rng.standard_normal((problem.batch_size, problem.n_frames, problem.static_dim))
-        g = g.astype(problem.dtype)
+        g = array_namespace(problem.means).asarray(g.astype(problem.dtype))
     else:
         g = frames_array(grad_output, problem, "grad_output")
     dtype = problem.dtype.name
     tol = DEFAULT_RTOL[dtype] if rtol is None else float(rtol)
-    g64 = g.astype(np.float64)
+    g64 = _host(g).astype(np.float64)
     c_ref = ref.forward(wide)
     results = {"forward": Comparison.of(b.forward(problem), c_ref,
                                         np.max(np.abs(c_ref), initial=0.0))}
