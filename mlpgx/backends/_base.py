@@ -99,3 +99,21 @@ class Backend:
         ok, why = self.availability()
         state = "available" if ok else f"unavailable: {why}"
         return f"<mlpgx backend {self.name!r} ({self.array_module}, {state})>"
+
+
+class KernelBackend(Backend):
+    """A backend whose three operations are one kernel entry point
+    ``_run(mode, problem, frames=None)`` with ``mode`` in :data:`OPERATIONS`
+    (``frames`` is the upstream gradient or the right-hand side)."""
+
+    def _run(self, mode: str, problem: Problem, frames=None):
+        raise NotImplementedError(f"backend {self.name!r} has no kernel")
+
+    def forward(self, problem: Problem):
+        return self._run("forward", problem)
+
+    def adjoint(self, problem: Problem, grad_output):
+        return self._run("adjoint", problem, grad_output)
+
+    def solve(self, problem: Problem, rhs):
+        return self._run("solve", problem, rhs)

@@ -26,7 +26,7 @@ from numpy.linalg import LinAlgError
 
 from .._problem import Problem
 from ..cuda import MAXK_VALUES, kernel_source, required_maxk
-from ._base import Backend, allocate_outputs
+from ._base import KernelBackend, allocate_outputs
 
 #: A pivot must exceed this fraction of ``R[i, i]`` (as in the CPU backend).
 PIVOT_RTOL = 1e-13
@@ -187,7 +187,7 @@ def _device_tables(tables: WindowTables, device_id: int):
     return dev
 
 
-class CudaBackend(Backend):
+class CudaBackend(KernelBackend):
     """GPU backend for CuPy arrays (the default for them)."""
 
     name = "cuda"
@@ -276,14 +276,3 @@ class CudaBackend(Backend):
         key = int(status.get()[0])  # synchronises
         if key != int(NO_FAILURE):
             raise LinAlgError(failure_message(key, int(plan.T), int(plan.D)))
-
-    # -- operations ----------------------------------------------------------
-
-    def forward(self, problem: Problem):
-        return self._run("forward", problem)
-
-    def adjoint(self, problem: Problem, grad_output):
-        return self._run("adjoint", problem, grad_output)
-
-    def solve(self, problem: Problem, rhs):
-        return self._run("solve", problem, rhs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._problem import Problem
-from ._base import Backend, allocate_outputs
+from ._base import KernelBackend, allocate_outputs
 
 try:
     from .._ext import solver as _solver, simd as SIMD
@@ -20,7 +20,7 @@ except ImportError as exc:  # the extension was not built
     _IMPORT_ERROR = exc
 
 
-class CythonBackend(Backend):
+class CythonBackend(KernelBackend):
     """Compiled CPU backend (the default for NumPy arrays)."""
 
     name = "cython"
@@ -69,12 +69,3 @@ class CythonBackend(Backend):
         if gw_acc is not None:
             gweights = gw_acc.sum(axis=0).astype(dt)
         return gmeans, gweights
-
-    def forward(self, problem: Problem):
-        return self._run("forward", problem)
-
-    def adjoint(self, problem: Problem, grad_output):
-        return self._run("adjoint", problem, grad_output)
-
-    def solve(self, problem: Problem, rhs):
-        return self._run("solve", problem, rhs)
