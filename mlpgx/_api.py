@@ -7,8 +7,9 @@ from typing import Tuple
 
 import numpy as np
 
+from . import _msd
 from . import backends as _backends
-from ._validate import frames_array, make_problem
+from ._validate import _check_finite, array_namespace, frames_array, make_problem
 from .windows import DELTA, as_windows
 
 
@@ -16,8 +17,59 @@ def _strip(problem, a):
     return a if a is None or problem.batched else a[0]
 
 
+def _check_unvoiced_value(unvoiced_value) -> float:
+    import numbers
+    if isinstance(unvoiced_value, (bool, np.bool_)) or not isinstance(unvoiced_value,
+                                                                        numbers.Real):
+        raise TypeError(f"unvoiced_value must be a real number (NaN allowed); got "
+                        f"{unvoiced_value!r}")
+    return float(unvoiced_value)
+
+
+def _for_backend(b, problem):
+    """The problem as backend ``b`` takes it: backends that do not implement
+    the voicing rule get the equivalent plain problem (:func:`_msd.lower`)."""
+    if problem.voiced is None or getattr(b, "handles_voicing", False):
+        return problem
+    return _msd.lower(problem)
+
+
+def _mark_unvoiced(problem, out, unvoiced_value):
+    """Write ``unvoiced_value`` on unvoiced frames (inside the lengths)."""
+    if problem.voiced is None:
+        return out
+    xp = array_namespace(out)
+    unvoiced = _msd.unvoiced_frames(problem.voiced, problem.lengths)
+    return xp.where(unvoiced, out.dtype.type(unvoiced_value), out)
+
+
+def run_forward(b, problem):
+    """:meth:`Backend.forward` of ``problem`` on backend ``b`` (batched;
+    unvoiced frames come back 0, not marked)."""
+    return b.forward(_for_backend(b, problem))
+
+
+def run_adjoint(b, problem, g):
+    """:meth:`Backend.adjoint` of ``problem`` on backend ``b``, with the
+    voicing rule: ``g`` must already be 0 on unvoiced frames; constraints the
+    rule drops get exactly 0."""
+    if problem.voiced is None:
+        return b.adjoint(problem, g)
+    xp = array_namespace(g)
+    gm, gw = b.adjoint(_for_backend(b, problem), g)
+    keep = _msd.problem_keep_mask(problem)
+    gm = xp.where(keep, gm, gm.dtype.type(0))
+    if problem.weights is None:
+        return gm, None
+    gw = xp.where(keep, gw, gw.dtype.type(0)) if gw.ndim > 1 else gw
+    if problem.global_weights and gw.ndim > 1:   # lowered weights are per frame
+        gw = gw.sum(axis=(0, 1), dtype=np.float64).astype(problem.dtype)
+    return gm, gw
+
+
 def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
-         boundary="per-window", backend="auto", check_finite=True, num_threads=None):
+         boundary="per-window", voiced=None, unvoiced_value=np.nan, msd_rule="hts",
+         backend="auto", check_finite=True, num_threads=None):
     r"""Maximum likelihood parameter generation.
 
     For every sequence and static dimension ``d``, with ``mu_l`` the column
@@ -63,6 +115,23 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
         ``K`` the largest extent of any window.  ``"none"``: every row is
         kept and values outside the sequence count as 0.  The static window
         is never dropped.
+    voiced : array_like of bool, optional
+        Voicing mask of a multi-space (MSD) stream such as log F0:
+        ``(T,)`` / ``(B, T)`` (one flag per frame) or ``(T, D)`` /
+        ``(B, T, D)`` (per static dimension); bools or 0/1 numbers (a vuv
+        column).  A window's precision is 0 at frame ``t`` when its support
+        touches an unvoiced frame (see ``msd_rule``), so each voiced run is
+        solved as its own sequence (HTS_engine, SPTK ``mlpg -magic``).
+        Means and variances of the dropped constraints are never read and
+        may hold anything (NaN, SPTK's magic number).  ``None``: all voiced.
+    unvoiced_value : float
+        Output on unvoiced frames; default NaN (SPTK writes its magic
+        number, e.g. ``-1e10``: pass that to match it).  Frames beyond a
+        sequence's length stay 0.
+    msd_rule : {"hts", "sptk"}
+        ``"hts"``: every frame ``t - left_l .. t + right_l`` of the window's
+        support must be voiced; ``"sptk"``: only the frames under nonzero
+        coefficients (the centre of ``[-0.5, 0, 0.5]`` is not tested).
     backend : str or Backend
         ``"auto"`` (by array type: NumPy -> ``"cython"``), a registered
         name (see :mod:`mlpgx.backends`) or a backend instance.
@@ -76,7 +145,8 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     -------
     ndarray, shape (T, D) or (B, T, D)
         The static trajectory, in the dtype of the inputs (float32 inputs
-        are stored in float32 and computed in float64 arithmetic).
+        are stored in float32 and computed in float64 arithmetic);
+        ``unvoiced_value`` on unvoiced frames.
 
     Raises
     ------
@@ -102,18 +172,27 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
            [ 4.],
            [ 9.],
            [16.]])
+
+    An F0-like stream with an unvoiced gap: the two voiced runs are solved
+    independently and the gap gets the marker:
+
+    >>> voiced = np.array([1, 1, 0, 1, 1], dtype=bool)
+    >>> mlpgx.mlpg(means, voiced=voiced, unvoiced_value=-1e10).ravel()
+    array([ 0.e+00,  1.e+00, -1.e+10,  9.e+00,  1.6e+01])
     """
+    unvoiced_value = _check_unvoiced_value(unvoiced_value)
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
-                           num_threads=num_threads)
+                           num_threads=num_threads, voiced=voiced, msd_rule=msd_rule)
     b = _backends.resolve(backend, means, operation="forward", dtype=problem.dtype,
                           boundary=problem.boundary)
-    return _strip(problem, b.forward(problem))
+    out = run_forward(b, problem)
+    return _strip(problem, _mark_unvoiced(problem, out, unvoiced_value))
 
 
 def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precisions=None,
-                 lengths=None, boundary="per-window", backend="auto", check_finite=True,
-                 num_threads=None):
+                 lengths=None, boundary="per-window", voiced=None, msd_rule="hts",
+                 backend="auto", check_finite=True, num_threads=None):
     r"""Vector-Jacobian product of :func:`mlpg` (its backward pass).
 
     With ``c = R^{-1} r`` the output of :func:`mlpg` and ``g`` the gradient
@@ -135,9 +214,11 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     Parameters
     ----------
     grad_output : array_like, shape (T, D) or (B, T, D)
-        Gradient w.r.t. the output of :func:`mlpg`.
-    means, variances, windows, precisions, lengths, boundary, backend, check_finite, num_threads
-        As in :func:`mlpg`.
+        Gradient w.r.t. the output of :func:`mlpg`; with ``voiced``, its
+        unvoiced frames are ignored (the output there is a constant marker).
+    means, variances, windows, precisions, lengths, boundary, voiced, msd_rule, backend, check_finite, num_threads
+        As in :func:`mlpg`.  Constraints dropped by the voicing rule get
+        exactly 0.
 
     Returns
     -------
@@ -163,11 +244,18 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     """
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
-                           num_threads=num_threads)
-    g = frames_array(grad_output, problem, "grad_output", check_finite)
+                           num_threads=num_threads, voiced=voiced, msd_rule=msd_rule)
+    if problem.voiced is not None:   # unvoiced frames of g are never read (may be NaN)
+        g = frames_array(grad_output, problem, "grad_output", check_finite=False)
+        g = array_namespace(g).where(_msd.unvoiced_frames(problem.voiced, problem.lengths),
+                                     g.dtype.type(0), g)
+        if check_finite:
+            _check_finite(_strip(problem, g), "grad_output")
+    else:
+        g = frames_array(grad_output, problem, "grad_output", check_finite)
     b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
                           boundary=problem.boundary)
-    gm, gw = b.adjoint(problem, g)
+    gm, gw = run_adjoint(b, problem, g)
     gw = gw if problem.global_weights else _strip(problem, gw)
     return _strip(problem, gm), gw
 

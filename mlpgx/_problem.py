@@ -53,6 +53,14 @@ class Problem:
         Whether the caller passed a batch axis (the API layer strips it again).
     num_threads : int or None
         Threads a backend may use (``None``: its default).
+    voiced : ndarray or None
+        ``(B, T, D)`` bool voicing mask of an MSD stream (see
+        :mod:`mlpgx._msd`), from the array library of ``means``; ``None``:
+        every frame is voiced.  Backends that do not set
+        ``Backend.handles_voicing`` receive the lowered problem instead
+        (``voiced`` is then ``None``).
+    msd_rule : {"hts", "sptk"}
+        Which frames of a window's support the voicing rule tests.
     """
 
     means: Optional[np.ndarray]
@@ -66,6 +74,8 @@ class Problem:
     dtype: np.dtype
     batched: bool = True
     num_threads: Optional[int] = None
+    voiced: Optional[np.ndarray] = None
+    msd_rule: str = "hts"
 
     @property
     def batch_size(self) -> int:

@@ -21,6 +21,7 @@ import operator
 
 import numpy as np
 
+from ._msd import MSD_RULES, voiced_keep_mask
 from ._problem import BOUNDARIES, Problem
 from .windows import as_windows
 
@@ -145,6 +146,49 @@ def _lengths(lengths, batch: int, T: int, batched: bool) -> np.ndarray:
     return arr.astype(np.intp)
 
 
+def check_msd_rule(msd_rule) -> str:
+    if not isinstance(msd_rule, str) or msd_rule not in MSD_RULES:
+        raise ValueError(
+            f"msd_rule must be one of {', '.join(map(repr, MSD_RULES))}; got {msd_rule!r}")
+    return msd_rule
+
+
+def _voiced(voiced, xp, B: int, T: int, D: int, batched: bool):
+    """The voicing mask as ``(B, T, D)`` bool (a copy), from ``(T,)`` /
+    ``(T, D)`` (unbatched) or ``(B, T)`` / ``(B, T, D)`` (batched) arrays of
+    bools or of 0/1 numbers (a vuv feature column)."""
+    if array_namespace(voiced) is not xp:
+        if xp is np:
+            raise TypeError("voiced must be a NumPy array (like the means); got a "
+                            f"{type(voiced).__module__.split('.')[0]} array")
+        voiced = xp.asarray(voiced)
+    if xp is np:
+        try:
+            voiced = np.asarray(voiced)
+        except Exception as exc:
+            raise TypeError(f"voiced could not be converted to an array: {exc}") from None
+    kind = voiced.dtype.kind
+    if kind == "b":
+        v = voiced
+    elif kind in "iuf":
+        if voiced.size and not bool(((voiced == 0) | (voiced == 1)).all()):
+            bad = _first_bad_index(~((voiced == 0) | (voiced == 1)))
+            raise ValueError(f"voiced must be boolean or 0/1; voiced{list(bad)} = "
+                             f"{voiced[bad]!r}")
+        v = voiced != 0
+    else:
+        raise TypeError(f"voiced must be a boolean (or 0/1) array; got dtype {voiced.dtype}")
+    lead = (B, T) if batched else (T,)
+    if v.shape == lead:
+        v = v[..., None]
+    elif v.shape != lead + (D,):
+        per_utt = "(B, T)" if batched else "(T,)"
+        per_dim = "(B, T, D)" if batched else "(T, D)"
+        raise ValueError(f"voiced must have shape {per_utt} = {lead} (one flag per frame) "
+                         f"or {per_dim} = {lead + (D,)} (per static dimension); got {v.shape}")
+    return xp.ascontiguousarray(xp.broadcast_to(v.reshape((B, T, -1)), (B, T, D)))
+
+
 def _weights(variances, precisions):
     if variances is not None and precisions is not None:
         raise ValueError("give either variances or precisions, not both")
@@ -155,15 +199,21 @@ def _weights(variances, precisions):
 
 def make_problem(means, variances=None, windows=None, *, precisions=None, lengths=None,
                  boundary="per-window", check_finite=True, num_threads=None,
-                 static_dim=None, dtype_from=None) -> Problem:
+                 static_dim=None, dtype_from=None, voiced=None, msd_rule="hts") -> Problem:
     """Validate the arguments of :func:`mlpgx.mlpg` and friends.
 
     ``means`` may be ``None`` for a pure solve; then ``static_dim`` and
     ``dtype_from`` (the right-hand side, ``(..., T, D)``) give the shape.
+    With a voicing mask, constraints that the voicing rule drops are not
+    checked (their values are never read) and come back as 0 (means) or
+    neutral weights in the problem.
     """
     wins = as_windows(windows)
     L = len(wins)
     boundary = check_boundary(boundary)
+    msd_rule = check_msd_rule(msd_rule)
+    if voiced is not None and means is None:
+        raise ValueError("voiced is only supported with means (not for a pure solve)")
     num_threads = _check_num_threads(num_threads)
     weights, kind, wname = _weights(variances, precisions)
 
@@ -211,21 +261,35 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     B = (m.shape[0] if m is not None else ref.shape[0]) if batched else 1
     lens = _lengths(lengths, B, T, batched)
 
+    vmask = keep = None
+    if voiced is not None:
+        xp = array_namespace(m)
+        vmask = _voiced(voiced, xp, B, T, D, batched)
+        # (B, T, L*D), then the caller's shape: which entries are ever read
+        keep = voiced_keep_mask(vmask, lens, wins, msd_rule).reshape(m.shape)
+
     # checks run on the caller's shapes so that reported indices are theirs
     if m is not None:
-        m = array_namespace(m).ascontiguousarray(m, dtype=dtype)
+        xp = array_namespace(m)
+        m = xp.ascontiguousarray(m, dtype=dtype)
+        if keep is not None:   # a copy: dropped entries may hold anything (NaN, magic)
+            m = xp.where(keep, m, dtype.type(0))
         if check_finite:
             _check_finite(m, "means")
         m = m.reshape(B, T, LD)
     if w is not None:
-        w = array_namespace(w).ascontiguousarray(w, dtype=dtype)
+        xp = array_namespace(w)
+        w = xp.ascontiguousarray(w, dtype=dtype)
+        if keep is not None and w.ndim > 1:
+            w = xp.where(keep, w, dtype.type(1))
         _check_weights(w, kind, wname)
         if w.ndim > 1:
             w = w.reshape(B, T, LD)
 
     return Problem(means=m, weights=w, weight_kind=kind, windows=wins, lengths=lens,
                    boundary=boundary, static_dim=D, n_frames=T, dtype=np.dtype(dtype),
-                   batched=batched, num_threads=num_threads)
+                   batched=batched, num_threads=num_threads, voiced=vmask,
+                   msd_rule=msd_rule)
 
 
 def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarray:

@@ -6,7 +6,9 @@ from typing import Dict
 
 import numpy as np
 
+from . import _msd
 from . import backends as _backends
+from ._api import run_adjoint, run_forward
 from ._validate import array_namespace, frames_array, make_problem
 from .windows import DELTA
 
@@ -103,8 +105,8 @@ def _solution_scale(x, windows):
 
 
 def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=None,
-           lengths=None, boundary="per-window", grad_output=None, rtol=None, seed=0,
-           num_threads=None) -> VerifyReport:
+           lengths=None, boundary="per-window", voiced=None, msd_rule="hts",
+           grad_output=None, rtol=None, seed=0, num_threads=None) -> VerifyReport:
     """Run ``backend`` and the reference on the same input and compare.
 
     The forward pass and the adjoint (means and variances/precisions) are
@@ -113,8 +115,9 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
 
     Parameters
     ----------
-    means, variances, windows, precisions, lengths, boundary, num_threads
-        As in :func:`mlpgx.mlpg`.
+    means, variances, windows, precisions, lengths, boundary, voiced, msd_rule, num_threads
+        As in :func:`mlpgx.mlpg` (unvoiced frames are compared as 0 on both
+        sides instead of carrying the marker).
     backend : str or Backend
         The backend to check.
     grad_output : array_like, optional
@@ -141,7 +144,8 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     (True, ['forward', 'grad_means', 'grad_variances'])
     """
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
-                           boundary=boundary, num_threads=num_threads)
+                           boundary=boundary, num_threads=num_threads, voiced=voiced,
+                           msd_rule=msd_rule)
     b = _backends.resolve(backend, means, dtype=problem.dtype, boundary=problem.boundary)
     ref = _backends.get("reference")
     # the reference runs on the host in float64 on the same values
@@ -149,20 +153,25 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     w64 = None if problem.weights is None else _host(problem.weights).astype(np.float64)
     weights = {"precisions" if problem.weight_kind == "precision" else "variances": w64}
     wide = make_problem(mu64, windows=problem.windows, lengths=problem.lengths,
-                        boundary=problem.boundary, **weights)
+                        boundary=problem.boundary, msd_rule=problem.msd_rule,
+                        voiced=None if problem.voiced is None else _host(problem.voiced),
+                        **weights)
     if grad_output is None:
         rng = np.random.default_rng(seed)
         g = rng.standard_normal((problem.batch_size, problem.n_frames, problem.static_dim))
         g = array_namespace(problem.means).asarray(g.astype(problem.dtype))
     else:
         g = frames_array(grad_output, problem, "grad_output")
+    if problem.voiced is not None:   # the output is a constant marker there
+        g = array_namespace(g).where(_msd.unvoiced_frames(problem.voiced, problem.lengths),
+                                     g.dtype.type(0), g)
     dtype = problem.dtype.name
     tol = DEFAULT_RTOL[dtype] if rtol is None else float(rtol)
     g64 = _host(g).astype(np.float64)
     c_ref = ref.forward(wide)
-    results = {"forward": Comparison.of(b.forward(problem), c_ref,
+    results = {"forward": Comparison.of(run_forward(b, problem), c_ref,
                                         np.max(np.abs(c_ref), initial=0.0))}
-    gm, gw = b.adjoint(problem, g)
+    gm, gw = run_adjoint(b, problem, g)
     rgm, rgw = ref.adjoint(wide, g64)
     # Natural magnitudes: v and c are accurate relative to their size over
     # the sequence, so dL/dmu = p W v and dL/dp = W v (mu - W c) are judged

@@ -57,6 +57,10 @@ class Backend:
         Device types of torch tensors this backend computes on without
         copies (``mlpgx.torch`` registers it as the kernel of its custom ops
         for those devices); empty when it has no torch path.
+    handles_voicing : bool
+        Whether it applies the voicing (MSD) rule of ``problem.voiced``
+        itself.  Otherwise (the default) it receives the equivalent plain
+        problem built by :func:`mlpgx._msd.lower` and never sees a mask.
     """
 
     name: str = "base"
@@ -66,6 +70,7 @@ class Backend:
     operations: Tuple[str, ...] = OPERATIONS
     exact: bool = True
     torch_devices: Tuple[str, ...] = ()
+    handles_voicing: bool = False
     description: str = ""
 
     def availability(self) -> Tuple[bool, str]:

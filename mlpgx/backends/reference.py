@@ -11,11 +11,15 @@ that exist,
 * the precisions ``p_l`` (``1 / variance``, the given precisions, or 1), with
   the boundary rule applied to the dynamic windows ``l >= 1``;
 * ``R = sum_l W_l^T diag(p_l) W_l`` and ``r = sum_l W_l^T diag(p_l) mu_l``,
+* with a voicing mask (MSD streams), ``p_l[t] = 0`` wherever window ``l``'s
+  support at ``t`` touches an unvoiced frame, and the unknowns restricted to
+  the voiced frames (unvoiced frames are simply not in the system),
 
 and solves ``R c = r`` with a sparse LU factorisation
 (:func:`scipy.sparse.linalg.splu`).  It shares no code with the fast paths:
 in particular the boundary rule is derived here again from its definition
-(it does not use :meth:`mlpgx._problem.Problem.zero_frame_ranges`).
+(it does not use :meth:`mlpgx._problem.Problem.zero_frame_ranges`), and the
+voicing rule from its definition (not :mod:`mlpgx._msd`).
 """
 from __future__ import annotations
 
@@ -100,6 +104,25 @@ def _dropped_frames(problem: Problem, l: int, n: int) -> np.ndarray:
     raise ValueError(f"unknown boundary rule {problem.boundary!r}")
 
 
+def _touches_unvoiced(problem: Problem, l: int, unvoiced: np.ndarray) -> np.ndarray:
+    """Boolean mask over the frames of one sequence and dimension: where the
+    support of window ``l`` reaches an unvoiced frame (the MSD rule).
+
+    Under ``msd_rule="hts"`` every frame ``t - left .. t + right`` counts;
+    under ``"sptk"`` only those under a nonzero coefficient.  Frames outside
+    the sequence are the boundary rule's business, not this one's.
+    """
+    w = problem.windows[l]
+    n = unvoiced.shape[0]
+    out = np.zeros(n, dtype=bool)
+    for t in range(n):
+        for j, coef in enumerate(w.coeffs):
+            s = t - int(w.left) + j
+            if 0 <= s < n and unvoiced[s] and (problem.msd_rule == "hts" or coef != 0.0):
+                out[t] = True
+    return out
+
+
 def _raw_precisions(problem: Problem, b: int, n: int) -> np.ndarray:
     """Precisions of sequence ``b`` before the boundary rule.
 
@@ -134,9 +157,13 @@ class _System:
     p : list of ndarray
         Per window, the ``(n,)`` precisions after the boundary rule.
     dropped : list of ndarray
-        Per window, the ``(n,)`` mask of frames the boundary rule zeroed.
+        Per window, the ``(n,)`` mask of frames the boundary rule or the
+        voicing rule zeroed.
+    frames : ndarray
+        The voiced frames (all frames without a voicing mask): the unknowns.
+        Unvoiced frames are not part of the system; their solution is 0.
     R : scipy.sparse.csc_matrix
-        ``sum_l W_l^T diag(p_l) W_l``.
+        ``sum_l W_l^T diag(p_l) W_l`` restricted to ``frames``.
     """
 
     def __init__(self, problem: Problem, b: int, d: int, W: List, prec: np.ndarray):
@@ -146,14 +173,19 @@ class _System:
         self.W = W
         self.p = []
         self.dropped = []
+        if problem.voiced is None:
+            unvoiced = np.zeros(n, dtype=bool)
+        else:
+            unvoiced = ~np.asarray(problem.voiced[b, :n, d])
         R = scipy.sparse.csr_matrix((n, n), dtype=np.float64)
         for l in range(problem.n_windows):
-            dropped = _dropped_frames(problem, l, n)
+            dropped = _dropped_frames(problem, l, n) | _touches_unvoiced(problem, l, unvoiced)
             p_l = np.where(dropped, 0.0, prec[:, l * D + d])
             self.p.append(p_l)
             self.dropped.append(dropped)
             R = R + W[l].T @ scipy.sparse.diags(p_l) @ W[l]
-        self.R = scipy.sparse.csc_matrix(R)
+        self.frames = np.flatnonzero(~unvoiced)
+        self.R = scipy.sparse.csc_matrix(R[self.frames][:, self.frames])
         self._lu = None
 
     #: Gaussian elimination without pivoting on an SPD matrix has positive
@@ -176,7 +208,7 @@ class _System:
         diag = self.R.diagonal()
         bad = np.flatnonzero(~(diag > 0))
         if bad.size:
-            raise self._fail(int(bad[0]), f"R[t, t] = {float(diag[bad[0]])} (every "
+            raise self._fail(int(self.frames[bad[0]]), f"R[t, t] = {float(diag[bad[0]])} (every "
                              f"precision touching the frame may be zero)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", scipy.sparse.linalg.MatrixRankWarning)
@@ -191,19 +223,24 @@ class _System:
         pivots = lu.U.diagonal()
         bad = np.flatnonzero(~(pivots > self.PIVOT_RTOL * diag))
         if bad.size:
-            raise self._fail(int(bad[0]), f"pivot {float(pivots[bad[0]]):.3g} for "
+            raise self._fail(int(self.frames[bad[0]]), f"pivot {float(pivots[bad[0]]):.3g} for "
                              f"R[t, t] = {float(diag[bad[0]]):.3g} (R is singular; "
                              f"some precisions it needs may be zero)")
         self._lu = lu
         return lu
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
-        """``R^{-1} rhs`` for a ``(n,)`` right-hand side."""
+        """``R^{-1} rhs`` for a ``(n,)`` right-hand side (entries of unvoiced
+        frames are ignored; the solution is 0 there)."""
+        x = np.zeros(self.n, dtype=np.float64)
+        if self.frames.size == 0:
+            return x
         lu = self._factor()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", scipy.sparse.linalg.MatrixRankWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
-            return lu.solve(np.asarray(rhs, dtype=np.float64))
+            x[self.frames] = lu.solve(np.asarray(rhs, dtype=np.float64)[self.frames])
+        return x
 
     def rhs(self, mu: np.ndarray) -> np.ndarray:
         """``r = sum_l W_l^T diag(p_l) mu_l`` for ``mu`` of shape ``(n, L)``."""
@@ -224,6 +261,8 @@ class ReferenceBackend(Backend):
 
     name = "reference"
     array_module = "numpy"
+    #: applies the voicing (MSD) rule itself: dropped rows, voiced frames only
+    handles_voicing = True
     description = "scipy.sparse, float64, per sequence and dimension (slow; the ground truth)"
 
     # -- helpers -----------------------------------------------------------
