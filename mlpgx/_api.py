@@ -178,7 +178,7 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
 
     >>> voiced = np.array([1, 1, 0, 1, 1], dtype=bool)
     >>> mlpgx.mlpg(means, voiced=voiced, unvoiced_value=-1e10).ravel()
-    array([ 0.e+00,  1.e+00, -1.e+10,  9.e+00,  1.6e+01])
+    array([ 0.0e+00,  1.0e+00, -1.0e+10,  9.0e+00,  1.6e+01])
     """
     unvoiced_value = _check_unvoiced_value(unvoiced_value)
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
