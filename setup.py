@@ -62,7 +62,7 @@ if os.environ.get("MLPGX_NO_OPENMP", "") in ("", "0"):
 # picks that build at run time when the CPU supports it, so the baseline
 # build stays portable.
 AVX2_FLAGS = ["-mavx2", "-mfma"]
-variants = {"_solver": [], "_window_matrix": []}
+variants = {"_solver": [], "_window_matrix": [], "_streaming": []}
 if (platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
         and os.environ.get("MLPGX_NO_AVX2", "") in ("", "0")
         and _compiler_accepts(AVX2_FLAGS, PLAIN_PROBE)):
