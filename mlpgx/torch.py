@@ -4,9 +4,9 @@
 
 Public API
 ----------
-mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None, boundary="per-window")
+mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None, boundary="per-window", voiced=None, ...)
     The trajectory, differentiable w.r.t. ``means`` and ``variances`` (or
-    ``precisions``), to any order.
+    ``precisions``), to any order; ``voiced=`` for MSD (log F0) streams.
 mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=None, boundary=...)
     ``R^{-1} rhs``, differentiable w.r.t. ``rhs`` and the weights.
 MLPG
@@ -48,6 +48,12 @@ saved output ``c`` (differentiable through ``mlpgx::mlpg``) and window
 applications ``W_l x`` written as zero-padded shifts times constant
 coefficients.  So every order of derivative is again O(T) per dimension.
 
+MSD streams (``voiced=``) need no operator of their own: the voicing rule
+is applied to the inputs with ``torch.where`` (dropped constraints get
+precision 0 and no gradient, unvoiced frames the decoupled placeholder
+``c[t] = 0``; see :mod:`mlpgx._msd`), then ``mlpgx::mlpg`` runs and the
+unvoiced frames get the marker, so every derivative order works unchanged.
+
 ``torch.func``: each op has a vmap rule (``register_vmap``) that folds the
 vmapped dimension into the batch, so ``vmap`` makes one kernel call.  On
 torch.func's wrapper tensors the public functions (and the backward) call
@@ -72,7 +78,7 @@ import torch.nn.functional as F
 
 import mlpgx
 from ._problem import Problem
-from ._validate import _weights, check_boundary, make_problem
+from ._validate import _weights, check_boundary, check_msd_rule, make_problem
 from .windows import DELTA, WindowSet, as_windows
 
 __all__ = ["mlpg", "mlpg_solve", "MLPG", "MLPGLayer"]
@@ -581,8 +587,63 @@ def _eager_validation(*tensors) -> bool:
     return not _functorch_wrapped(*tensors)
 
 
+def _voiced_tensor(voiced, B, T, D, batched, device):
+    """The voicing mask as a ``(B, T, D)`` bool tensor on ``device`` (values
+    and shapes were checked by the eager validation, when it runs)."""
+    v = voiced if isinstance(voiced, torch.Tensor) else torch.as_tensor(np.asarray(voiced))
+    v = v.to(device=device)
+    v = v if v.dtype == torch.bool else v != 0
+    lead = (B, T) if batched else (T,)
+    if tuple(v.shape) == lead:
+        v = v.unsqueeze(-1)
+    elif tuple(v.shape) != lead + (D,):
+        raise ValueError(f"voiced must have shape {lead} or {lead + (D,)}; got {tuple(v.shape)}")
+    return v.reshape(B, T, -1).expand(B, T, D)
+
+
+def _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced, unvoiced_value,
+                 msd_rule, check_finite):
+    """MLPG of an MSD stream from differentiable pieces: the lowered plain
+    problem (:func:`mlpgx._msd.lower`, written with ``torch.where`` so that
+    dropped constraints and unvoiced frames get no gradient) through
+    ``mlpgx::mlpg``, then the marker on unvoiced frames."""
+    from . import _msd
+
+    batched = means.dim() == 3
+    mb = means if batched else means.unsqueeze(0)
+    B, T, LD = mb.shape
+    L = len(wins)
+    D = LD // L
+    dev = means.device
+    v = _voiced_tensor(voiced, B, T, D, batched, dev)
+    n = (torch.full((B,), T, dtype=torch.int64) if lens is None else lens).to(dev)
+    unvoiced = ~v & (torch.arange(T, device=dev)[None, :, None] < n[:, None, None])
+    keep = _msd.keep_mask(unvoiced, wins, msd_rule,
+                          zeros=lambda shape: torch.zeros(shape, dtype=torch.bool, device=dev),
+                          concat=torch.cat)
+    placeholder = torch.cat([unvoiced, torch.zeros(B, T, LD - D, dtype=torch.bool,
+                                                    device=dev)], dim=2)
+    zero = torch.zeros((), dtype=mb.dtype, device=dev)
+    one = torch.ones((), dtype=mb.dtype, device=dev)
+    m_low = torch.where(keep, mb, zero)
+    if kind == "precision":
+        dropped_value = zero
+    else:
+        kind = "variance"
+        dropped_value = torch.full((), float("inf"), dtype=mb.dtype, device=dev)
+    w = one if weights is None else (weights if weights.dim() == 1 or batched
+                                     else weights.unsqueeze(0))
+    w_low = torch.where(placeholder, one, torch.where(keep, w, dropped_value))
+    lefts, rights, coeffs = _encode(wins)
+    out = _call(_mlpg_op, m_low.contiguous(), w_low.contiguous(), kind, list(lefts),
+                list(rights), list(coeffs), lens, boundary, check_finite)
+    out = torch.where(unvoiced, torch.full((), unvoiced_value, dtype=out.dtype, device=dev),
+                      out)
+    return out if batched else out.squeeze(0)
+
+
 def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
-         boundary="per-window"):
+         boundary="per-window", voiced=None, unvoiced_value=float("nan"), msd_rule="hts"):
     """Differentiable MLPG: :func:`mlpgx.mlpg` on torch tensors.
 
     Parameters
@@ -598,12 +659,20 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     lengths : Tensor or sequence of int, optional
         ``(B,)`` valid lengths of a padded batch.
     boundary : {"per-window", "nnmnkwii", "none"}
+    voiced : Tensor or array_like of bool, optional
+        Voicing mask of an MSD stream (log F0), ``(T,)``/``(B, T)`` or
+        ``(T, D)``/``(B, T, D)``; see :func:`mlpgx.mlpg`.
+    unvoiced_value : float
+        Output on unvoiced frames (default NaN).
+    msd_rule : {"hts", "sptk"}
 
     Returns
     -------
     Tensor, shape (T, D) or (B, T, D)
         Same dtype and device as ``means``; differentiable (any order) w.r.t.
-        ``means`` and the variances / precisions.
+        ``means`` and the variances / precisions.  With ``voiced``, gradients
+        flow through voiced frames only: unvoiced outputs are constants and
+        constraints the voicing rule drops get zero gradient.
 
     Raises
     ------
@@ -626,6 +695,10 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     """
     wins = as_windows(windows)
     boundary = check_boundary(boundary)
+    if voiced is not None:
+        from ._api import _check_unvoiced_value
+        unvoiced_value = _check_unvoiced_value(unvoiced_value)
+        msd_rule = check_msd_rule(msd_rule)
     weights, kind, _ = _weights(variances, precisions)
     means, weights, lens = _prepare(means, weights, kind, lengths, "means")
     if weights is None:
@@ -635,8 +708,15 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
         if means.device.type == "cpu":
             means = means.contiguous()
             weights = weights.contiguous() if weights is not None else None
+            vmask = voiced
+            if isinstance(voiced, torch.Tensor):
+                vmask = voiced.detach().cpu().numpy()
             make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
-                         boundary=boundary, **_weights_kw(weights, kind))
+                         boundary=boundary, voiced=vmask, msd_rule=msd_rule,
+                         **_weights_kw(weights, kind))
+    if voiced is not None:
+        return _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced,
+                            unvoiced_value, msd_rule, not validate)
     lefts, rights, coeffs = _encode(wins)
     return _call(_mlpg_op, means, weights, kind, list(lefts), list(rights), list(coeffs), lens,
                  boundary, not validate)
@@ -710,17 +790,20 @@ class MLPGLayer(torch.nn.Module):
     ``precisions=True`` reads the second argument as precisions.
     """
 
-    def __init__(self, windows=DELTA, boundary="per-window", *, precisions=False):
+    def __init__(self, windows=DELTA, boundary="per-window", *, precisions=False,
+                 unvoiced_value=float("nan"), msd_rule="hts"):
         super().__init__()
         self.windows = as_windows(windows)
         self.boundary = check_boundary(boundary)
         self.precisions = bool(precisions)
+        self.unvoiced_value = float(unvoiced_value)
+        self.msd_rule = check_msd_rule(msd_rule)
 
-    def forward(self, means, variances=None, lengths=None):
-        if self.precisions:
-            return mlpg(means, None, self.windows, precisions=variances, lengths=lengths,
-                        boundary=self.boundary)
-        return mlpg(means, variances, self.windows, lengths=lengths, boundary=self.boundary)
+    def forward(self, means, variances=None, lengths=None, voiced=None):
+        weights = {"precisions" if self.precisions else "variances": variances}
+        return mlpg(means, windows=self.windows, lengths=lengths, boundary=self.boundary,
+                    voiced=voiced, unvoiced_value=self.unvoiced_value,
+                    msd_rule=self.msd_rule, **weights)
 
     def extra_repr(self) -> str:
         return f"windows={self.windows!r}, boundary={self.boundary!r}"
