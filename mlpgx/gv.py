@@ -1,0 +1,660 @@
+r"""Global-variance (GV) constrained parameter generation (Toda & Tokuda, 2007).
+
+MLPG trajectories are over-smoothed: their variance over an utterance is
+smaller than that of natural speech.  GV generation adds a Gaussian on the
+per-utterance variance of each static dimension and maximises, per sequence
+``b`` and static dimension ``d``,
+
+.. math::
+
+    J(c) = \omega \log \mathcal N(Wc;\, \mu, P^{-1})
+           + w_{gv} \log \mathcal N\big(v(c);\, \mu_v, \sigma_v^2\big),
+    \qquad
+    v(c) = \frac1N \sum_{t \in S} (c_t - \bar c)^2,
+
+``S`` the frames with a real output (inside the sequence's length and, with
+``voiced=``, voiced), ``N = |S|``, ``\bar c`` the mean over ``S``.  Up to
+additive constants that do not depend on ``c``,
+
+.. math::
+
+    J(c) = -\frac{\omega}{2} (Wc - \mu)^\top P (Wc - \mu)
+           - \frac{w_{gv}}{2 \sigma_v^2} (v(c) - \mu_v)^2 ,
+
+which is the value reported in :class:`GVInfo`.  See :func:`mlpg_gv` and
+``docs/gv.md``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ._api import mlpg_solve
+from ._msd import effective_precisions
+from ._validate import make_problem
+from .windows import DELTA
+
+__all__ = ["mlpg_gv", "GVInfo"]
+
+#: Armijo constant and the most backtracking halvings of one line search.
+_ARMIJO = 1e-4
+_MAX_BACKTRACK = 60
+#: Inner conjugate-gradient iterations per Newton step and their relative tolerance.
+_CG_MAXITER = 30
+_CG_RTOL = 1e-6
+
+
+@dataclass(frozen=True)
+class GVInfo:
+    """What :func:`mlpg_gv` did (``return_info=True``).
+
+    Arrays are ``(B, D)`` for a batch and ``(D,)`` for one sequence.
+
+    Attributes
+    ----------
+    iterations : ndarray of int
+        Newton steps taken per sequence and dimension (0 where GV does not
+        act: ``gv_weight == 0`` or fewer than 2 frames).
+    objective : ndarray of float64, shape (n_iter + 1, ...)
+        ``J`` (up to constants, see :mod:`mlpgx.gv`) at the start point and
+        after each iteration; a sequence/dimension that has stopped repeats its
+        last value.  Non-decreasing along the first axis (the line search only
+        accepts steps that increase ``J``; the increments are computed
+        directly, without cancellation, and accumulated).
+    converged : ndarray of bool
+        The last Newton step was below ``tol`` times the target standard
+        deviation ``sqrt(max(gv_mean, v))`` (always True where GV does not act).
+    grad_norm : ndarray of float64
+        ``max_t |dJ/dc_t|`` at the returned trajectory.
+    gv : ndarray of float64
+        ``v(c)`` of the returned trajectory.
+    ml_weight : ndarray of float64
+        The ``omega`` used.
+    """
+
+    iterations: np.ndarray
+    objective: np.ndarray
+    converged: np.ndarray
+    grad_norm: np.ndarray
+    gv: np.ndarray
+    ml_weight: np.ndarray
+
+
+# ---------------------------------------------------------------------------
+# validation of the GV arguments
+# ---------------------------------------------------------------------------
+
+def _real(x, name):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {x!r}")
+    x = float(x)
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be finite; got {x!r}")
+    return x
+
+
+def _gv_stat(x, name, B, D, batched, positive):
+    if x is None:
+        raise ValueError(f"{name} is required: the target GV statistics, shape (D,) = ({D},)"
+                         + (f" or (B, D) = ({B}, {D})" if batched else ""))
+    try:
+        a = np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real array; got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    shapes = [(D,)] + ([(B, D)] if batched else [])
+    if a.shape not in shapes:
+        want = " or ".join(str(s) for s in shapes)
+        raise ValueError(f"{name} must have shape {want}; got {a.shape}")
+    if not np.isfinite(a).all():
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+        raise ValueError(f"{name} must be finite; {name}{list(idx)} = {a[idx]!r}")
+    bad = ~(a > 0) if positive else ~(a >= 0)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        rel = "positive" if positive else ">= 0"
+        raise ValueError(f"{name} must be {rel}; {name}{list(idx)} = {a[idx]!r}")
+    return np.ascontiguousarray(np.broadcast_to(a, (B, D)))
+
+
+def _options(gv_weight, ml_weight, max_iter, tol):
+    gv_weight = _real(gv_weight, "gv_weight")
+    if gv_weight < 0:
+        raise ValueError(f"gv_weight must be >= 0; got {gv_weight}")
+    if ml_weight is not None:
+        ml_weight = _real(ml_weight, "ml_weight")
+        if ml_weight <= 0:
+            raise ValueError(f"ml_weight must be positive (or None for HTS's 1/(L*N)); "
+                             f"got {ml_weight}")
+    if isinstance(max_iter, (bool, np.bool_)):
+        raise TypeError(f"max_iter must be an int; got {max_iter!r}")
+    try:
+        max_iter = operator.index(max_iter)
+    except TypeError:
+        raise TypeError(f"max_iter must be an int; got {max_iter!r}") from None
+    if max_iter < 0:
+        raise ValueError(f"max_iter must be >= 0; got {max_iter}")
+    tol = _real(tol, "tol")
+    if tol <= 0:
+        raise ValueError(f"tol must be positive; got {tol}")
+    return gv_weight, ml_weight, max_iter, tol
+
+
+# ---------------------------------------------------------------------------
+# the state of one GV problem (NumPy, float64)
+# ---------------------------------------------------------------------------
+
+class _State:
+    """Everything the optimiser needs, batched ``(B, T, ., D)`` in float64.
+
+    ``P`` are the effective precisions of :func:`mlpgx._msd.effective_precisions`
+    (boundary, lengths, voicing; the placeholder ``c[t] = 0`` on unvoiced
+    frames), ``mu`` the means with dropped entries zeroed, ``m`` the 0/1
+    frame mask of ``S``.
+    """
+
+    def __init__(self, problem, gv_mean, gv_variance, gv_weight, ml_weight, backend):
+        self.problem = problem
+        self.wins = problem.windows
+        B, T, D, L = (problem.batch_size, problem.n_frames, problem.static_dim,
+                      problem.n_windows)
+        self.B, self.T, self.D, self.L = B, T, D, L
+        P, fmask = effective_precisions(problem)
+        self.P = np.asarray(P, dtype=np.float64).reshape(B, T, L, D)
+        self.m = np.asarray(fmask, dtype=np.float64)
+        self.inside = (np.arange(T)[None, :] < problem.lengths[:, None])[:, :, None]
+        mu = np.asarray(problem.means, dtype=np.float64).reshape(B, T, L, D)
+        mu = np.where(self.P > 0, mu, 0.0)
+        mu[:, :, 0, :] *= self.m            # placeholder equations: c[t] = 0
+        self.mu = mu
+        self.N = self.m.sum(axis=1)                                   # (B, D)
+        self.active = (self.N >= 2) & (gv_weight > 0)
+        Nsafe = np.maximum(self.N, 1.0)
+        self.omega = (np.full((B, D), float(ml_weight)) if ml_weight is not None
+                      else 1.0 / (L * Nsafe))
+        self.Nsafe = Nsafe
+        self.mv = gv_mean
+        self.vv = gv_variance
+        self.gv_weight = gv_weight
+        self.a = np.where(self.active, gv_weight / gv_variance, 0.0)  # (B, D)
+        self.backend = backend
+        self.ml = max(w.left for w in self.wins)
+        self.mr = max(w.right for w in self.wins)
+
+    # -- window products --------------------------------------------------
+    def W(self, x):
+        """``(B, T, D) -> (B, T, L, D)``: every window applied (zero padding)."""
+        T = self.T
+        xp = np.pad(x, ((0, 0), (self.ml, self.mr), (0, 0)))
+        out = np.zeros((x.shape[0], T, self.L, x.shape[2]))
+        for l, w in enumerate(self.wins):
+            for j, cj in enumerate(w.coeffs):
+                if cj != 0.0:
+                    s = self.ml - w.left + j
+                    out[:, :, l, :] += cj * xp[:, s:s + T, :]
+        return out
+
+    def WT(self, y):
+        """``(B, T, L, D) -> (B, T, D)``: ``sum_l W_l^T y_l``, masked to the lengths."""
+        T = self.T
+        # (W_l^T y)[i] = sum_j w[j] y[i + left - j]
+        yp = np.pad(y, ((0, 0), (self.mr, self.ml), (0, 0), (0, 0)))
+        out = np.zeros((y.shape[0], T, y.shape[3]))
+        for l, w in enumerate(self.wins):
+            for j, cj in enumerate(w.coeffs):
+                if cj != 0.0:
+                    s = self.mr + w.left - j
+                    out += cj * yp[:, s:s + T, l, :]
+        return out * self.inside
+
+    # -- objective pieces -------------------------------------------------
+    def stats(self, c):
+        cbar = (self.m * c).sum(axis=1) / self.Nsafe                  # (B, D)
+        dev = self.m * (c - cbar[:, None, :])
+        v = (dev * dev).sum(axis=1) / self.Nsafe
+        return dev, v
+
+    def residual(self, c):
+        return self.W(c) - self.mu                                     # (B, T, L, D)
+
+    def objective(self, c):
+        e = self.residual(c)
+        _, v = self.stats(c)
+        return self._objective(e, v)
+
+    def _objective(self, e, v):
+        ml = -0.5 * self.omega * (self.P * e * e).sum(axis=(1, 2))
+        return ml - 0.5 * self.a * (v - self.mv) ** 2
+
+    def gradient(self, c, e, dev, v):
+        """``dJ/dc`` (the ascent direction), ``(B, T, D)``."""
+        gml = self.WT(self.P * e)
+        g = (2.0 / self.Nsafe)[:, None, :] * dev
+        return -(self.omega[:, None, :] * gml) - (self.a * (v - self.mv))[:, None, :] * g
+
+    def delta_objective(self, e, dev, v, d):
+        """``J(c + d) - J(c)`` without cancellation (``e``, ``dev``, ``v`` at ``c``)."""
+        Wd = self.W(d)
+        dml = -self.omega * ((self.P * Wd * (e + 0.5 * Wd)).sum(axis=(1, 2)))
+        dd = self.m * (d - ((self.m * d).sum(axis=1) / self.Nsafe)[:, None, :])
+        dv = (2.0 * (dev * dd).sum(axis=1) + (dd * dd).sum(axis=1)) / self.Nsafe
+        dgv = -0.5 * self.a * dv * (2.0 * (v - self.mv) + dv)
+        return dml + dgv
+
+    # -- curvature --------------------------------------------------------
+    def curvature(self, dev, v):
+        """The Hessian of ``-J`` at a point, as :class:`_Hessian`."""
+        return _Hessian(self, dev, v)
+
+    def solve_banded(self, prec, rhs):
+        """``A^{-1} rhs`` for ``A = sum_l W_l^T diag(prec_l) W_l`` (``prec``
+        ``(B, T, L, D)``, ``rhs`` ``(k*B, T, D)``: ``k`` right-hand sides per sequence)."""
+        k = rhs.shape[0] // self.B
+        pr = prec.reshape(self.B, self.T, self.L * self.D)
+        if k > 1:
+            pr = np.concatenate([pr] * k, axis=0)
+        lengths = np.tile(self.problem.lengths, k)
+        return mlpg_solve(rhs, windows=self.wins, precisions=pr, lengths=lengths,
+                          boundary="none", backend=self.backend)
+
+
+def _dot(x, y):
+    return (x * y).sum(axis=1)
+
+
+class _Hessian:
+    r"""Exact Hessian ``H`` of ``-J`` and its positive definite part ``M``.
+
+    With ``s = a (v - mu_v) 2 / N``, ``g = (2/N) m (c - cbar)`` and
+    ``Pc = diag(m) - m m^T / N`` (a projection)::
+
+        H = omega R + s Pc + a g g^T
+        M = omega R + max(s, 0) Pc + a g g^T      (= H when s >= 0)
+
+    ``M`` is applied inversely as the banded ``A = omega R + max(s, 0) diag(m)``
+    (one :func:`mlpgx.mlpg_solve`) plus the rank-2 correction
+    ``U C U^T``, ``U = [m, g]``, ``C = diag(-max(s,0)/N, a)``, by Woodbury.
+    """
+
+    def __init__(self, st: _State, dev, v):
+        self.st = st
+        N = st.Nsafe
+        self.s = st.a * (v - st.mv) * 2.0 / N                         # (B, D)
+        self.sp = np.maximum(self.s, 0.0)
+        self.g = (2.0 / N)[:, None, :] * dev
+        prec = st.P * st.omega[:, None, None, :]
+        prec[:, :, 0, :] += self.sp[:, None, :] * st.m
+        self.prec = prec
+        self.c1 = -self.sp / N
+        self.c2 = st.a
+        Z = st.solve_banded(prec, np.concatenate([st.m, self.g], axis=0))
+        self.Zm, self.Zg = Z[:st.B], Z[st.B:]
+        m, g = st.m, self.g
+        k11 = 1.0 + self.c1 * _dot(m, self.Zm)
+        k12 = self.c1 * _dot(m, self.Zg)
+        k21 = self.c2 * _dot(g, self.Zm)
+        k22 = 1.0 + self.c2 * _dot(g, self.Zg)
+        det = k11 * k22 - k12 * k21
+        self.Kinv = (k22 / det, -k12 / det, -k21 / det, k11 / det)
+
+    def apply(self, x):
+        """``H x``."""
+        st = self.st
+        rx = st.WT(st.P * st.W(x))
+        mx = st.m * x
+        pcx = mx - st.m * (_dot(st.m, x) / st.Nsafe)[:, None, :]
+        return (st.omega[:, None, :] * rx + self.s[:, None, :] * pcx
+                + (self.c2 * _dot(self.g, x))[:, None, :] * self.g)
+
+    def precondition(self, y):
+        """``M^{-1} y``."""
+        st = self.st
+        Ay = st.solve_banded(self.prec, y)
+        w1 = self.c1 * _dot(st.m, Ay)
+        w2 = self.c2 * _dot(self.g, Ay)
+        i11, i12, i21, i22 = self.Kinv
+        q1 = i11 * w1 + i12 * w2
+        q2 = i21 * w1 + i22 * w2
+        return Ay - q1[:, None, :] * self.Zm - q2[:, None, :] * self.Zg
+
+    def pcg(self, rhs, rtol, maxiter, newton):
+        """Preconditioned CG on ``H x = rhs``, vectorised over ``(B, D)``.
+
+        ``newton=True`` (a Newton step): stop at the first direction of
+        non-positive curvature, returning the iterate so far, or the
+        preconditioned right-hand side ``M^{-1} rhs`` if it is the first;
+        every such result is an ascent direction for ``J``.  Returns
+        ``(x, ok)``, ``ok`` False where negative curvature was met.
+        """
+        x = np.zeros_like(rhs)
+        r = rhs.copy()
+        z = self.precondition(r)
+        p = z.copy()
+        rz = _dot(r, z)
+        rn0 = np.sqrt(_dot(rhs, rhs))
+        live = rn0 > 0
+        ok = np.ones(live.shape, dtype=bool)
+        for k in range(maxiter):
+            if not live.any():
+                break
+            Hp = self.apply(p)
+            pHp = _dot(p, Hp)
+            neg = live & ~(pHp > 0)
+            if neg.any():
+                ok &= ~neg
+                if newton and k == 0:
+                    x = np.where(neg[:, None, :], z, x)
+                live &= ~neg
+            alpha = np.where(live, rz / np.where(live, pHp, 1.0), 0.0)
+            x = x + alpha[:, None, :] * p
+            r = r - alpha[:, None, :] * Hp
+            live &= np.sqrt(_dot(r, r)) > rtol * rn0
+            if not live.any():
+                break
+            z = self.precondition(r)
+            rz_new = _dot(r, z)
+            beta = np.where(live, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
+            p = np.where(live[:, None, :], z + beta[:, None, :] * p, p)
+            rz = rz_new
+        return x, ok
+
+
+def _mlpg_start(st: _State):
+    """The MLPG solution (float64) and the HTS start point: the MLPG
+    trajectory rescaled around its mean to the target variance on ``S``."""
+    rhs = st.WT(st.P * st.mu)
+    c_ml = st.solve_banded(st.P, rhs)
+    dev, v = st.stats(c_ml)
+    scale = np.where(st.active & (v > 0), np.sqrt(st.mv / np.where(v > 0, v, 1.0)), 1.0)
+    c0 = c_ml + (scale - 1.0)[:, None, :] * dev
+    return c_ml, c0
+
+
+def _radial(st: _State, e, dev, v):
+    """Best rescaling of the deviation around the mean: ``c -> cbar + k (c - cbar)``
+    on ``S`` with ``k > 0`` maximising ``J`` (``k = 1``: no change).
+
+    Along this line ``J`` is a polynomial in ``k`` whose derivative is the
+    depressed cubic ``2 a v^2 k^3 + (omega q - 2 a v mu_v) k + omega (p - q) = 0``
+    (``p = (P e) . W dev``, ``q = (P W dev) . W dev``); its roots come from the
+    companion matrices.  Returns ``(k, dJ)``, ``dJ >= 0`` computed without
+    cancellation.
+    """
+    h = st.W(dev)
+    Ph = st.P * h
+    pp = (Ph * e).sum(axis=(1, 2))
+    qq = (Ph * h).sum(axis=(1, 2))
+    om, a, mv = st.omega, st.a, st.mv
+
+    def gain(k):
+        u = k - 1.0
+        dml = -0.5 * om * u * (2.0 * pp + u * qq)
+        dgv = -0.5 * a * (u * (2.0 + u) * v) * ((k * k + 1.0) * v - 2.0 * mv)
+        return dml + dgv
+
+    c3 = 2.0 * a * v * v
+    c1 = om * qq - 2.0 * a * v * mv
+    c0 = om * (pp - qq)
+    ok = st.active & (c3 > 0)
+    n = int(ok.sum())
+    best_k = np.ones_like(v)
+    best = np.zeros_like(v)
+    if n:
+        comp = np.zeros((n, 3, 3))
+        comp[:, 0, 1] = -c1[ok] / c3[ok]
+        comp[:, 0, 2] = -c0[ok] / c3[ok]
+        comp[:, 1, 0] = 1.0
+        comp[:, 2, 1] = 1.0
+        roots = np.linalg.eigvals(comp)                       # (n, 3)
+        real = np.abs(roots.imag) <= 1e-9 * (1.0 + np.abs(roots.real))
+        kr = np.where(real & (roots.real > 0), roots.real, 1.0)
+        kb, gb = np.ones(n), np.zeros(n)
+        sub = {name: arr[ok] for name, arr in (("pp", pp), ("qq", qq), ("v", v))}
+        for j in range(3):
+            k = kr[:, j]
+            u = k - 1.0
+            g = (-0.5 * om[ok] * u * (2.0 * sub["pp"] + u * sub["qq"])
+                 - 0.5 * a[ok] * (u * (2.0 + u) * sub["v"])
+                 * ((k * k + 1.0) * sub["v"] - 2.0 * mv[ok]))
+            better = g > gb
+            kb = np.where(better, k, kb)
+            gb = np.where(better, g, gb)
+        best_k[ok] = kb
+        best[ok] = gb
+    return best_k, best
+
+
+class _Point:
+    """``c`` and what the objective needs there."""
+
+    def __init__(self, st: _State, c):
+        self.c = c
+        self.e = st.residual(c)
+        self.dev, self.v = st.stats(c)
+
+
+def _rescaled(st: _State, pt: _Point):
+    """``(point after the radial step, dJ)``."""
+    k, dJ = _radial(st, pt.e, pt.dev, pt.v)
+    return _Point(st, pt.c + (k - 1.0)[:, None, :] * pt.dev), dJ
+
+
+def _optimise(st: _State, max_iter, tol):
+    """Newton-CG with a curvilinear Armijo line search (each trial point is
+    followed by the best radial rescaling); returns ``(c, info dict)``."""
+    _, c = _mlpg_start(st)
+    pt = _Point(st, c)
+    J = st._objective(pt.e, pt.v)
+    hist = [J.copy()]
+    done = ~st.active
+    converged = ~st.active
+    iters = np.zeros(st.active.shape, dtype=np.int64)
+    for _ in range(max_iter):
+        if done.all():
+            break
+        live = ~done[:, None, :]
+        G = st.gradient(pt.c, pt.e, pt.dev, pt.v) * live
+        H = st.curvature(pt.dev, pt.v)
+        dx, _ = H.pcg(G, _CG_RTOL, _CG_MAXITER, newton=True)
+        dx *= live
+        size = np.abs(dx).max(axis=1)
+        small = size <= tol * np.sqrt(np.maximum(st.mv, pt.v))
+        slope = _dot(G, dx)
+        alpha = np.ones_like(J)
+        accepted = done.copy()
+        dJ = np.zeros_like(J)
+        newc = pt.c.copy()
+        for _ in range(_MAX_BACKTRACK):
+            trial = ~accepted
+            if not trial.any():
+                break
+            step = alpha[:, None, :] * dx
+            d1 = st.delta_objective(pt.e, pt.dev, pt.v, step)
+            tp, d2 = _rescaled(st, _Point(st, pt.c + step))
+            dJk = d1 + d2
+            good = trial & (dJk >= _ARMIJO * alpha * slope) & (dJk >= 0)
+            dJ = np.where(good, dJk, dJ)
+            newc = np.where(good[:, None, :], tp.c, newc)
+            accepted |= good
+            alpha = np.where(trial & ~good, 0.5 * alpha, alpha)
+        iters += ~done
+        J = J + dJ
+        hist.append(J.copy())
+        converged = converged | (small & ~done)
+        done = done | small | ~accepted
+        pt = _Point(st, newc)
+    G = st.gradient(pt.c, pt.e, pt.dev, pt.v)
+    info = dict(iterations=iters, objective=np.stack(hist), converged=converged,
+                grad_norm=np.abs(G).max(axis=1) if st.T else np.zeros_like(J), gv=pt.v,
+                ml_weight=st.omega)
+    return pt.c, info
+
+
+def _prepare(means, variances, windows, gv_mean, gv_variance, *, precisions, gv_weight,
+             ml_weight, max_iter, tol, lengths, boundary, voiced, msd_rule, backend):
+    gv_weight, ml_weight, max_iter, tol = _options(gv_weight, ml_weight, max_iter, tol)
+    kw = {} if voiced is None else dict(voiced=voiced, msd_rule=msd_rule)
+    if means is None:
+        raise TypeError("means is required")
+    problem = make_problem(means, variances, windows, precisions=precisions,
+                           lengths=lengths, boundary=boundary, **kw)
+    B, D = problem.batch_size, problem.static_dim
+    mv = _gv_stat(gv_mean, "gv_mean", B, D, problem.batched, positive=False)
+    vv = _gv_stat(gv_variance, "gv_variance", B, D, problem.batched, positive=True)
+    st = _State(problem, mv, vv, gv_weight, ml_weight, backend)
+    return st, max_iter, tol
+
+
+def _output(st: _State, c, unvoiced_value):
+    """The trajectory in the caller's dtype: 0 beyond the lengths,
+    ``unvoiced_value`` on unvoiced frames."""
+    pb = st.problem
+    out = np.where(st.inside, c, 0.0)
+    if pb.voiced is not None:
+        unv = st.inside & (st.m == 0)
+        out = np.where(unv, unvoiced_value, out)
+    out = out.astype(pb.dtype)
+    return out if pb.batched else out[0]
+
+
+def _strip_info(st: _State, info):
+    if st.problem.batched:
+        return GVInfo(**info)
+    return GVInfo(**{k: (v[:, 0] if k == "objective" else v[0]) for k, v in info.items()})
+
+
+def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None, *,
+            precisions=None, gv_weight=1.0, ml_weight=None, max_iter=50, tol=1e-8,
+            lengths=None, boundary="per-window", voiced=None, msd_rule="hts",
+            unvoiced_value=np.nan, backend="auto", return_info=False):
+    r"""Parameter generation with a global-variance constraint.
+
+    Per sequence ``b`` and static dimension ``d`` maximise (Toda & Tokuda, 2007)
+
+    .. math::
+
+        J(c) = -\frac{\omega}{2} (Wc - \mu)^\top P (Wc - \mu)
+               - \frac{w_{gv}}{2 \sigma_v^2} \big(v(c) - \mu_v\big)^2,
+        \qquad v(c) = \frac1N \sum_{t \in S} (c_t - \bar c)^2,
+
+    i.e. ``omega log N(Wc; mu, P^-1) + w_gv log N(v(c); mu_v, sigma_v^2)`` up
+    to constants.  ``W``, ``P`` and ``mu`` are those of :func:`mlpgx.mlpg`
+    (boundary rule, lengths and voicing applied); ``S`` are the frames with a
+    real output (inside the length, voiced) and ``N = |S|``.  HTS_engine
+    weights the likelihood by ``omega = 1 / (L N)`` (``ml_weight=None``).
+
+    The start point is the MLPG trajectory rescaled around its mean to the
+    target variance (as HTS_engine does).  Each iteration takes a Newton
+    step, computed by conjugate gradients on the exact Hessian of ``-J``
+    preconditioned by its positive definite part (a banded solve plus a
+    rank-2 Woodbury correction; the first direction of negative curvature
+    stops CG with an ascent direction), and a backtracking (Armijo) line
+    search, so ``J`` never decreases.  The cost is ``O(T)`` per dimension and
+    iteration.
+
+    Parameters
+    ----------
+    means, variances, windows, precisions, lengths, boundary, backend
+        As in :func:`mlpgx.mlpg` (``backend`` runs the banded solves).
+    gv_mean : array_like, shape (D,) or (B, D)
+        Target variance ``mu_v`` per static dimension (``>= 0``), e.g. the
+        mean over training utterances of each utterance's variance.
+    gv_variance : array_like, shape (D,) or (B, D)
+        ``sigma_v^2`` (``> 0``): how strongly the target is enforced.
+    gv_weight : float
+        ``w_gv >= 0``; 0 gives the MLPG trajectory.
+    ml_weight : float, optional
+        ``omega > 0``; default ``1 / (L N)`` per sequence and dimension
+        (HTS_engine, with ``L`` windows and ``N`` frames in ``S``).
+    max_iter : int
+        Most Newton iterations (0: the rescaled start point).
+    tol : float
+        Stop when a Newton step is at most ``tol * sqrt(max(mu_v, v))`` in
+        every frame.
+    voiced : array_like of bool, shape (T, D) or (B, T, D), optional
+        Voicing mask of an MSD stream (log F0), as in :func:`mlpgx.mlpg`;
+        ``v`` is taken over voiced frames only.
+    msd_rule : {"hts", "sptk"}
+        As in :func:`mlpgx.mlpg`.
+    unvoiced_value : float
+        Output on unvoiced frames (with ``voiced=``).
+    return_info : bool
+        Also return a :class:`GVInfo`.
+
+    Returns
+    -------
+    trajectory : ndarray, shape (T, D) or (B, T, D)
+        In the dtype of the inputs (computed in float64); 0 beyond each
+        sequence's length.  A dimension with fewer than 2 frames in ``S``
+        (where ``v`` is identically 0) gets the MLPG trajectory.
+    info : GVInfo
+        Only with ``return_info=True``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Everything :func:`mlpgx.mlpg` checks; ``gv_mean`` / ``gv_variance``
+        missing, of the wrong shape, not finite, negative (``gv_mean``) or
+        not positive (``gv_variance``); ``gv_weight < 0``; ``ml_weight <= 0``;
+        ``max_iter < 0``; ``tol <= 0``.
+
+    Examples
+    --------
+    Over-smoothed means (a step-wise, "HMM state" sequence) give an MLPG
+    trajectory with too small a variance; GV restores the target:
+
+    >>> import numpy as np, mlpgx
+    >>> from mlpgx.gv import mlpg_gv
+    >>> t = np.arange(200)
+    >>> static = np.repeat(np.sin(t[::10] / 3.0), 10)[:, None]   # (200, 1)
+    >>> means = np.concatenate([static, 0 * static, 0 * static], axis=1)
+    >>> variances = np.ones_like(means)
+    >>> c_ml = mlpgx.mlpg(means, variances)
+    >>> c, info = mlpg_gv(means, variances, gv_mean=[0.6], gv_variance=[1e-4],
+    ...                   return_info=True)
+    >>> bool(c_ml.var() < 0.5), round(float(c.var()), 2)
+    (True, 0.6)
+    >>> bool(info.converged[0]), bool(np.all(np.diff(info.objective[:, 0]) >= 0))
+    (True, True)
+    """
+    st, max_iter, tol = _prepare(
+        means, variances, windows, gv_mean, gv_variance, precisions=precisions,
+        gv_weight=gv_weight, ml_weight=ml_weight, max_iter=max_iter, tol=tol,
+        lengths=lengths, boundary=boundary, voiced=voiced, msd_rule=msd_rule, backend=backend)
+    unvoiced_value = _real_or_nan(unvoiced_value)
+    c, info = _optimise(st, max_iter, tol)
+    out = _output(st, c, unvoiced_value)
+    if return_info:
+        return out, _strip_info(st, info)
+    return out
+
+
+def _real_or_nan(x):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"unvoiced_value must be a real number; got {x!r}")
+    return float(x)
+
+
+def _hessian_solve(st: _State, c, rhs, rtol=1e-13, maxiter=1000):
+    """``H^{-1} rhs`` for the exact Hessian ``H`` of ``-J`` at ``c`` (the
+    backward pass of :mod:`mlpgx._torch_gv`); ``rhs`` ``(B, T, D)`` float64.
+
+    Preconditioned CG (PD preconditioner: the Gauss-Newton part of ``H``);
+    ``H`` is positive definite at a strict local maximum.  Raises
+    ``numpy.linalg.LinAlgError`` where it is not (a saddle point)."""
+    dev, v = st.stats(c)
+    H = st.curvature(dev, v)
+    x, ok = H.pcg(rhs, rtol, maxiter, newton=False)
+    if not ok.all():
+        b, d = (int(i) for i in np.argwhere(~ok)[0])
+        raise np.linalg.LinAlgError(
+            f"the Hessian of the GV objective is not positive definite at sequence {b}, "
+            f"dim {d}: the trajectory is not a strict local maximum")
+    return x
