@@ -354,7 +354,7 @@ cdef class StreamKernel:
         cdef int kind = KINDS[weight_kind], status = 0
         with nogil:
             nout = _push(s, &means[0] if nframes else NULL,
-                         &weights[0] if kind != KIND_UNIT else NULL,
+                         &weights[0] if kind != KIND_UNIT and nframes else NULL,
                          w_stride, kind, nframes, &out[0] if nframes else NULL, &status)
         if status:
             self._raise()
