@@ -206,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--boundary", default="per-window",
                    choices=("per-window", "nnmnkwii", "none"),
                    help="boundary rule of the dynamic windows (default per-window)")
+    g.add_argument("--voiced", metavar="FILE_OR_DIR",
+                   help="voicing masks of an MSD stream (log F0): directory of "
+                        "<stem>.npy/.npz (T,) or (T, D) bool or 0/1 arrays, or one file "
+                        "for a single input; .npz inputs may carry a 'voiced' array")
+    g.add_argument("--unvoiced-value", type=float, default=float("nan"), metavar="X",
+                   help="output on unvoiced frames (default nan; SPTK's magic number: "
+                        "--unvoiced-value=-1e10, with '=')")
+    g.add_argument("--msd-rule", default="hts", choices=("hts", "sptk"),
+                   help="frames of a window's support that must be voiced: all (hts, "
+                        "default) or those under nonzero coefficients (sptk)")
     g.add_argument("--backend", default="auto", help="backend name (default auto)")
     g.add_argument("--dtype", choices=("float32", "float64"),
                    help="compute and write in this dtype (default: that of the inputs)")
@@ -377,7 +387,8 @@ def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _load_array(path: str, key: Optional[str], what: str, *, fallback_single=True):
+def _load_array(path: str, key: Optional[str], what: str, *, fallback_single=True,
+                kinds="iuf"):
     """A float array from a .npy, or from a .npz under ``key``."""
     try:
         with open(path, "rb") as fh:
@@ -406,7 +417,7 @@ def _load_array(path: str, key: Optional[str], what: str, *, fallback_single=Tru
     except Exception as exc:   # corrupt file, pickled object, bad zip...
         raise CLIError(f"cannot read {what}: not a valid .npy/.npz file "
                        f"({_one_line(exc)})") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in kinds:
         raise CLIError(f"{what} must be a real-valued numeric array, got dtype "
                        f"{getattr(arr, 'dtype', type(arr).__name__)}")
     return arr
@@ -420,27 +431,35 @@ class _Job:
         self.windows = windows
         self.global_variances = global_variances
         self.num_threads = 1 if args.jobs > 1 else None
-        self.variances_is_dir = args.variances is not None and os.path.isdir(args.variances)
 
     def variances_for(self, path):
-        a = self.args
         if self.global_variances is not None:
             return self.global_variances
-        if a.variances is None:
+        return self._companion(path, self.args.variances, "variances")
+
+    def voiced_for(self, path):
+        return self._companion(path, self.args.voiced, "voiced", kinds="iufb")
+
+    def _companion(self, path, option, name, kinds="iuf"):
+        """The ``name`` array that goes with input ``path``: from ``option``
+        (a file, or a directory of ``<stem>.npy/.npz``), else from a ``name``
+        entry of an .npz input, else None."""
+        a = self.args
+        if option is None:
             if path.lower().endswith(".npz"):
                 with np.load(path, allow_pickle=False) as z:
-                    if "variances" in z.files and a.key != "variances":
-                        return _load_array(path, "variances", "variances",
-                                           fallback_single=False)
+                    if name in z.files and a.key != name:
+                        return _load_array(path, name, name, fallback_single=False,
+                                           kinds=kinds)
             return None
-        if not self.variances_is_dir:
-            return _load_array(a.variances, "variances", "variances")
+        if not os.path.isdir(option):
+            return _load_array(option, name, name, kinds=kinds)
         stem = _stem(path)
         for ext in _EXTS:
-            cand = os.path.join(a.variances, stem + ext)
+            cand = os.path.join(option, stem + ext)
             if os.path.isfile(cand):
-                return _load_array(cand, "variances", "variances")
-        raise CLIError(f"no variances file {stem}.npy or {stem}.npz in {a.variances}")
+                return _load_array(cand, name, name, kinds=kinds)
+        raise CLIError(f"no {name} file {stem}.npy or {stem}.npz in {option}")
 
     def run_one(self, path, out_path):
         import mlpgx
@@ -459,8 +478,11 @@ class _Job:
             means = means.astype(a.dtype)
             if variances is not None:
                 variances = variances.astype(a.dtype)
+        voiced = self.voiced_for(path)
+        msd = {} if voiced is None else dict(voiced=voiced, msd_rule=a.msd_rule,
+                                             unvoiced_value=a.unvoiced_value)
         c = mlpgx.mlpg(means, variances, self.windows, boundary=a.boundary,
-                       backend=a.backend, num_threads=self.num_threads)
+                       backend=a.backend, num_threads=self.num_threads, **msd)
         tmp = f"{out_path}.tmp-{os.getpid()}-{threading.get_ident()}.npy"
         try:
             np.save(tmp, c)
@@ -508,14 +530,15 @@ def cmd_generate(args) -> int:
         if gv.ndim != 1 or gv.size % len(windows):
             raise CLIError(f"--global-variances {args.global_variances}: expected shape "
                            f"(L*D,) with L={len(windows)} windows, got {gv.shape}")
-    if args.variances is not None and not os.path.exists(args.variances):
-        raise UsageError(f"--variances: no such file or directory: {args.variances}")
+    for opt, value in (("--variances", args.variances), ("--voiced", args.voiced)):
+        if value is not None and not os.path.exists(value):
+            raise UsageError(f"{opt}: no such file or directory: {value}")
 
     files, failures = _expand_inputs(args.inputs)
-    if (args.variances is not None and not os.path.isdir(args.variances)
-            and len(files) + len(failures) > 1):
-        raise UsageError("--variances FILE needs exactly one input; for several inputs "
-                         "give a directory of <stem>.npy files")
+    for opt, value in (("--variances", args.variances), ("--voiced", args.voiced)):
+        if value is not None and not os.path.isdir(value) and len(files) + len(failures) > 1:
+            raise UsageError(f"{opt} FILE needs exactly one input; for several inputs "
+                             f"give a directory of <stem>.npy files")
     outdir = args.output_dir
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise CLIError(f"-o {outdir}: exists and is not a directory")
@@ -610,6 +633,13 @@ def _verify_cases(seed):
     m, _ = rand(120, 6, 3)
     cases.append(("random T=120 D=6 global variances",
                   dict(means=m, variances=rng.uniform(0.2, 3.0, 18), windows=DELTA)))
+    from mlpgx.data import LF0, VUV, load_arctic_a0001
+    feats = load_arctic_a0001().astype(np.float64)
+    lf0 = feats[:, LF0] + rng.normal(0.0, 0.05, (feats.shape[0], 3))
+    for rule in ("hts", "sptk"):
+        cases.append((f"arctic_a0001 lf0, voiced mask, {rule} rule",
+                      dict(means=lf0, variances=np.full(3, 0.01), windows=DELTA,
+                           voiced=feats[:, VUV], msd_rule=rule)))
     return cases
 
 

@@ -156,6 +156,37 @@ def test_generate_variance_directory_and_global(tmp_path, mgc):
     assert_one_line_error(proc, 2)
 
 
+def test_generate_voiced_lf0(tmp_path):
+    from mlpgx.data import LF0, VUV
+
+    feats = load_arctic_a0001()
+    lf0, vuv = np.ascontiguousarray(feats[:, LF0]), feats[:, VUV]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "vuv").mkdir()
+    np.save(tmp_path / "m" / "a.npy", lf0[:300])
+    np.save(tmp_path / "m" / "b.npy", lf0[300:])
+    np.save(tmp_path / "vuv" / "a.npy", vuv[:300])             # 0/1 floats
+    np.save(tmp_path / "vuv" / "b.npy", vuv[300:] > 0.5)      # bools
+    proc = run_cli("generate", "m", "-o", "out", "--voiced", "vuv", "--unvoiced-value=-1e10",
+                   "--msd-rule", "sptk", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for stem, sl in (("a", slice(0, 300)), ("b", slice(300, None))):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "out" / f"{stem}.npy"),
+            mlpgx.mlpg(lf0[sl], voiced=vuv[sl], unvoiced_value=-1e10, msd_rule="sptk"))
+    # from an .npz that carries its mask; default marker NaN
+    np.savez(tmp_path / "u.npz", means=lf0, voiced=vuv)
+    proc = run_cli("generate", "u.npz", "-o", "out2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = np.load(tmp_path / "out2" / "u.npy")
+    assert np.isnan(out[vuv == 0]).all() and np.isfinite(out[vuv == 1]).all()
+    # a mask of the wrong length fails that file, with the reason
+    np.save(tmp_path / "short.npy", vuv[:10])
+    proc = run_cli("generate", "m/a.npy", "-o", "out3", "--voiced", "short.npy",
+                   cwd=tmp_path)
+    assert proc.returncode == 1 and "voiced must have shape" in proc.stderr
+
+
 def test_generate_hts_windows(tmp_path, mgc):
     texts = ["1 1.0", "2 -1.0 1.0", "3 1.0 -2.0 1.0"]
     files = []
