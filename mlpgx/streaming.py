@@ -96,6 +96,8 @@ class StreamingMLPG:
     A :class:`numpy.linalg.LinAlgError` from :meth:`push` or :meth:`flush`
     (the system of a prefix is not positive definite) leaves the stream
     unusable: further calls raise ``RuntimeError`` until :meth:`reset`.
+    A stream is not thread-safe: use one object per utterance being
+    generated concurrently.
 
     Examples
     --------
@@ -192,6 +194,9 @@ class StreamingMLPG:
         shape: ``(n, L*D)`` or ``(L*D,)``; ``n`` given: one row per frame of
         the means, or ``(L*D,)`` for all of them."""
         a = _float_array(x, name)
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array (StreamingMLPG runs on the CPU); "
+                            f"got {type(x).__module__}.{type(x).__name__}")
         LD = self._LD
         if a.ndim == 2 and a.shape[1] == LD and (n is None or a.shape[0] == n):
             pass
