@@ -34,7 +34,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._api import mlpg_solve
+from ._api import _check_unvoiced_value, mlpg_solve
 from ._msd import effective_precisions
 from ._validate import make_problem
 from .windows import DELTA
@@ -628,18 +628,12 @@ def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None
         means, variances, windows, gv_mean, gv_variance, precisions=precisions,
         gv_weight=gv_weight, ml_weight=ml_weight, max_iter=max_iter, tol=tol,
         lengths=lengths, boundary=boundary, voiced=voiced, msd_rule=msd_rule, backend=backend)
-    unvoiced_value = _real_or_nan(unvoiced_value)
+    unvoiced_value = _check_unvoiced_value(unvoiced_value)
     c, info = _optimise(st, max_iter, tol)
     out = _output(st, c, unvoiced_value)
     if return_info:
         return out, _strip_info(st, info)
     return out
-
-
-def _real_or_nan(x):
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
-        raise TypeError(f"unvoiced_value must be a real number; got {x!r}")
-    return float(x)
 
 
 def _hessian_solve(st: _State, c, rhs, rtol=1e-13, maxiter=1000):
