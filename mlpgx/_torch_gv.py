@@ -122,7 +122,7 @@ class _GV(torch.autograd.Function):
             precisions=_np(weights) if fx.kind == "precision" else None,
             gv_weight=fx.gv_weight, ml_weight=fx.ml_weight, max_iter=fx.max_iter,
             tol=fx.tol, lengths=fx.lengths, boundary=fx.boundary, voiced=fx.voiced,
-            msd_rule=fx.msd_rule, backend="auto")
+            msd_rule=fx.msd_rule, backend="auto", num_threads=fx.num_threads)
         c, info = _gv._optimise(st, max_iter, tol)
         fx.st, fx.c, fx.info = st, c, info
         fx.keep, fx.place = _masks(st)
@@ -164,7 +164,7 @@ class _GV(torch.autograd.Function):
 def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None, *,
             precisions=None, gv_weight=1.0, ml_weight=None, max_iter=50, tol=1e-8,
             lengths=None, boundary="per-window", voiced=None, msd_rule="hts",
-            unvoiced_value=math.nan):
+            unvoiced_value=math.nan, num_threads=None):
     r"""GV-constrained generation (:func:`mlpgx.gv.mlpg_gv`) on torch tensors.
 
     Differentiable w.r.t. ``means``, ``variances`` (or ``precisions``),
@@ -183,7 +183,7 @@ def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None
         Shape of ``means`` or ``(L*D,)``; same dtype.
     gv_mean, gv_variance : Tensor or array_like, shape (D,) or (B, D)
         Target variance and its variance (see :func:`mlpgx.gv.mlpg_gv`).
-    windows, gv_weight, ml_weight, max_iter, tol, lengths, boundary, voiced, msd_rule, unvoiced_value
+    windows, gv_weight, ml_weight, max_iter, tol, lengths, boundary, voiced, msd_rule, unvoiced_value, num_threads
         As in :func:`mlpgx.gv.mlpg_gv`.
 
     Returns
@@ -242,5 +242,5 @@ def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None
     fx = _Fixed(wins=wins, kind=kind, gv_weight=gv_weight, ml_weight=ml_weight,
                 max_iter=max_iter, tol=tol, lengths=None if lens is None else lens.numpy(),
                 boundary=boundary, voiced=vmask, msd_rule=msd_rule,
-                unvoiced_value=_check_unvoiced_value(unvoiced_value))
+                unvoiced_value=_check_unvoiced_value(unvoiced_value), num_threads=num_threads)
     return _GV.apply(means, weights, gm, gvar, fx)

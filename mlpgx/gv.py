@@ -160,7 +160,8 @@ class _State:
     frame mask of ``S``.
     """
 
-    def __init__(self, problem, gv_mean, gv_variance, gv_weight, ml_weight, backend):
+    def __init__(self, problem, gv_mean, gv_variance, gv_weight, ml_weight, backend,
+                 num_threads=None):
         self.problem = problem
         self.wins = problem.windows
         B, T, D, L = (problem.batch_size, problem.n_frames, problem.static_dim,
@@ -185,8 +186,12 @@ class _State:
         self.gv_weight = gv_weight
         self.a = np.where(self.active, gv_weight / gv_variance, 0.0)  # (B, D)
         self.backend = backend
+        self.num_threads = num_threads
         self.ml = max(w.left for w in self.wins)
         self.mr = max(w.right for w in self.wins)
+        self.k = max(w.left + w.right for w in self.wins)
+        self.bands = self._bands()
+        self.r = self.WT(self.P * self.mu)
 
     # -- window products --------------------------------------------------
     def W(self, x):
@@ -214,6 +219,34 @@ class _State:
                     out += cj * yp[:, s:s + T, l, :]
         return out * self.inside
 
+    def _bands(self):
+        """``(k + 1, B, T, D)``: ``bands[a][:, i] = R[i, i - a]`` (``P`` fixed)."""
+        T = self.T
+        bands = np.zeros((self.k + 1, self.B, T, self.D))
+        for l, w in enumerate(self.wins):
+            p = self.P[:, :, l, :]
+            for j, wj in enumerate(w.coeffs):
+                for jp in range(j + 1):
+                    wjp = w.coeffs[jp]
+                    if wj == 0.0 or wjp == 0.0:
+                        continue
+                    a, shift = j - jp, j - w.left    # row t touches c[t + shift]
+                    lo, hi = max(a, shift), min(T, T + shift)
+                    if lo < hi:
+                        bands[a][:, lo:hi] += wj * wjp * p[:, lo - shift:hi - shift]
+        return bands
+
+    def R(self, x):
+        """``R x`` from the bands, ``(B, T, D)``, masked to the lengths."""
+        bd = self.bands
+        out = bd[0] * x
+        for a in range(1, self.k + 1):
+            if a >= self.T:
+                break
+            out[:, a:] += bd[a][:, a:] * x[:, :-a]
+            out[:, :-a] += bd[a][:, a:] * x[:, a:]
+        return out * self.inside
+
     # -- objective pieces -------------------------------------------------
     def stats(self, c):
         cbar = (self.m * c).sum(axis=1) / self.Nsafe                  # (B, D)
@@ -221,31 +254,25 @@ class _State:
         v = (dev * dev).sum(axis=1) / self.Nsafe
         return dev, v
 
-    def residual(self, c):
-        return self.W(c) - self.mu                                     # (B, T, L, D)
-
     def objective(self, c):
-        e = self.residual(c)
+        """``J(c)`` evaluated directly."""
+        e = self.W(c) - self.mu
         _, v = self.stats(c)
-        return self._objective(e, v)
-
-    def _objective(self, e, v):
         ml = -0.5 * self.omega * (self.P * e * e).sum(axis=(1, 2))
         return ml - 0.5 * self.a * (v - self.mv) ** 2
 
-    def gradient(self, c, e, dev, v):
-        """``dJ/dc`` (the ascent direction), ``(B, T, D)``."""
-        gml = self.WT(self.P * e)
-        g = (2.0 / self.Nsafe)[:, None, :] * dev
-        return -(self.omega[:, None, :] * gml) - (self.a * (v - self.mv))[:, None, :] * g
+    def gradient(self, pt):
+        """``dJ/dc`` (the ascent direction) at a :class:`_Point`, ``(B, T, D)``."""
+        g = (2.0 / self.Nsafe)[:, None, :] * pt.dev
+        return (-(self.omega[:, None, :] * pt.Rr)
+                - (self.a * (pt.v - self.mv))[:, None, :] * g)
 
-    def delta_objective(self, e, dev, v, d):
-        """``J(c + d) - J(c)`` without cancellation (``e``, ``dev``, ``v`` at ``c``)."""
-        Wd = self.W(d)
-        dml = -self.omega * ((self.P * Wd * (e + 0.5 * Wd)).sum(axis=(1, 2)))
-        dd = self.m * (d - ((self.m * d).sum(axis=1) / self.Nsafe)[:, None, :])
-        dv = (2.0 * (dev * dd).sum(axis=1) + (dd * dd).sum(axis=1)) / self.Nsafe
-        dgv = -0.5 * self.a * dv * (2.0 * (v - self.mv) + dv)
+    def delta_objective(self, pt, d, Rd):
+        """``J(c + d) - J(c)`` without cancellation (``Rd = R d``)."""
+        dml = -self.omega * (_dot(pt.Rr, d) + 0.5 * _dot(d, Rd))
+        dd = self.m * (d - (_dot(self.m, d) / self.Nsafe)[:, None, :])
+        dv = (2.0 * _dot(pt.dev, dd) + _dot(dd, dd)) / self.Nsafe
+        dgv = -0.5 * self.a * dv * (2.0 * (pt.v - self.mv) + dv)
         return dml + dgv
 
     # -- curvature --------------------------------------------------------
@@ -262,7 +289,8 @@ class _State:
             pr = np.concatenate([pr] * k, axis=0)
         lengths = np.tile(self.problem.lengths, k)
         return mlpg_solve(rhs, windows=self.wins, precisions=pr, lengths=lengths,
-                          boundary="none", backend=self.backend)
+                          boundary="none", backend=self.backend,
+                          num_threads=self.num_threads)
 
 
 def _dot(x, y):
@@ -307,7 +335,7 @@ class _Hessian:
     def apply(self, x):
         """``H x``."""
         st = self.st
-        rx = st.WT(st.P * st.W(x))
+        rx = st.R(x)
         mx = st.m * x
         pcx = mx - st.m * (_dot(st.m, x) / st.Nsafe)[:, None, :]
         return (st.omega[:, None, :] * rx + self.s[:, None, :] * pcx
@@ -369,81 +397,70 @@ class _Hessian:
 def _mlpg_start(st: _State):
     """The MLPG solution (float64) and the HTS start point: the MLPG
     trajectory rescaled around its mean to the target variance on ``S``."""
-    rhs = st.WT(st.P * st.mu)
-    c_ml = st.solve_banded(st.P, rhs)
+    c_ml = st.solve_banded(st.P, st.r)
     dev, v = st.stats(c_ml)
     scale = np.where(st.active & (v > 0), np.sqrt(st.mv / np.where(v > 0, v, 1.0)), 1.0)
     c0 = c_ml + (scale - 1.0)[:, None, :] * dev
     return c_ml, c0
 
 
-def _radial(st: _State, e, dev, v):
+class _Point:
+    """``c`` and what the objective needs there: ``Rr = R c - r`` (the
+    likelihood gradient over ``-omega``), the deviation on ``S`` and ``v``."""
+
+    def __init__(self, st: _State, c, Rc=None):
+        self.c = c
+        self.Rr = (st.R(c) if Rc is None else Rc) - st.r
+        self.dev, self.v = st.stats(c)
+
+    def moved(self, st: _State, d, Rd):
+        """The point ``c + d`` (``Rd = R d``)."""
+        return _Point(st, self.c + d, self.Rr + st.r + Rd)
+
+
+def _radial(st: _State, pt: _Point):
     """Best rescaling of the deviation around the mean: ``c -> cbar + k (c - cbar)``
     on ``S`` with ``k > 0`` maximising ``J`` (``k = 1``: no change).
 
-    Along this line ``J`` is a polynomial in ``k`` whose derivative is the
+    Along this line ``J`` is a quartic in ``k`` whose derivative is the
     depressed cubic ``2 a v^2 k^3 + (omega q - 2 a v mu_v) k + omega (p - q) = 0``
-    (``p = (P e) . W dev``, ``q = (P W dev) . W dev``); its roots come from the
-    companion matrices.  Returns ``(k, dJ)``, ``dJ >= 0`` computed without
-    cancellation.
+    (``p = dev . (R c - r)``, ``q = dev . R dev``); its roots come from the
+    companion matrices.  Returns ``(rescaled point, dJ)``, ``dJ >= 0``
+    computed without cancellation.
     """
-    h = st.W(dev)
-    Ph = st.P * h
-    pp = (Ph * e).sum(axis=(1, 2))
-    qq = (Ph * h).sum(axis=(1, 2))
-    om, a, mv = st.omega, st.a, st.mv
-
-    def gain(k):
-        u = k - 1.0
-        dml = -0.5 * om * u * (2.0 * pp + u * qq)
-        dgv = -0.5 * a * (u * (2.0 + u) * v) * ((k * k + 1.0) * v - 2.0 * mv)
-        return dml + dgv
-
+    Rdev = st.R(pt.dev)
+    pp = _dot(pt.dev, pt.Rr)
+    qq = _dot(pt.dev, Rdev)
+    om, a, mv, v = st.omega, st.a, st.mv, pt.v
     c3 = 2.0 * a * v * v
-    c1 = om * qq - 2.0 * a * v * mv
-    c0 = om * (pp - qq)
     ok = st.active & (c3 > 0)
-    n = int(ok.sum())
     best_k = np.ones_like(v)
     best = np.zeros_like(v)
+    n = int(ok.sum())
     if n:
+        c3, c1, c0 = c3[ok], (om * qq - 2.0 * a * v * mv)[ok], (om * (pp - qq))[ok]
+        om, a, mv, v, pp, qq = om[ok], a[ok], mv[ok], v[ok], pp[ok], qq[ok]
         comp = np.zeros((n, 3, 3))
-        comp[:, 0, 1] = -c1[ok] / c3[ok]
-        comp[:, 0, 2] = -c0[ok] / c3[ok]
+        comp[:, 0, 1] = -c1 / c3
+        comp[:, 0, 2] = -c0 / c3
         comp[:, 1, 0] = 1.0
         comp[:, 2, 1] = 1.0
-        roots = np.linalg.eigvals(comp)                       # (n, 3)
+        roots = np.linalg.eigvals(comp)                               # (n, 3)
         real = np.abs(roots.imag) <= 1e-9 * (1.0 + np.abs(roots.real))
         kr = np.where(real & (roots.real > 0), roots.real, 1.0)
         kb, gb = np.ones(n), np.zeros(n)
-        sub = {name: arr[ok] for name, arr in (("pp", pp), ("qq", qq), ("v", v))}
         for j in range(3):
             k = kr[:, j]
             u = k - 1.0
-            g = (-0.5 * om[ok] * u * (2.0 * sub["pp"] + u * sub["qq"])
-                 - 0.5 * a[ok] * (u * (2.0 + u) * sub["v"])
-                 * ((k * k + 1.0) * sub["v"] - 2.0 * mv[ok]))
-            better = g > gb
+            gain = (-0.5 * om * u * (2.0 * pp + u * qq)
+                    - 0.5 * a * (u * (2.0 + u) * v) * ((k * k + 1.0) * v - 2.0 * mv))
+            better = gain > gb
             kb = np.where(better, k, kb)
-            gb = np.where(better, g, gb)
+            gb = np.where(better, gain, gb)
         best_k[ok] = kb
         best[ok] = gb
-    return best_k, best
-
-
-class _Point:
-    """``c`` and what the objective needs there."""
-
-    def __init__(self, st: _State, c):
-        self.c = c
-        self.e = st.residual(c)
-        self.dev, self.v = st.stats(c)
-
-
-def _rescaled(st: _State, pt: _Point):
-    """``(point after the radial step, dJ)``."""
-    k, dJ = _radial(st, pt.e, pt.dev, pt.v)
-    return _Point(st, pt.c + (k - 1.0)[:, None, :] * pt.dev), dJ
+    u = (best_k - 1.0)[:, None, :]
+    return pt.moved(st, u * pt.dev, u * Rdev), best
 
 
 def _optimise(st: _State, max_iter, tol):
@@ -451,37 +468,42 @@ def _optimise(st: _State, max_iter, tol):
     followed by the best radial rescaling); returns ``(c, info dict)``."""
     _, c = _mlpg_start(st)
     pt = _Point(st, c)
-    J = st._objective(pt.e, pt.v)
+    J = st.objective(c)
     hist = [J.copy()]
     done = ~st.active
     converged = ~st.active
     iters = np.zeros(st.active.shape, dtype=np.int64)
+    gn0 = None
     for _ in range(max_iter):
         if done.all():
             break
         live = ~done[:, None, :]
-        G = st.gradient(pt.c, pt.e, pt.dev, pt.v) * live
+        G = st.gradient(pt) * live
+        gn = np.sqrt(_dot(G, G))
+        gn0 = gn if gn0 is None else gn0
+        # forcing term (Eisenstat-Walker style): solve more exactly as G shrinks
+        eta = np.clip(gn / np.where(gn0 > 0, gn0, 1.0), _CG_RTOL, 0.1)
         H = st.curvature(pt.dev, pt.v)
-        dx, _ = H.pcg(G, _CG_RTOL, _CG_MAXITER, newton=True)
+        dx, _ = H.pcg(G, eta, _CG_MAXITER, newton=True)
         dx *= live
-        size = np.abs(dx).max(axis=1)
-        small = size <= tol * np.sqrt(np.maximum(st.mv, pt.v))
+        small = np.abs(dx).max(axis=1) <= tol * np.sqrt(np.maximum(st.mv, pt.v))
         slope = _dot(G, dx)
+        Rdx = st.R(dx)
         alpha = np.ones_like(J)
         accepted = done.copy()
         dJ = np.zeros_like(J)
-        newc = pt.c.copy()
+        new = pt
         for _ in range(_MAX_BACKTRACK):
             trial = ~accepted
             if not trial.any():
                 break
-            step = alpha[:, None, :] * dx
-            d1 = st.delta_objective(pt.e, pt.dev, pt.v, step)
-            tp, d2 = _rescaled(st, _Point(st, pt.c + step))
+            al = alpha[:, None, :]
+            d1 = st.delta_objective(pt, al * dx, al * Rdx)
+            tp, d2 = _radial(st, pt.moved(st, al * dx, al * Rdx))
             dJk = d1 + d2
             good = trial & (dJk >= _ARMIJO * alpha * slope) & (dJk >= 0)
             dJ = np.where(good, dJk, dJ)
-            newc = np.where(good[:, None, :], tp.c, newc)
+            new = _select(good, tp, new)
             accepted |= good
             alpha = np.where(trial & ~good, 0.5 * alpha, alpha)
         iters += ~done
@@ -489,26 +511,40 @@ def _optimise(st: _State, max_iter, tol):
         hist.append(J.copy())
         converged = converged | (small & ~done)
         done = done | small | ~accepted
-        pt = _Point(st, newc)
-    G = st.gradient(pt.c, pt.e, pt.dev, pt.v)
+        pt = new
+    G = st.gradient(pt)
     info = dict(iterations=iters, objective=np.stack(hist), converged=converged,
                 grad_norm=np.abs(G).max(axis=1) if st.T else np.zeros_like(J), gv=pt.v,
                 ml_weight=st.omega)
     return pt.c, info
 
 
+def _select(mask, a: _Point, b: _Point) -> _Point:
+    """Per ``(b, d)``: ``a`` where ``mask``, else ``b``."""
+    if mask.all():
+        return a
+    out = object.__new__(_Point)
+    m3 = mask[:, None, :]
+    out.c = np.where(m3, a.c, b.c)
+    out.Rr = np.where(m3, a.Rr, b.Rr)
+    out.dev = np.where(m3, a.dev, b.dev)
+    out.v = np.where(mask, a.v, b.v)
+    return out
+
+
 def _prepare(means, variances, windows, gv_mean, gv_variance, *, precisions, gv_weight,
-             ml_weight, max_iter, tol, lengths, boundary, voiced, msd_rule, backend):
+             ml_weight, max_iter, tol, lengths, boundary, voiced, msd_rule, backend,
+             num_threads=None):
     gv_weight, ml_weight, max_iter, tol = _options(gv_weight, ml_weight, max_iter, tol)
     kw = {} if voiced is None else dict(voiced=voiced, msd_rule=msd_rule)
     if means is None:
         raise TypeError("means is required")
     problem = make_problem(means, variances, windows, precisions=precisions,
-                           lengths=lengths, boundary=boundary, **kw)
+                           lengths=lengths, boundary=boundary, num_threads=num_threads, **kw)
     B, D = problem.batch_size, problem.static_dim
     mv = _gv_stat(gv_mean, "gv_mean", B, D, problem.batched, positive=False)
     vv = _gv_stat(gv_variance, "gv_variance", B, D, problem.batched, positive=True)
-    st = _State(problem, mv, vv, gv_weight, ml_weight, backend)
+    st = _State(problem, mv, vv, gv_weight, ml_weight, backend, problem.num_threads)
     return st, max_iter, tol
 
 
@@ -533,7 +569,7 @@ def _strip_info(st: _State, info):
 def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None, *,
             precisions=None, gv_weight=1.0, ml_weight=None, max_iter=50, tol=1e-8,
             lengths=None, boundary="per-window", voiced=None, msd_rule="hts",
-            unvoiced_value=np.nan, backend="auto", return_info=False):
+            unvoiced_value=np.nan, backend="auto", num_threads=None, return_info=False):
     r"""Parameter generation with a global-variance constraint.
 
     Per sequence ``b`` and static dimension ``d`` maximise (Toda & Tokuda, 2007)
@@ -561,8 +597,10 @@ def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None
 
     Parameters
     ----------
-    means, variances, windows, precisions, lengths, boundary, backend
-        As in :func:`mlpgx.mlpg` (``backend`` runs the banded solves).
+    means, variances, windows, precisions, lengths, boundary, backend, num_threads
+        As in :func:`mlpgx.mlpg` (``backend`` and ``num_threads`` run the
+        banded solves; on a busy machine ``num_threads=1`` avoids waiting
+        for descheduled threads at every one of the many small solves).
     gv_mean : array_like, shape (D,) or (B, D)
         Target variance ``mu_v`` per static dimension (``>= 0``), e.g. the
         mean over training utterances of each utterance's variance.
@@ -627,7 +665,8 @@ def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None
     st, max_iter, tol = _prepare(
         means, variances, windows, gv_mean, gv_variance, precisions=precisions,
         gv_weight=gv_weight, ml_weight=ml_weight, max_iter=max_iter, tol=tol,
-        lengths=lengths, boundary=boundary, voiced=voiced, msd_rule=msd_rule, backend=backend)
+        lengths=lengths, boundary=boundary, voiced=voiced, msd_rule=msd_rule, backend=backend,
+        num_threads=num_threads)
     unvoiced_value = _check_unvoiced_value(unvoiced_value)
     c, info = _optimise(st, max_iter, tol)
     out = _output(st, c, unvoiced_value)
