@@ -55,13 +55,12 @@ def run_adjoint(b, problem, g):
     rule drops get exactly 0."""
     if problem.voiced is None:
         return b.adjoint(problem, g)
-    xp = array_namespace(g)
     gm, gw = b.adjoint(_for_backend(b, problem), g)
-    keep = _msd.problem_keep_mask(problem)
-    gm = xp.where(keep, gm, gm.dtype.type(0))
+    keep = _msd._keep4(problem)
+    gm = _msd.where_kept(keep, gm, 0)
     if problem.weights is None:
         return gm, None
-    gw = xp.where(keep, gw, gw.dtype.type(0)) if gw.ndim > 1 else gw
+    gw = _msd.where_kept(keep, gw, 0) if gw.ndim > 1 else gw
     if problem.global_weights and gw.ndim > 1:   # lowered weights are per frame
         gw = gw.sum(axis=(0, 1), dtype=np.float64).astype(problem.dtype)
     return gm, gw

@@ -53,16 +53,16 @@ def shifted_any(unvoiced, offsets, *, zeros, concat):
     """``out[..., t, :] = any(unvoiced[..., t + j, :] for j in offsets)``,
     frames outside ``[0, T)`` counting as voiced.
 
-    ``unvoiced`` is ``(B, T, D)`` bool; ``zeros(shape)`` and
+    ``unvoiced`` is ``(B, T, Dm)`` bool; ``zeros(shape)`` and
     ``concat(arrays, axis)`` come from its array library (so that the same
     code serves NumPy, CuPy and torch).
     """
-    B, T, D = unvoiced.shape
+    B, T, Dm = unvoiced.shape
     if not offsets:
-        return zeros((B, T, D))
+        return zeros((B, T, Dm))
     lo = max(0, -min(offsets))
     hi = max(0, max(offsets))
-    padded = concat([zeros((B, lo, D)), unvoiced, zeros((B, hi, D))], 1)
+    padded = concat([zeros((B, lo, Dm)), unvoiced, zeros((B, hi, Dm))], 1)
     out = None
     for j in offsets:
         s = padded[:, lo + j: lo + j + T, :]
@@ -71,25 +71,22 @@ def shifted_any(unvoiced, offsets, *, zeros, concat):
 
 
 def keep_mask(unvoiced, windows, rule: str, *, zeros, concat):
-    """``(B, T, L*D)`` bool: which precisions the voicing rule keeps.
+    """``(B, T, L, Dm)`` bool: which precisions the voicing rule keeps.
 
     Parameters
     ----------
-    unvoiced : (B, T, D) bool array
+    unvoiced : (B, T, Dm) bool array
         Unvoiced frames that exist (``t < lengths[b]``); padding counts as
-        voiced so that only the boundary rule acts there.
+        voiced so that only the boundary rule acts there.  ``Dm`` is 1 for
+        one flag per frame (the result then broadcasts over ``D``) or ``D``.
     windows : WindowSet
     rule : {"hts", "sptk"}
     zeros, concat
         Constructors of the array library (see :func:`shifted_any`).
     """
-    cols = [~shifted_any(unvoiced, _offsets(w, rule), zeros=zeros, concat=concat)
+    cols = [~shifted_any(unvoiced, _offsets(w, rule), zeros=zeros, concat=concat)[:, :, None]
             for w in windows]
     return concat(cols, 2)
-
-
-def _xp_ops(xp):
-    return (lambda shape: xp.zeros(shape, dtype=bool)), xp.concatenate
 
 
 def _xp_of(x):
@@ -97,13 +94,9 @@ def _xp_of(x):
     return array_namespace(x)
 
 
-def _xp(problem):
-    return _xp_of(problem.voiced if problem.voiced is not None else problem.means)
-
-
 def unvoiced_frames(voiced, lengths):
-    """``(B, T, D)`` bool: unvoiced frames inside each sequence's length
-    (``voiced`` ``(B, T, D)`` bool, ``lengths`` ``(B,)``)."""
+    """``(B, T, Dm)`` bool: unvoiced frames inside each sequence's length
+    (``voiced`` ``(B, T, Dm)`` bool, ``lengths`` ``(B,)``)."""
     xp = _xp_of(voiced)
     T = voiced.shape[1]
     n = xp.asarray(lengths)
@@ -112,24 +105,37 @@ def unvoiced_frames(voiced, lengths):
 
 
 def voiced_keep_mask(voiced, lengths, windows, rule: str):
-    """:func:`keep_mask` for a ``(B, T, D)`` voicing mask and lengths."""
-    zeros, concat = _xp_ops(_xp_of(voiced))
+    """:func:`keep_mask` for a ``(B, T, Dm)`` voicing mask and lengths."""
+    xp = _xp_of(voiced)
     return keep_mask(unvoiced_frames(voiced, lengths), windows, rule,
-                     zeros=zeros, concat=concat)
+                     zeros=lambda shape: xp.zeros(shape, dtype=bool), concat=xp.concatenate)
 
 
-def problem_keep_mask(problem):
-    """:func:`keep_mask` of a problem with ``voiced`` set."""
+def _keep4(problem):
+    """The problem's ``(B, T, L, Dm)`` keep mask (computed once, by the
+    validation layer)."""
+    if problem.voicing_keep is not None:
+        return problem.voicing_keep
     return voiced_keep_mask(problem.voiced, problem.lengths, problem.windows,
                             problem.msd_rule)
 
 
-def _static_unvoiced(problem, unvoiced):
-    """``(B, T, L*D)`` bool: the static columns of unvoiced frames."""
-    xp = _xp(problem)
-    L = problem.n_windows
-    rest = xp.zeros(unvoiced.shape[:2] + (unvoiced.shape[2] * (L - 1),), dtype=bool)
-    return xp.concatenate([unvoiced, rest], axis=2)
+def problem_keep_mask(problem):
+    """``(B, T, L*D)`` bool: which precisions of a problem with ``voiced``
+    set the voicing rule keeps (column ``l*D + d``)."""
+    xp = _xp_of(problem.voiced)
+    keep = _keep4(problem)
+    B, T, L, D = keep.shape[0], keep.shape[1], problem.n_windows, problem.static_dim
+    return xp.ascontiguousarray(xp.broadcast_to(keep, (B, T, L, D))).reshape(B, T, L * D)
+
+
+def where_kept(keep, x, fill):
+    """``x`` (``(B, T, L*D)``, or ``(T, L*D)`` for ``B = 1``) with the
+    entries that the ``(B, T, L, Dm)`` mask ``keep`` drops replaced by
+    ``fill`` (a new contiguous array; ``x`` is not modified)."""
+    B, T, L = keep.shape[:3]
+    out = _xp_of(x).where(keep, x.reshape(B, T, L, -1), x.dtype.type(fill))
+    return out.reshape(x.shape)
 
 
 def lower(problem):
@@ -144,27 +150,25 @@ def lower(problem):
     """
     if problem.voiced is None:
         return problem
-    xp = _xp(problem)
-    keep = problem_keep_mask(problem)
-    placeholder = _static_unvoiced(problem, unvoiced_frames(problem.voiced, problem.lengths))
+    xp = _xp_of(problem.voiced)
+    B, T, L, D = problem.batch_size, problem.n_frames, problem.n_windows, problem.static_dim
     dt = problem.dtype
-    shape = keep.shape
     means = None
     if problem.means is not None:
-        means = xp.where(keep, problem.means, dt.type(0))
-    if problem.weight_kind == "precision":
-        dropped_value, kind = 0.0, "precision"
-    else:
-        dropped_value, kind = np.inf, "variance"
+        means = where_kept(_keep4(problem), problem.means, 0)
+    dropped_value = 0.0 if problem.weight_kind == "precision" else np.inf
     if problem.weights is None:
-        w = xp.ones(shape, dtype=dt)
+        w = xp.ones((B, T, L * D), dtype=dt)
+    elif problem.global_weights:
+        w = xp.broadcast_to(problem.weights, (B, T, L * D))
     else:
-        w = xp.broadcast_to(problem.weights, shape)
-    w = xp.where(keep, w, dt.type(dropped_value))
-    w = xp.where(placeholder, dt.type(1), w)
-    return dataclasses.replace(
-        problem, means=None if means is None else xp.ascontiguousarray(means),
-        weights=xp.ascontiguousarray(w), weight_kind=kind, voiced=None)
+        w = problem.weights
+    w = where_kept(_keep4(problem), w, dropped_value)
+    # the placeholder c[t] = 0 of unvoiced frames: unit static precision
+    static = w.reshape(B, T, L, D)[:, :, 0, :]
+    static[...] = xp.where(unvoiced_frames(problem.voiced, problem.lengths), dt.type(1), static)
+    return dataclasses.replace(problem, means=means, weights=w, voiced=None,
+                               voicing_keep=None)
 
 
 def effective_precisions(problem):
@@ -208,4 +212,4 @@ def effective_precisions(problem):
     frame_mask = xp.broadcast_to(inside[:, :, None], (B, T, D))
     if problem.voiced is not None:
         frame_mask = frame_mask & ~unvoiced_frames(problem.voiced, problem.lengths)
-    return xp.ascontiguousarray(p), xp.ascontiguousarray(frame_mask)
+    return xp.ascontiguousarray(p), xp.ascontiguousarray(xp.broadcast_to(frame_mask, (B, T, D)))

@@ -54,13 +54,17 @@ class Problem:
     num_threads : int or None
         Threads a backend may use (``None``: its default).
     voiced : ndarray or None
-        ``(B, T, D)`` bool voicing mask of an MSD stream (see
-        :mod:`mlpgx._msd`), from the array library of ``means``; ``None``:
+        ``(B, T, Dm)`` bool voicing mask of an MSD stream (see
+        :mod:`mlpgx._msd`), ``Dm`` 1 (one flag per frame, broadcast over the
+        dimensions) or ``D``, from the array library of ``means``; ``None``:
         every frame is voiced.  Backends that do not set
         ``Backend.handles_voicing`` receive the lowered problem instead
         (``voiced`` is then ``None``).
     msd_rule : {"hts", "sptk"}
         Which frames of a window's support the voicing rule tests.
+    voicing_keep : ndarray or None
+        ``(B, T, L, Dm)`` bool: the precisions the voicing rule keeps,
+        computed once by the validation layer (``None`` without ``voiced``).
     """
 
     means: Optional[np.ndarray]
@@ -76,6 +80,7 @@ class Problem:
     num_threads: Optional[int] = None
     voiced: Optional[np.ndarray] = None
     msd_rule: str = "hts"
+    voicing_keep: Optional[np.ndarray] = None
 
     @property
     def batch_size(self) -> int:

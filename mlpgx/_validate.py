@@ -21,7 +21,7 @@ import operator
 
 import numpy as np
 
-from ._msd import MSD_RULES, voiced_keep_mask
+from ._msd import MSD_RULES, voiced_keep_mask, where_kept
 from ._problem import BOUNDARIES, Problem
 from .windows import as_windows
 
@@ -154,9 +154,9 @@ def check_msd_rule(msd_rule) -> str:
 
 
 def _voiced(voiced, xp, B: int, T: int, D: int, batched: bool):
-    """The voicing mask as ``(B, T, D)`` bool (a copy), from ``(T,)`` /
-    ``(T, D)`` (unbatched) or ``(B, T)`` / ``(B, T, D)`` (batched) arrays of
-    bools or of 0/1 numbers (a vuv feature column)."""
+    """The voicing mask as ``(B, T, 1)`` or ``(B, T, D)`` bool (a copy), from
+    ``(T,)`` / ``(T, D)`` (unbatched) or ``(B, T)`` / ``(B, T, D)`` (batched)
+    arrays of bools or of 0/1 numbers (a vuv feature column)."""
     if array_namespace(voiced) is not xp:
         if xp is np:
             raise TypeError("voiced must be a NumPy array (like the means); got a "
@@ -186,7 +186,7 @@ def _voiced(voiced, xp, B: int, T: int, D: int, batched: bool):
         per_dim = "(B, T, D)" if batched else "(T, D)"
         raise ValueError(f"voiced must have shape {per_utt} = {lead} (one flag per frame) "
                          f"or {per_dim} = {lead + (D,)} (per static dimension); got {v.shape}")
-    return xp.ascontiguousarray(xp.broadcast_to(v.reshape((B, T, -1)), (B, T, D)))
+    return xp.array(v.reshape((B, T, -1)), dtype=bool)
 
 
 def _weights(variances, precisions):
@@ -263,17 +263,16 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
 
     vmask = keep = None
     if voiced is not None:
-        xp = array_namespace(m)
-        vmask = _voiced(voiced, xp, B, T, D, batched)
-        # (B, T, L*D), then the caller's shape: which entries are ever read
-        keep = voiced_keep_mask(vmask, lens, wins, msd_rule).reshape(m.shape)
+        vmask = _voiced(voiced, array_namespace(m), B, T, D, batched)
+        # (B, T, L, 1 or D): which entries are ever read
+        keep = voiced_keep_mask(vmask, lens, wins, msd_rule)
 
     # checks run on the caller's shapes so that reported indices are theirs
     if m is not None:
         xp = array_namespace(m)
         m = xp.ascontiguousarray(m, dtype=dtype)
         if keep is not None:   # a copy: dropped entries may hold anything (NaN, magic)
-            m = xp.where(keep, m, dtype.type(0))
+            m = where_kept(keep, m, 0)
         if check_finite:
             _check_finite(m, "means")
         m = m.reshape(B, T, LD)
@@ -281,7 +280,7 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         xp = array_namespace(w)
         w = xp.ascontiguousarray(w, dtype=dtype)
         if keep is not None and w.ndim > 1:
-            w = xp.where(keep, w, dtype.type(1))
+            w = where_kept(keep, w, 1)
         _check_weights(w, kind, wname)
         if w.ndim > 1:
             w = w.reshape(B, T, LD)
@@ -289,7 +288,7 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     return Problem(means=m, weights=w, weight_kind=kind, windows=wins, lengths=lens,
                    boundary=boundary, static_dim=D, n_frames=T, dtype=np.dtype(dtype),
                    batched=batched, num_threads=num_threads, voiced=vmask,
-                   msd_rule=msd_rule)
+                   msd_rule=msd_rule, voicing_keep=keep)
 
 
 def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarray:

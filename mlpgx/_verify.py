@@ -95,6 +95,12 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+def _flags(voiced):
+    """A validated ``(B, T, 1 or D)`` mask back in a form ``voiced=`` takes."""
+    v = _host(voiced)
+    return v[..., 0] if v.shape[2] == 1 else v
+
+
 def _solution_scale(x, windows):
     """Per element of a ``(B, T, L*D)`` output: ``sum_j |w_l[j]|`` times the
     largest ``|x|`` of that sequence and dimension -- the magnitude of
@@ -154,7 +160,7 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     weights = {"precisions" if problem.weight_kind == "precision" else "variances": w64}
     wide = make_problem(mu64, windows=problem.windows, lengths=problem.lengths,
                         boundary=problem.boundary, msd_rule=problem.msd_rule,
-                        voiced=None if problem.voiced is None else _host(problem.voiced),
+                        voiced=None if problem.voiced is None else _flags(problem.voiced),
                         **weights)
     if grad_output is None:
         rng = np.random.default_rng(seed)

@@ -588,17 +588,16 @@ def _eager_validation(*tensors) -> bool:
 
 
 def _voiced_tensor(voiced, B, T, D, batched, device):
-    """The voicing mask as a ``(B, T, D)`` bool tensor on ``device`` (values
-    and shapes were checked by the eager validation, when it runs)."""
+    """The voicing mask as a ``(B, T, 1)`` or ``(B, T, D)`` bool tensor on
+    ``device`` (values and shapes were checked by the eager validation, when
+    it runs)."""
     v = voiced if isinstance(voiced, torch.Tensor) else torch.as_tensor(np.asarray(voiced))
     v = v.to(device=device)
     v = v if v.dtype == torch.bool else v != 0
     lead = (B, T) if batched else (T,)
-    if tuple(v.shape) == lead:
-        v = v.unsqueeze(-1)
-    elif tuple(v.shape) != lead + (D,):
+    if tuple(v.shape) not in (lead, lead + (D,)):
         raise ValueError(f"voiced must have shape {lead} or {lead + (D,)}; got {tuple(v.shape)}")
-    return v.reshape(B, T, -1).expand(B, T, D)
+    return v.reshape(B, T, -1)
 
 
 def _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced, unvoiced_value,
@@ -615,25 +614,30 @@ def _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced, unvoiced_va
     L = len(wins)
     D = LD // L
     dev = means.device
-    v = _voiced_tensor(voiced, B, T, D, batched, dev)
+    v = _voiced_tensor(voiced, B, T, D, batched, dev)                 # (B, T, Dm)
     n = (torch.full((B,), T, dtype=torch.int64) if lens is None else lens).to(dev)
     unvoiced = ~v & (torch.arange(T, device=dev)[None, :, None] < n[:, None, None])
-    keep = _msd.keep_mask(unvoiced, wins, msd_rule,
+    keep = _msd.keep_mask(unvoiced, wins, msd_rule,                   # (B, T, L, Dm)
                           zeros=lambda shape: torch.zeros(shape, dtype=torch.bool, device=dev),
                           concat=torch.cat)
-    placeholder = torch.cat([unvoiced, torch.zeros(B, T, LD - D, dtype=torch.bool,
-                                                    device=dev)], dim=2)
+    placeholder = torch.cat([unvoiced[:, :, None],
+                             torch.zeros_like(keep[:, :, 1:])], dim=2)
     zero = torch.zeros((), dtype=mb.dtype, device=dev)
     one = torch.ones((), dtype=mb.dtype, device=dev)
-    m_low = torch.where(keep, mb, zero)
+    m_low = torch.where(keep, mb.reshape(B, T, L, D), zero).reshape(B, T, LD)
     if kind == "precision":
         dropped_value = zero
     else:
         kind = "variance"
         dropped_value = torch.full((), float("inf"), dtype=mb.dtype, device=dev)
-    w = one if weights is None else (weights if weights.dim() == 1 or batched
-                                     else weights.unsqueeze(0))
+    if weights is None:
+        w = one
+    elif weights.dim() == 1:
+        w = weights.reshape(L, D)
+    else:
+        w = weights.reshape(B, T, L, D)
     w_low = torch.where(placeholder, one, torch.where(keep, w, dropped_value))
+    w_low = w_low.expand(B, T, L, D).reshape(B, T, LD)
     lefts, rights, coeffs = _encode(wins)
     out = _call(_mlpg_op, m_low.contiguous(), w_low.contiguous(), kind, list(lefts),
                 list(rights), list(coeffs), lens, boundary, check_finite)

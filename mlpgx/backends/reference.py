@@ -176,7 +176,9 @@ class _System:
         if problem.voiced is None:
             unvoiced = np.zeros(n, dtype=bool)
         else:
-            unvoiced = ~np.asarray(problem.voiced[b, :n, d])
+            # one flag per frame (shape (B, T, 1)) or per dimension
+            voiced = np.asarray(problem.voiced)
+            unvoiced = ~voiced[b, :n, min(d, voiced.shape[2] - 1)]
         R = scipy.sparse.csr_matrix((n, n), dtype=np.float64)
         for l in range(problem.n_windows):
             dropped = _dropped_frames(problem, l, n) | _touches_unvoiced(problem, l, unvoiced)
