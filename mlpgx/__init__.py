@@ -14,15 +14,19 @@ window_matrix
     Banded (or sparse) window matrices.
 backends
     The backend registry (``"cython"``, ``"reference"``, plug-ins).
+StreamingMLPG
+    Low-latency generation with a fixed look-ahead (:mod:`mlpgx.streaming`).
 verify, testing
     Check any backend against the scipy.sparse reference.
 """
 from . import backends, windows
 from ._api import BandedMatrix, mlpg, mlpg_adjoint, mlpg_solve, window_matrix
 from ._verify import VerifyReport, verify
+from .streaming import StreamingMLPG
 from . import testing
 
 __version__ = "0.1.0"
 
 __all__ = ["mlpg", "mlpg_adjoint", "mlpg_solve", "window_matrix", "BandedMatrix",
+           "StreamingMLPG",
            "windows", "backends", "verify", "VerifyReport", "testing", "__version__"]
