@@ -47,6 +47,9 @@ _MAX_BACKTRACK = 60
 #: Inner conjugate-gradient iterations per Newton step and their relative tolerance.
 _CG_MAXITER = 30
 _CG_RTOL = 1e-6
+#: Fraction of the smallest static precision kept when the preconditioner
+#: takes in a negative GV curvature.
+_SHIFT_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,8 @@ class _State:
         mu[:, :, 0, :] *= self.m            # placeholder equations: c[t] = 0
         self.mu = mu
         self.N = self.m.sum(axis=1)                                   # (B, D)
+        self.pmin = np.where(self.m > 0, self.P[:, :, 0, :], np.inf).min(axis=1, initial=np.inf)
+        self.pmin[~np.isfinite(self.pmin)] = 0.0
         self.active = (self.N >= 2) & (gv_weight > 0)
         Nsafe = np.maximum(self.N, 1.0)
         self.omega = (np.full((B, D), float(ml_weight)) if ml_weight is not None
@@ -192,6 +197,17 @@ class _State:
         self.k = max(w.left + w.right for w in self.wins)
         self.bands = self._bands()
         self.r = self.WT(self.P * self.mu)
+
+    def subset(self, cols):
+        """A shallow copy restricted to the static dimensions ``cols``."""
+        out = object.__new__(_State)
+        out.__dict__.update(self.__dict__)
+        out.D = len(cols)
+        for name in ("P", "mu", "m", "bands", "r"):
+            setattr(out, name, getattr(self, name)[..., cols])
+        for name in ("N", "Nsafe", "pmin", "active", "omega", "mv", "vv", "a"):
+            setattr(out, name, getattr(self, name)[:, cols])
+        return out
 
     # -- window products --------------------------------------------------
     def W(self, x):
@@ -304,18 +320,22 @@ class _Hessian:
     ``Pc = diag(m) - m m^T / N`` (a projection)::
 
         H = omega R + s Pc + a g g^T
-        M = omega R + max(s, 0) Pc + a g g^T      (= H when s >= 0)
+        M = omega R + s' Pc + a g g^T,   s' = max(s, -(1 - eps) omega p_min)
 
-    ``M`` is applied inversely as the banded ``A = omega R + max(s, 0) diag(m)``
-    (one :func:`mlpgx.mlpg_solve`) plus the rank-2 correction
-    ``U C U^T``, ``U = [m, g]``, ``C = diag(-max(s,0)/N, a)``, by Woodbury.
+    ``p_min`` is the smallest static precision on ``S``: the banded part
+    ``A = omega R + s' diag(m)`` then has non-negative precisions (static ones
+    positive), so it is positive definite and goes through
+    :func:`mlpgx.mlpg_solve`; ``U C U^T`` with ``U = [m, g]``,
+    ``C = diag(-s'/N, a)`` is added by Woodbury.  ``M`` is positive definite
+    (``-s'/N >= 0`` where ``s' < 0``) and equals ``H`` unless ``s`` is below
+    the bound (a strong pull towards a larger variance).
     """
 
     def __init__(self, st: _State, dev, v):
         self.st = st
         N = st.Nsafe
         self.s = st.a * (v - st.mv) * 2.0 / N                         # (B, D)
-        self.sp = np.maximum(self.s, 0.0)
+        self.sp = np.maximum(self.s, -(1.0 - _SHIFT_MARGIN) * st.omega * st.pmin)
         self.g = (2.0 / N)[:, None, :] * dev
         prec = st.P * st.omega[:, None, None, :]
         prec[:, :, 0, :] += self.sp[:, None, :] * st.m
@@ -417,6 +437,22 @@ class _Point:
         """The point ``c + d`` (``Rd = R d``)."""
         return _Point(st, self.c + d, self.Rr + st.r + Rd)
 
+    def subset(self, cols):
+        """The static dimensions ``cols`` only."""
+        out = object.__new__(_Point)
+        out.c, out.Rr, out.dev = self.c[..., cols], self.Rr[..., cols], self.dev[..., cols]
+        out.v = self.v[:, cols]
+        return out
+
+    def replaced(self, cols, part):
+        """A copy with the static dimensions ``cols`` taken from ``part``."""
+        out = object.__new__(_Point)
+        for name in ("c", "Rr", "dev", "v"):
+            a = getattr(self, name).copy()
+            a[..., cols] = getattr(part, name)
+            setattr(out, name, a)
+        return out
+
 
 def _radial(st: _State, pt: _Point):
     """Best rescaling of the deviation around the mean: ``c -> cbar + k (c - cbar)``
@@ -463,9 +499,47 @@ def _radial(st: _State, pt: _Point):
     return pt.moved(st, u * pt.dev, u * Rdev), best
 
 
+def _step(st: _State, pt: _Point, done, gn0, tol):
+    """One Newton-CG step with the curvilinear Armijo search, for the
+    ``(b, d)`` not ``done``.  Returns ``(point, dJ, small, accepted)``."""
+    J0 = np.zeros(done.shape)
+    live = ~done[:, None, :]
+    G = st.gradient(pt) * live
+    gn = np.sqrt(_dot(G, G))
+    # forcing term (Eisenstat-Walker style): solve more exactly as G shrinks
+    eta = np.clip(gn / np.where(gn0 > 0, gn0, 1.0), _CG_RTOL, 0.1)
+    H = st.curvature(pt.dev, pt.v)
+    dx, _ = H.pcg(G, eta, _CG_MAXITER, newton=True)
+    dx *= live
+    small = np.abs(dx).max(axis=1, initial=0.0) <= tol * np.sqrt(np.maximum(st.mv, pt.v))
+    slope = _dot(G, dx)
+    Rdx = st.R(dx)
+    alpha = np.ones_like(J0)
+    accepted = done.copy()
+    dJ = np.zeros_like(J0)
+    new = pt
+    for _ in range(_MAX_BACKTRACK):
+        trial = ~accepted
+        if not trial.any():
+            break
+        al = alpha[:, None, :]
+        d1 = st.delta_objective(pt, al * dx, al * Rdx)
+        tp, d2 = _radial(st, pt.moved(st, al * dx, al * Rdx))
+        dJk = d1 + d2
+        good = trial & (dJk >= _ARMIJO * alpha * slope) & (dJk >= 0)
+        dJ = np.where(good, dJk, dJ)
+        new = _select(good, tp, new)
+        accepted |= good
+        alpha = np.where(trial & ~good, 0.5 * alpha, alpha)
+    return new, dJ, small, accepted
+
+
 def _optimise(st: _State, max_iter, tol):
     """Newton-CG with a curvilinear Armijo line search (each trial point is
-    followed by the best radial rescaling); returns ``(c, info dict)``."""
+    followed by the best radial rescaling); returns ``(c, info dict)``.
+
+    Each iteration works on the static dimensions that some sequence still
+    iterates on (the others are sliced away)."""
     _, c = _mlpg_start(st)
     pt = _Point(st, c)
     J = st.objective(c)
@@ -477,45 +551,26 @@ def _optimise(st: _State, max_iter, tol):
     for _ in range(max_iter):
         if done.all():
             break
-        live = ~done[:, None, :]
-        G = st.gradient(pt) * live
-        gn = np.sqrt(_dot(G, G))
-        gn0 = gn if gn0 is None else gn0
-        # forcing term (Eisenstat-Walker style): solve more exactly as G shrinks
-        eta = np.clip(gn / np.where(gn0 > 0, gn0, 1.0), _CG_RTOL, 0.1)
-        H = st.curvature(pt.dev, pt.v)
-        dx, _ = H.pcg(G, eta, _CG_MAXITER, newton=True)
-        dx *= live
-        small = np.abs(dx).max(axis=1) <= tol * np.sqrt(np.maximum(st.mv, pt.v))
-        slope = _dot(G, dx)
-        Rdx = st.R(dx)
-        alpha = np.ones_like(J)
-        accepted = done.copy()
-        dJ = np.zeros_like(J)
-        new = pt
-        for _ in range(_MAX_BACKTRACK):
-            trial = ~accepted
-            if not trial.any():
-                break
-            al = alpha[:, None, :]
-            d1 = st.delta_objective(pt, al * dx, al * Rdx)
-            tp, d2 = _radial(st, pt.moved(st, al * dx, al * Rdx))
-            dJk = d1 + d2
-            good = trial & (dJk >= _ARMIJO * alpha * slope) & (dJk >= 0)
-            dJ = np.where(good, dJk, dJ)
-            new = _select(good, tp, new)
-            accepted |= good
-            alpha = np.where(trial & ~good, 0.5 * alpha, alpha)
+        if gn0 is None:
+            G = st.gradient(pt)
+            gn0 = np.sqrt(_dot(G, G))
+        cols = np.flatnonzero((~done).any(axis=0))
+        whole = len(cols) == st.D
+        sub = st if whole else st.subset(cols)
+        new, dJ, small, accepted = _step(sub, pt if whole else pt.subset(cols),
+                                         done[:, cols], gn0[:, cols], tol)
+        pt = new if whole else pt.replaced(cols, new)
         iters += ~done
-        J = J + dJ
+        J[:, cols] += dJ
         hist.append(J.copy())
-        converged = converged | (small & ~done)
-        done = done | small | ~accepted
-        pt = new
+        fin = np.zeros_like(done)
+        fin[:, cols] = small
+        converged = converged | (fin & ~done)
+        fin[:, cols] |= ~accepted
+        done = done | fin
     G = st.gradient(pt)
     info = dict(iterations=iters, objective=np.stack(hist), converged=converged,
-                grad_norm=np.abs(G).max(axis=1) if st.T else np.zeros_like(J), gv=pt.v,
-                ml_weight=st.omega)
+                grad_norm=np.abs(G).max(axis=1, initial=0.0), gv=pt.v, ml_weight=st.omega)
     return pt.c, info
 
 
