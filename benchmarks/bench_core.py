@@ -24,34 +24,19 @@ solveh     a per-dimension ``scipy.linalg.solveh_banded`` loop, R built with Num
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
 import os
-import platform
-import socket
 import sys
-import time
 import tracemalloc
 
 import numpy as np
 import scipy.linalg
 
 import mlpgx
-import mlpgx._ext
 from mlpgx._ext import solver as _solver
 
-
-def best_time(fn, budget=0.4, min_runs=3, max_runs=50):
-    """Minimum wall time of ``fn()`` over repeated runs (within ``budget`` s)."""
-    fn()  # warm up (page faults, thread pool)
-    times = []
-    t_start = time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - t_start < budget and len(times) < max_runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS, best_time, machine_info, today, write_results  # noqa: E402
 
 
 def peak_extra_bytes(fn):
@@ -198,7 +183,7 @@ def plot(rows, path, machine):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes only")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--out", default=RESULTS)
     ap.add_argument("--no-peers", action="store_true", help="skip reference / solveh timings")
     ap.add_argument("--plot", action="store_true",
                     help="also write a log-log PNG of time vs T (needs matplotlib)")
@@ -219,22 +204,12 @@ def main(argv=None):
                 rows.append(r)
                 print(fmt_row(r), flush=True)
 
-    machine = dict(host=socket.gethostname(), platform=platform.platform(),
-                   processor=platform.processor() or platform.machine(),
-                   cpus=os.cpu_count(), omp_max_threads=nmax,
-                   openmp=_solver.openmp_enabled(), simd=mlpgx._ext.simd,
-                   python=sys.version.split()[0],
-                   numpy=np.__version__, scipy=scipy.__version__, mlpgx=mlpgx.__version__)
-    stamp = datetime.date.today().isoformat()
-    os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, f"core-{'quick-' if args.quick else ''}{stamp}")
-    with open(base + ".json", "w") as fh:
-        json.dump(dict(machine=machine, rows=rows), fh, indent=1)
-    with open(base + ".md", "w") as fh:
-        fh.write(f"# mlpgx core CPU benchmark, {stamp}\n\n")
-        fh.write("Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()) + "\n\n")
-        fh.write(HEADER + "\n" + "\n".join(fmt_row(r) for r in rows) + "\n")
-    print(f"\nwrote {base}.json and {base}.md")
+    machine = machine_info(omp_max_threads=nmax, openmp=_solver.openmp_enabled(),
+                           scipy=scipy.__version__)
+    stamp = today()
+    base = write_results("core", "mlpgx core CPU benchmark", dict(machine=machine, rows=rows),
+                         [(None, HEADER + "\n" + "\n".join(fmt_row(r) for r in rows))],
+                         quick=args.quick, out_dir=args.out)
     if args.plot:
         plot(rows, base + ".png", machine)
         print(f"wrote {base}.png")

@@ -19,19 +19,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
 
 import numpy as np
 
 import mlpgx
-import mlpgx._ext
 
-sys.path.insert(0, os.path.dirname(__file__))
-from bench_core import best_time  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS, best_time, machine_info, write_results  # noqa: E402
 
 HEADER = ("| B | T | D | dtype | plain ms | voiced ms | voiced/plain | per-run ms "
           "| per-run/voiced | reference ms | ref/voiced | adjoint ms |\n"
@@ -95,7 +91,7 @@ def fmt_row(r):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes only")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
     # lf0 (D=1) batches for MGE training, and a per-dimension mask case
     cases = [(1, 1000, 1), (32, 1000, 1)] if args.quick else \
@@ -107,20 +103,10 @@ def main(argv=None):
             r = bench_case(B, T, D, dtype)
             rows.append(r)
             print(fmt_row(r), flush=True)
-    machine = dict(platform=platform.platform(),
-                   processor=platform.processor() or platform.machine(),
-                   cpus=os.cpu_count(), simd=mlpgx._ext.simd, python=sys.version.split()[0],
-                   numpy=np.__version__, mlpgx=mlpgx.__version__)
-    stamp = datetime.date.today().isoformat()
-    os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, f"msd-{'quick-' if args.quick else ''}{stamp}")
-    with open(base + ".json", "w") as fh:
-        json.dump(dict(machine=machine, rows=rows), fh, indent=1)
-    with open(base + ".md", "w") as fh:
-        fh.write(f"# mlpgx MSD (voiced=) benchmark, {stamp}\n\n")
-        fh.write("Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()) + "\n\n")
-        fh.write(HEADER + "\n" + "\n".join(fmt_row(r) for r in rows) + "\n")
-    print(f"\nwrote {base}.json and {base}.md")
+    table = HEADER + "\n" + "\n".join(fmt_row(r) for r in rows)
+    write_results("msd", "mlpgx MSD (voiced=) benchmark",
+                  dict(machine=machine_info(), rows=rows), [(None, table)],
+                  quick=args.quick, out_dir=args.out)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,7 @@ here).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import socket
 import sys
 import time
 
@@ -47,6 +43,9 @@ import numpy as np
 
 import mlpgx
 from mlpgx.streaming import StreamingMLPG
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS, machine_info, write_results  # noqa: E402
 
 DELAYS_LATENCY = (0, 5, 10, 30, 100)
 DELAYS_ERROR = (1, 5, 10, 30)
@@ -153,7 +152,7 @@ def fmt_err(r):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="T = 300 frames per latency case")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
 
     T, D = (300, 60) if args.quick else (1000, 60)
@@ -172,23 +171,14 @@ def main(argv=None):
     for r in err:
         print(fmt_err(r), flush=True)
 
-    machine = dict(host=socket.gethostname(), platform=platform.platform(),
-                   processor=platform.processor() or platform.machine(),
-                   cpus=os.cpu_count(), python=sys.version.split()[0],
-                   numpy=np.__version__, mlpgx=mlpgx.__version__)
-    stamp = datetime.date.today().isoformat()
-    os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, f"streaming-{'quick-' if args.quick else ''}{stamp}")
-    with open(base + ".json", "w") as fh:
-        json.dump(dict(machine=machine, latency=lat, error=err), fh, indent=1)
-    with open(base + ".md", "w") as fh:
-        fh.write(f"# mlpgx streaming benchmark, {stamp}\n\n")
-        fh.write("Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()) + "\n\n")
-        fh.write(f"## Latency (D={D}, L=3 DELTA, T={T}, best of {repeats})\n\n")
-        fh.write(LAT_HEADER + "\n" + "\n".join(fmt_lat(r) for r in lat) + "\n\n")
-        fh.write("## Error vs the whole-utterance solution (float64)\n\n")
-        fh.write(ERR_HEADER + "\n" + "\n".join(fmt_err(r) for r in err) + "\n")
-    print(f"\nwrote {base}.json and {base}.md")
+    write_results(
+        "streaming", "mlpgx streaming benchmark",
+        dict(machine=machine_info(), latency=lat, error=err),
+        [(f"Latency (D={D}, L=3 DELTA, T={T}, best of {repeats})",
+          LAT_HEADER + "\n" + "\n".join(fmt_lat(r) for r in lat)),
+         ("Error vs the whole-utterance solution (float64)",
+          ERR_HEADER + "\n" + "\n".join(fmt_err(r) for r in err))],
+        quick=args.quick, out_dir=args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""What every benchmark script shares: timing, the machine description and
+writing ``benchmarks/results/<name>-<date>.{json,md}``."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import socket
+import sys
+import time
+
+import numpy as np
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def best_time(fn, budget=0.4, min_runs=3, max_runs=50):
+    """Minimum wall time of ``fn()`` over repeated runs (within ``budget`` s,
+    after one warm-up run; a call slower than ``4 * budget`` is timed once
+    more and that is the measurement)."""
+    t0 = time.perf_counter()
+    fn()  # warm up (page faults, thread pool, first-call set-up)
+    if time.perf_counter() - t0 > 4 * budget:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < budget
+                                    and len(times) < max_runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def machine_info(**extra) -> dict:
+    """Host, CPU, versions (and the kernel build), plus ``extra``."""
+    import mlpgx
+    import mlpgx._ext
+
+    info = dict(host=socket.gethostname(), platform=platform.platform(),
+                processor=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                simd=mlpgx._ext.simd, python=sys.version.split()[0], numpy=np.__version__,
+                mlpgx=mlpgx.__version__)
+    info.update(extra)
+    return info
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()
+
+
+def write_results(name: str, title: str, payload: dict, sections, *, quick=False,
+                  out_dir=RESULTS) -> str:
+    """Write ``<out_dir>/<name>[-quick]-<date>.json`` (``payload``) and
+    ``.md`` (``# title``, the machine line of ``payload["machine"]`` and
+    ``sections``, a list of ``(heading or None, markdown text)``); returns the
+    path without extension."""
+    stamp = today()
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, f"{name}-{'quick-' if quick else ''}{stamp}")
+    with open(base + ".json", "w") as fh:
+        json.dump(payload, fh, indent=1)
+    with open(base + ".md", "w") as fh:
+        fh.write(f"# {title}, {stamp}\n\n")
+        machine = payload.get("machine", {})
+        fh.write("Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()) + "\n\n")
+        for heading, text in sections:
+            if heading:
+                fh.write(f"## {heading}\n\n")
+            fh.write(text.rstrip("\n") + "\n\n")
+    print(f"\nwrote {base}.json and {base}.md")
+    return base
