@@ -256,3 +256,24 @@ def test_unbatched_rejects_batched_gv_stats():
 def test_doctests():
     res = doctest.testmod(mlpgx.gv, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert res.failed == 0 and res.attempted > 0
+
+
+def test_objective_of_each_iterate_increases():
+    """``J`` evaluated plainly (the reference's formula) on the trajectory
+    after ``k`` iterations never decreases in ``k`` and equals the history."""
+    from mlpgx._gv_reference import _Dim
+
+    means, var, mv = smooth_case(B=1, T=40, D=2, seed=21, ratio=4.0)
+    gv_var = 1e-5 * mv[0] ** 2
+    dims = [_Dim(means[0][:, [d, 2 + d, 4 + d]], 1.0 / var[0][:, [d, 2 + d, 4 + d]],
+                 mlpgx.windows.DELTA, 40, "per-window", np.ones(40, bool), "hts", None,
+                 mv[0, d], gv_var[d], 1.0) for d in range(2)]
+    prev = None
+    for k in range(8):
+        c, info = mlpg_gv(means[0], var[0], gv_mean=mv[0], gv_variance=gv_var, max_iter=k,
+                          return_info=True)
+        J = np.array([dims[d].J(c[:, d]) for d in range(2)])
+        np.testing.assert_allclose(info.objective[-1], J, rtol=1e-10)
+        if prev is not None:
+            assert np.all(J >= prev - 1e-12 * np.abs(prev))
+        prev = J
