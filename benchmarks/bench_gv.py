@@ -24,33 +24,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import socket
 import sys
-import time
 
 import numpy as np
 
-import mlpgx
-from mlpgx.data import LF0, MGC, VUV, load_arctic_a0001
-from mlpgx.gv import mlpg_gv
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mlpgx  # noqa: E402
+from mlpgx.data import LF0, MGC, VUV, load_arctic_a0001  # noqa: E402
+from mlpgx.gv import mlpg_gv  # noqa: E402
+from _common import RESULTS, best_time, machine_info, write_results  # noqa: E402
 
 DIMS = [0, 1, 2, 5, 10, 20, 40, 59]
-
-
-def best_time(fn, budget=1.0, min_runs=3, max_runs=30):
-    """Minimum wall time of ``fn()`` over repeated runs (within ``budget`` s)."""
-    fn()
-    times = []
-    t0 = time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - t0 < budget and len(times) < max_runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def oversmoothed(x, seg, floor=1e-2):
@@ -78,9 +63,9 @@ def run_stream(name, x, seg, rel_std, voiced=None, threads=1):
     c_ml = mlpgx.mlpg(means, var, num_threads=threads, **kw)
     c_gv, info = mlpg_gv(means, var, gv_mean=natural, gv_variance=gv_var, return_info=True,
                          num_threads=threads, **kw)
-    t_ml = best_time(lambda: mlpgx.mlpg(means, var, num_threads=threads, **kw))
+    t_ml = best_time(lambda: mlpgx.mlpg(means, var, num_threads=threads, **kw), budget=1.0)
     t_gv = best_time(lambda: mlpg_gv(means, var, gv_mean=natural, gv_variance=gv_var,
-                                     num_threads=threads, **kw))
+                                     num_threads=threads, **kw), budget=1.0)
     v_ml = c_ml[sel].var(axis=0)
     v_gv = c_gv[sel].var(axis=0)
     geo = lambda r: float(np.exp(np.mean(np.log(r))))            # noqa: E731
@@ -171,7 +156,7 @@ def main(argv=None):
     ap.add_argument("--seg", type=int, default=8, help="frames per segment (state)")
     ap.add_argument("--rel-std", type=float, default=0.05,
                     help="GV standard deviation relative to the target")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--out", default=RESULTS)
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
 
@@ -182,24 +167,14 @@ def main(argv=None):
     text = tables(results)
     print(text)
 
-    machine = dict(host=socket.gethostname(), platform=platform.platform(),
-                   cpus=os.cpu_count(), python=sys.version.split()[0],
-                   numpy=np.__version__, mlpgx=mlpgx.__version__, threads=1)
-    stamp = datetime.date.today().isoformat()
-    os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, f"gv-{stamp}")
+    machine = machine_info(threads=1)
     rows = [{k: v for k, v in r.items() if k not in ("trajectories", "means")}
             for r in results]
-    with open(base + ".json", "w") as fh:
-        json.dump(dict(machine=machine, seg=args.seg, rel_std=args.rel_std, rows=rows), fh,
-                  indent=1)
-    with open(base + ".md", "w") as fh:
-        fh.write(f"# GV-constrained generation, arctic a0001, {stamp}\n\n")
-        fh.write(f"Segments of {args.seg} frames, sigma_v = {args.rel_std} x target; "
-                 f"one thread; machine: " + ", ".join(f"{k}={v}" for k, v in machine.items())
-                 + "\n\n")
-        fh.write(text + "\n")
-    print(f"\nwrote {base}.json and {base}.md")
+    base = write_results(
+        "gv", "GV-constrained generation, arctic a0001",
+        dict(machine=machine, seg=args.seg, rel_std=args.rel_std, rows=rows),
+        [(None, f"Segments of {args.seg} frames, sigma_v = {args.rel_std} x target; "
+                f"one thread."), (None, text)], out_dir=args.out)
     if not args.no_plot:
         plot(results, base + ".png")
         print(f"wrote {base}.png")

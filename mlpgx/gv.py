@@ -30,13 +30,12 @@ import math
 import numbers
 import operator
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
 from ._api import _check_unvoiced_value, mlpg_solve
 from ._msd import effective_precisions
-from ._validate import make_problem
+from ._validate import array_namespace, make_problem
 from .windows import DELTA
 
 __all__ = ["mlpg_gv", "GVInfo"]
@@ -596,6 +595,9 @@ def _prepare(means, variances, windows, gv_mean, gv_variance, *, precisions, gv_
         raise TypeError("means is required")
     problem = make_problem(means, variances, windows, precisions=precisions,
                            lengths=lengths, boundary=boundary, num_threads=num_threads, **kw)
+    if array_namespace(problem.means) is not np:
+        raise TypeError("mlpg_gv takes NumPy arrays (the optimiser runs on the host); "
+                        "move CuPy arrays with .get()")
     B, D = problem.batch_size, problem.static_dim
     mv = _gv_stat(gv_mean, "gv_mean", B, D, problem.batched, positive=False)
     vv = _gv_stat(gv_variance, "gv_variance", B, D, problem.batched, positive=True)
