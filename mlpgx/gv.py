@@ -646,11 +646,13 @@ def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None
     The start point is the MLPG trajectory rescaled around its mean to the
     target variance (as HTS_engine does).  Each iteration takes a Newton
     step, computed by conjugate gradients on the exact Hessian of ``-J``
-    preconditioned by its positive definite part (a banded solve plus a
-    rank-2 Woodbury correction; the first direction of negative curvature
-    stops CG with an ascent direction), and a backtracking (Armijo) line
-    search, so ``J`` never decreases.  The cost is ``O(T)`` per dimension and
-    iteration.
+    preconditioned by a positive definite approximation of it (a banded solve
+    plus a rank-2 Woodbury correction; the first direction of negative
+    curvature stops CG with an ascent direction), and a backtracking (Armijo)
+    line search in which every trial point is followed by the best rescaling
+    of its deviation around the mean (exact: the roots of a cubic); only
+    steps that increase ``J`` are taken, so ``J`` never decreases.  The cost
+    is ``O(T)`` per dimension and iteration; see ``docs/gv.md``.
 
     Parameters
     ----------
