@@ -14,6 +14,8 @@ window_matrix
     Banded (or sparse) window matrices.
 backends
     The backend registry (``"cython"``, ``"reference"``, plug-ins).
+mlpg_gv, GVInfo
+    Global-variance constrained generation (:mod:`mlpgx.gv`).
 StreamingMLPG
     Low-latency generation with a fixed look-ahead (:mod:`mlpgx.streaming`).
 verify, testing
@@ -22,11 +24,12 @@ verify, testing
 from . import backends, windows
 from ._api import BandedMatrix, mlpg, mlpg_adjoint, mlpg_solve, window_matrix
 from ._verify import VerifyReport, verify
+from .gv import GVInfo, mlpg_gv
 from .streaming import StreamingMLPG
 from . import testing
 
 __version__ = "0.1.0"
 
 __all__ = ["mlpg", "mlpg_adjoint", "mlpg_solve", "window_matrix", "BandedMatrix",
-           "StreamingMLPG",
+           "mlpg_gv", "GVInfo", "StreamingMLPG",
            "windows", "backends", "verify", "VerifyReport", "testing", "__version__"]

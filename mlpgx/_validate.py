@@ -108,18 +108,21 @@ def check_boundary(boundary) -> str:
     return boundary
 
 
-def _check_num_threads(num_threads):
-    if num_threads is None:
-        return None
-    if isinstance(num_threads, (bool, np.bool_)):
-        raise TypeError(f"num_threads must be a positive int or None; got {num_threads!r}")
+def check_int(value, name: str, minimum: int) -> int:
+    """``value`` as an ``int >= minimum`` (bools are not ints here)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r}")
     try:
-        n = operator.index(num_threads)
+        value = operator.index(value)
     except TypeError:
-        raise TypeError(f"num_threads must be a positive int or None; got {num_threads!r}") from None
-    if n < 1:
-        raise ValueError(f"num_threads must be >= 1; got {n}")
-    return n
+        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    return value
+
+
+def _check_num_threads(num_threads):
+    return None if num_threads is None else check_int(num_threads, "num_threads", 1)
 
 
 def _lengths(lengths, batch: int, T: int, batched: bool) -> np.ndarray:

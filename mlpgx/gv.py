@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._api import _check_unvoiced_value, mlpg_solve
 from ._msd import effective_precisions
-from ._validate import array_namespace, make_problem
+from ._validate import array_namespace, check_int, make_problem
 from .windows import DELTA
 
 __all__ = ["mlpg_gv", "GVInfo"]
@@ -135,14 +134,7 @@ def _options(gv_weight, ml_weight, max_iter, tol):
         if ml_weight <= 0:
             raise ValueError(f"ml_weight must be positive (or None for HTS's 1/(L*N)); "
                              f"got {ml_weight}")
-    if isinstance(max_iter, (bool, np.bool_)):
-        raise TypeError(f"max_iter must be an int; got {max_iter!r}")
-    try:
-        max_iter = operator.index(max_iter)
-    except TypeError:
-        raise TypeError(f"max_iter must be an int; got {max_iter!r}") from None
-    if max_iter < 0:
-        raise ValueError(f"max_iter must be >= 0; got {max_iter}")
+    max_iter = check_int(max_iter, "max_iter", 0)
     tol = _real(tol, "tol")
     if tol <= 0:
         raise ValueError(f"tol must be positive; got {tol}")

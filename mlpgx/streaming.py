@@ -8,31 +8,18 @@ finishes it per emitted frame; see ``docs/streaming.md``.
 """
 from __future__ import annotations
 
-import operator
 
 import numpy as np
 
 from ._ext._solver import PIVOT_RTOL
 from ._ext._streaming import StreamKernel
 from ._problem import Problem
-from ._validate import _check_finite, _check_weights, _float_array, check_boundary
+from ._validate import _check_finite, _check_weights, _float_array, check_boundary, check_int
 from .windows import DELTA, as_windows
 
 __all__ = ["StreamingMLPG"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _int_arg(value, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return value
 
 
 class StreamingMLPG:
@@ -127,8 +114,8 @@ class StreamingMLPG:
     def __init__(self, windows=DELTA, static_dim=1, delay=0, *, boundary="per-window",
                  dtype=np.float64):
         wins = as_windows(windows)
-        D = _int_arg(static_dim, "static_dim", 1)
-        delay = _int_arg(delay, "delay", 0)
+        D = check_int(static_dim, "static_dim", 1)
+        delay = check_int(delay, "delay", 0)
         boundary = check_boundary(boundary)
         try:
             dt = np.dtype(dtype)

@@ -9,10 +9,10 @@ import pytest
 
 MODULES = ["mlpgx", "mlpgx._api", "mlpgx.windows", "mlpgx._verify", "mlpgx.testing",
            "mlpgx.backends", "mlpgx.backends.reference", "mlpgx.backends.cython",
-           "mlpgx.data", "mlpgx.streaming"]
+           "mlpgx.data", "mlpgx.streaming", "mlpgx.gv"]
 #: Modules whose docstrings contain examples (at least one must run).
 WITH_EXAMPLES = {"mlpgx._api", "mlpgx.windows", "mlpgx._verify", "mlpgx.testing",
-                 "mlpgx.backends", "mlpgx.data", "mlpgx.streaming"}
+                 "mlpgx.backends", "mlpgx.data", "mlpgx.streaming", "mlpgx.gv"}
 
 
 @pytest.mark.parametrize("name", MODULES)
