@@ -1,7 +1,7 @@
 """Voiced/unvoiced (MSD) benchmark: what ``voiced=`` costs.
 
-Times, in one run and on the same inputs (log F0-like streams: runs of voiced
-frames, about 30% unvoiced):
+Times, in one run, on one thread and on the same inputs (log F0-like streams:
+runs of voiced frames, about half unvoiced):
 
 plain        ``mlpgx.mlpg`` without a mask (the same values, no voicing rule)
 voiced       ``mlpgx.mlpg(..., voiced=mask)`` (lowering + the same kernel)
@@ -51,7 +51,7 @@ def per_run(means, variances, voiced):
     out = np.full((B, T, LD // 3), np.nan, dtype=means.dtype)
     for b in range(B):
         for a, e in runs(voiced[b]):
-            out[b, a:e] = mlpgx.mlpg(means[b, a:e], variances[b, a:e])
+            out[b, a:e] = mlpgx.mlpg(means[b, a:e], variances[b, a:e], num_threads=1)
     return out
 
 
@@ -66,14 +66,15 @@ def bench_case(B, T, D, dtype, seed=0, ref_seqs=2):
     b = per_run(means, variances, voiced)
     np.testing.assert_allclose(a, b, rtol=1e-4 if dtype == np.float32 else 1e-10,
                                atol=1e-5 if dtype == np.float32 else 1e-12)
-    t_plain = best_time(lambda: mlpgx.mlpg(means, variances))
-    t_voiced = best_time(lambda: mlpgx.mlpg(means, variances, voiced=voiced))
+    t_plain = best_time(lambda: mlpgx.mlpg(means, variances, num_threads=1))
+    t_voiced = best_time(lambda: mlpgx.mlpg(means, variances, voiced=voiced, num_threads=1))
     t_run = best_time(lambda: per_run(means, variances, voiced), budget=0.2, min_runs=1)
     nr = min(B, ref_seqs)
     t_ref = best_time(lambda: mlpgx.mlpg(means[:nr], variances[:nr], voiced=voiced[:nr],
                                          backend="reference"),
                       budget=0.1, min_runs=1, max_runs=2) * B / nr
-    t_adj = best_time(lambda: mlpgx.mlpg_adjoint(g, means, variances, voiced=voiced))
+    t_adj = best_time(lambda: mlpgx.mlpg_adjoint(g, means, variances, voiced=voiced,
+                                                num_threads=1))
     return dict(B=B, T=T, D=D, dtype=np.dtype(dtype).name,
                 unvoiced_fraction=float(1 - voiced.mean()),
                 plain_ms=t_plain * 1e3, voiced_ms=t_voiced * 1e3, per_run_ms=t_run * 1e3,
