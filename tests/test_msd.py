@@ -313,3 +313,27 @@ def test_torch_layer_global_variances_and_nan_inputs():
     np.testing.assert_allclose(gvar.grad.numpy(), rg, rtol=1e-12)
     with pytest.raises(ValueError, match="voiced must have shape"):
         mt.mlpg(mu, gvar, voiced=np.ones(T + 1, bool))
+
+
+def test_torch_compile_and_vmap_with_voicing():
+    torch = pytest.importorskip("torch")
+    import mlpgx.torch as mt
+    from torch.func import vmap
+
+    torch.manual_seed(0)
+    m = torch.randn(2, 30, 6, dtype=torch.float64, requires_grad=True)
+    v = torch.rand(2, 30, 6, dtype=torch.float64) + 0.5
+    voiced = torch.rand(2, 30) > 0.3
+
+    def f(m, v):
+        return mt.mlpg(m, v, voiced=voiced, unvoiced_value=0.0)
+
+    eager = f(m, v)
+    compiled = torch.compile(f, fullgraph=True)(m, v)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    g_eager, = torch.autograd.grad(eager.sum(), m)
+    g_comp, = torch.autograd.grad(compiled.sum(), m)
+    torch.testing.assert_close(g_comp, g_eager, rtol=0, atol=0)
+    mapped = vmap(lambda mm, vv, oo: mt.mlpg(mm, vv, voiced=oo, unvoiced_value=0.0))(
+        m, v, voiced)
+    torch.testing.assert_close(mapped, eager, rtol=1e-12, atol=1e-12)
