@@ -34,6 +34,8 @@ from mlpgx.backends.cuda import (NO_FAILURE, CudaBackend, failure_message, kerne
 from mlpgx.cuda import MAXK_VALUES, kernel_source, required_maxk
 from mlpgx.windows import DELTA, DELTA1, as_windows, regression
 
+from test_against_reference import WEIGHT_FORMS, make_weights
+
 HERE = Path(__file__).resolve().parent
 HARNESS = HERE / "cuda_host_harness.cpp"
 CU_FILE = Path(mlpgx.cuda.__file__).resolve().parent / mlpgx.cuda.KERNEL_FILE
@@ -53,7 +55,6 @@ WINDOW_SETS = {
     "even": as_windows([[1], [-1, 1], [1, -3, 3, -1]]),
 }
 WINDOW_PARAMS = [pytest.param(w, id=k) for k, w in WINDOW_SETS.items()]
-WEIGHT_FORMS = ["per-frame", "global", "precisions", "unit", "inf"]
 
 
 # --------------------------------------------------------------------------
@@ -135,27 +136,6 @@ def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan):
 # inputs and comparison
 # --------------------------------------------------------------------------
 
-def make_weights(rng, form, shape, L, D, dtype):
-    """Weights keeping every system positive definite (zeros / infs only in
-    dynamic columns; static precision >= 0.5)."""
-    dyn = np.zeros(L * D, dtype=bool)
-    dyn[D:] = True
-    if form == "unit":
-        return {}
-    if form == "global":
-        return {"variances": rng.uniform(0.5, 2.0, L * D).astype(dtype)}
-    var = rng.uniform(0.5, 2.0, shape)
-    if form == "per-frame":
-        return {"variances": var.astype(dtype)}
-    hole = (rng.random(shape) < 0.35) & dyn
-    if form == "inf":
-        var[hole] = np.inf
-        return {"variances": var.astype(dtype)}
-    prec = 1.0 / var
-    prec[hole] = 0.0
-    return {"precisions": prec.astype(dtype)}
-
-
 def assert_close(name, got, ref, rtol):
     got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
@@ -187,6 +167,7 @@ class HostBuildBackend(Backend):
 
 
 def check_all(lib, rng, dtype, windows, boundary, means, wkw, lengths, maxk=None):
+    wkw = {k: v for k, v in wkw.items() if v is not None}    # unit variances: {}
     """forward, adjoint (via mlpgx.verify's scaled metric) and solve of the
     host build vs the reference; dtypes, shapes, exact zeros at padded frames."""
     hb = HostBuildBackend(lib, maxk)
