@@ -27,10 +27,32 @@ Three ``torch.library.custom_op`` operators, each with a ``register_fake``
 Windows cross the operator boundary as ``int[] lefts, int[] rights,
 float[] coeffs`` (coefficients concatenated), the boundary rule and the
 weight kind (``"variance"``/``"precision"``/``"none"``) as ``str``,
-``lengths`` as ``Tensor?`` (int64).  The CPU kernels hand zero-copy NumPy
-views of the tensors to :func:`mlpgx.mlpg`, :func:`mlpgx.mlpg_adjoint` and
-:func:`mlpgx.mlpg_solve` (``backend="cython"``), so CPU results equal the
-NumPy API bit for bit.  CUDA tensors raise until a ``"cuda"`` backend exists.
+``lengths`` as ``Tensor?`` (int64, on the CPU).  The backend of a device
+comes from the registry (:func:`mlpgx.backends.for_torch_device`; a tensor on
+a device without an available backend gets a ``RuntimeError`` with the
+reason, e.g. "install mlpgx[cuda12] or mlpgx[cuda13]" or "no CUDA GPU").
+
+CPU kernels: zero-copy NumPy views of the tensors go to :func:`mlpgx.mlpg`,
+:func:`mlpgx.mlpg_adjoint` and :func:`mlpgx.mlpg_solve`
+(``backend="cython"``), so CPU results equal the NumPy API bit for bit.
+
+CUDA kernels (the ``"cuda"`` backend, CuPy): on the tensors' device, with
+torch's current stream there made CuPy's current stream
+(``cupy.cuda.Stream.from_external(torch.cuda.current_stream(device))``, or
+``cupy.cuda.ExternalStream(stream.cuda_stream, device_index)`` before CuPy 14),
+the inputs become CuPy views (``cupy.from_dlpack``, no copies; a
+non-contiguous input is made contiguous by torch first), go through the same
+validation layer as the NumPy API (on the device: same checks and messages,
+except that NumPy prints a scalar as ``np.float64(...)`` and CuPy as
+``array(...)``), and the kernel writes into outputs allocated by torch
+(``torch.empty`` on the device), so results live in torch's caching
+allocator and are stream-ordered with the surrounding torch work.  Nothing
+runs on CuPy's default stream.  Host synchronisation: the kernel's status
+word is read back after each launch (the ``numpy.linalg.LinAlgError`` of a
+non-positive pivot needs it), and the validation's reductions (finiteness
+scan of means / right-hand side, positivity of the variances) read back a
+scalar each; so the ops cannot be captured in a CUDA graph.  The factor
+scratch comes from CuPy's memory pool (stream-ordered on the same stream).
 
 Backward of ``mlpgx::mlpg`` for an upstream gradient ``g`` (``docs/math.md``)::
 
@@ -69,6 +91,7 @@ implementation checks shapes and the kernel validates values at run time.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import List, Optional, Tuple
 
@@ -78,7 +101,7 @@ import torch.nn.functional as F
 
 import mlpgx
 from ._problem import Problem
-from ._validate import _weights, check_boundary, check_msd_rule, make_problem
+from ._validate import _weights, check_boundary, check_msd_rule, frames_array, make_problem
 from .windows import DELTA, WindowSet, as_windows
 
 __all__ = ["mlpg", "mlpg_solve", "MLPG", "MLPGLayer"]
@@ -136,35 +159,35 @@ def _np(t: Optional[torch.Tensor]):
     return None if t is None else t.detach().numpy()
 
 
-def _weights_kw(weights, kind):
+def _weights_kw(weights, kind, convert=_np):
     if kind == "variance":
-        return dict(variances=_np(weights))
+        return dict(variances=convert(weights))
     if kind == "precision":
-        return dict(precisions=_np(weights))
+        return dict(precisions=convert(weights))
     return {}
 
 
 def _backend_for(device: torch.device) -> str:
     """Name of the registered backend that computes on ``device`` (the
     registry decides: a backend lists the torch device types it takes in
-    ``Backend.torch_devices``).  The cuda backend does not take torch tensors
-    yet (the DLPack hand-over on torch's stream is still to be written), so
-    CUDA tensors get a clear error."""
+    ``Backend.torch_devices``; ``"cython"`` for CPU tensors, ``"cuda"`` for
+    CUDA tensors when CuPy and a GPU are there).  Raises ``RuntimeError`` with
+    the registry's reasons (:func:`_no_backend_message`) otherwise."""
     try:
         return mlpgx.backends.for_torch_device(device.type).name
     except RuntimeError as exc:
-        raise RuntimeError(f"mlpgx.torch: {exc}; tensors on {device}: move them to the "
-                           f"CPU with .cpu()") from None
+        raise RuntimeError(_no_backend_message(device, exc)) from None
+
+
+def _no_backend_message(device: torch.device, reason) -> str:
+    """The error for tensors on ``device`` that no available backend takes;
+    ``reason`` is the registry's (which backends were tried and why each is
+    unavailable, e.g. "install mlpgx[cuda12] or mlpgx[cuda13]")."""
+    return f"mlpgx.torch: {reason}; tensors on {device}: move them to the CPU with .cpu()"
 
 
 def _cpu_lengths(lengths):
     return None if lengths is None else lengths.detach().cpu().numpy()
-
-
-def _unavailable(*args, **kwargs):
-    dev = next(a.device for a in args if isinstance(a, torch.Tensor))
-    _backend_for(dev)  # raises while no backend exists for the device
-    raise RuntimeError(f"mlpgx.torch: no kernel for {dev}")  # pragma: no cover
 
 
 @torch.library.custom_op("mlpgx::mlpg", mutates_args=())
@@ -203,8 +226,120 @@ def _adjoint_op(grad_output: torch.Tensor, means: torch.Tensor, weights: Optiona
     return torch.from_numpy(gm), gw
 
 
-for _op in (_mlpg_op, _solve_op, _adjoint_op):
-    _op.register_kernel("cuda")(_unavailable)
+# ---------------------------------------------------------------------------
+# CUDA kernels: DLPack views, torch's current stream, torch-allocated outputs
+# ---------------------------------------------------------------------------
+
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+@contextlib.contextmanager
+def _torch_stream(device: torch.device):
+    """CuPy (yielded) with ``device`` current and torch's current stream on it
+    as CuPy's current stream: every CuPy allocation, copy, reduction and
+    launch inside is ordered after the torch work that produced the inputs
+    and before the torch work that reads the outputs; CuPy's own default
+    stream is not used."""
+    from .backends.cuda import _import_cupy
+
+    cp = _import_cupy()
+    stream = torch.cuda.current_stream(device)
+    with torch.cuda.device(device), cp.cuda.Device(device.index), \
+            _cupy_stream(cp, stream, device.index):
+        yield cp
+
+
+def _cupy_stream(cp, stream, device_index: int):
+    """The torch ``stream`` as a CuPy stream object (not owned by CuPy):
+    ``cupy.cuda.Stream.from_external`` through the CUDA stream protocol
+    (``torch.cuda.Stream.__cuda_stream__``) where CuPy has it (>= 14, which
+    deprecates the alternative), else ``cupy.cuda.ExternalStream(ptr,
+    device_id)``."""
+    from_external = getattr(cp.cuda.Stream, "from_external", None)
+    if from_external is not None and hasattr(stream, "__cuda_stream__"):
+        return from_external(stream)
+    return cp.cuda.ExternalStream(stream.cuda_stream, device_index)
+
+
+def _cupy_view(cp, t: Optional[torch.Tensor]):
+    """A CuPy array sharing ``t``'s memory (``cupy.from_dlpack``; inside
+    :func:`_torch_stream`, CuPy hands torch's current stream to
+    ``Tensor.__dlpack__``, which then has nothing to wait for).  A
+    non-contiguous ``t`` is first made contiguous by torch (the copy the
+    validation layer would make anyway)."""
+    if t is None:
+        return None
+    t = t.detach().contiguous()
+    if t.numel() == 0:  # no memory to share (and no data pointer to export)
+        return cp.empty(tuple(t.shape), dtype=np.dtype(str(t.dtype).replace("torch.", "")))
+    return cp.from_dlpack(t)
+
+
+def _cuda_results(mode, pb: Problem, means, weights, device):
+    """The op's outputs, allocated by torch on ``device`` (uninitialised)."""
+    dt = _TORCH_DTYPES[np.dtype(pb.dtype)]
+    if mode != "adjoint":
+        lead = (pb.batch_size,) if pb.batched else ()
+        return (torch.empty(lead + (pb.n_frames, pb.static_dim), dtype=dt, device=device),)
+    gw = None if pb.weights is None else torch.empty(weights.shape, dtype=dt, device=device)
+    return torch.empty(means.shape, dtype=dt, device=device), gw
+
+
+def _cuda_run(mode, frames, means, weights, weight_kind, lefts, rights, coeffs, lengths,
+              boundary, check_finite):
+    """One op on CUDA tensors, without copies: CuPy views of the inputs go
+    through the shared validation layer (:func:`make_problem`,
+    :func:`frames_array`: the checks and messages of :func:`mlpgx.mlpg`, run
+    on the device) to the backend's kernel, which writes into tensors
+    allocated by torch (``outputs=`` of ``KernelBackend._run``), all on
+    torch's current stream of the inputs' device.  ``frames``: the right-hand
+    side (solve) or the upstream gradient (adjoint).  Returns the tuple of
+    output tensors."""
+    x = means if means is not None else frames
+    device = x.device
+    name = _backend_for(device)
+    wins = _decode(*_args(lefts, rights, coeffs))
+    with _torch_stream(device) as cp:
+        view = functools.partial(_cupy_view, cp)
+        m, f = view(means), view(frames)
+        pb = make_problem(m, windows=wins, lengths=_cpu_lengths(lengths), boundary=boundary,
+                          check_finite=check_finite, dtype_from=f,
+                          **_weights_kw(weights, weight_kind, view))
+        if f is not None:
+            f = frames_array(f, pb, "rhs" if mode == "solve" else "grad_output", check_finite)
+        b = mlpgx.backends.resolve(name, operation=mode, dtype=pb.dtype, boundary=pb.boundary)
+        results = _cuda_results(mode, pb, means, weights, device)
+        B, T, LD = pb.batch_size, pb.n_frames, pb.n_windows * pb.static_dim
+        shapes = ((B, T, pb.static_dim),) if mode != "adjoint" else \
+            ((B, T, LD), None if pb.weights is None else pb.weights.shape)
+        outputs = tuple(None if r is None else view(r).reshape(s)
+                        for r, s in zip(results, shapes))
+        b._run(mode, pb, f, outputs=outputs)  # the status read-back synchronises the stream
+    return results
+
+
+def _cuda_mlpg(means, weights, weight_kind, lefts, rights, coeffs, lengths, boundary,
+               check_finite):
+    return _cuda_run("forward", None, means, weights, weight_kind, lefts, rights, coeffs,
+                     lengths, boundary, check_finite)[0]
+
+
+def _cuda_solve(rhs, weights, weight_kind, lefts, rights, coeffs, lengths, boundary,
+                check_finite):
+    return _cuda_run("solve", rhs, None, weights, weight_kind, lefts, rights, coeffs,
+                     lengths, boundary, check_finite)[0]
+
+
+def _cuda_adjoint(grad_output, means, weights, weight_kind, lefts, rights, coeffs, lengths,
+                  boundary, check_finite):
+    gm, gw = _cuda_run("adjoint", grad_output, means, weights, weight_kind, lefts, rights,
+                       coeffs, lengths, boundary, check_finite)
+    return gm, gw if gw is not None else means.new_empty(0)
+
+
+_mlpg_op.register_kernel("cuda")(_cuda_mlpg)
+_solve_op.register_kernel("cuda")(_cuda_solve)
+_adjoint_op.register_kernel("cuda")(_cuda_adjoint)
 
 
 def _fake_checks(x, L, name):
@@ -578,11 +713,14 @@ def _prepare(x, weights, kind, lengths, x_name):
 def _eager_validation(*tensors) -> bool:
     """Whether the wrapper validates before the kernel (on NumPy views).
 
-    Not under ``torch.compile`` (fake tensors), and not on the wrapper tensors
+    Not under ``torch.compile`` (fake tensors), not on the wrapper tensors
     of ``torch.func`` transforms (``vmap``'s BatchedTensor, ``grad``'s
-    GradTrackingTensor: no storage, so no NumPy view); there the kernel
-    validates (and checks finiteness) when it runs on real tensors."""
+    GradTrackingTensor: no storage, so no NumPy view), and not for CUDA
+    tensors (no NumPy view either); there the kernel validates (and checks
+    finiteness) when it runs on real tensors, on the device for CUDA."""
     if torch.compiler.is_compiling():
+        return False
+    if tensors[0].device.type != "cpu":
         return False
     return not _functorch_wrapped(*tensors)
 
@@ -684,8 +822,8 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
         Same checks and messages as :func:`mlpgx.mlpg`; also tensors on
         different devices or of different dtypes.
     RuntimeError
-        Tensors on a device without a backend (CUDA, until the ``"cuda"``
-        backend exists).
+        Tensors on a device without an available backend (CUDA tensors
+        without CuPy or a visible GPU; the message says which).
 
     Examples
     --------

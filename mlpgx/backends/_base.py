@@ -9,15 +9,25 @@ from .._problem import BOUNDARIES, Problem
 OPERATIONS = ("forward", "adjoint", "solve")
 
 
-def allocate_outputs(xp, mode: str, problem: Problem):
+def allocate_outputs(xp, mode: str, problem: Problem, outputs=None):
     """Uninitialised outputs of one operation, allocated with ``xp`` (numpy or
     cupy): ``(out, grad_means, grad_weights, grad_weights_acc)``.
 
     ``out`` ``(B, T, D)`` for forward/solve; for the adjoint ``grad_means``
     ``(B, T, L*D)`` and either ``grad_weights`` (per-frame weights) or a zeroed
     float64 ``(B, L*D)`` accumulator (global weights; summed over B by the
-    caller).  Entries that do not apply are ``None``.
+    caller, see :func:`adjoint_result`).  Entries that do not apply are ``None``.
+
+    ``outputs`` (optional): arrays of ``xp`` to write the results into instead
+    of allocating them (``mlpgx.torch`` passes views of torch-allocated
+    tensors): ``(out,)`` for forward/solve, ``(grad_means, grad_weights)`` for
+    the adjoint, C-contiguous, of the problem's dtype, shaped as above
+    (``grad_weights``: the shape of ``problem.weights``, ``(L*D,)`` for global
+    weights; ``None`` without weights).  The global-weights accumulator is
+    still allocated here.
     """
+    if outputs is not None:
+        return _preallocated(mode, problem, outputs)
     B, T, D, L = problem.batch_size, problem.n_frames, problem.static_dim, problem.n_windows
     dt = problem.dtype
     if mode != "adjoint":
@@ -29,6 +39,45 @@ def allocate_outputs(xp, mode: str, problem: Problem):
     elif problem.weights is not None:
         gw_acc = xp.zeros((B, L * D), dtype=xp.float64)
     return None, gmeans, gweights, gw_acc
+
+
+def _preallocated(mode: str, problem: Problem, outputs):
+    """:func:`allocate_outputs` for caller-given ``outputs`` (checked, not copied)."""
+    B, T, D, L = problem.batch_size, problem.n_frames, problem.static_dim, problem.n_windows
+    if mode != "adjoint":
+        expected = ((B, T, D),)
+    else:
+        wshape = None if problem.weights is None else tuple(problem.weights.shape)
+        expected = ((B, T, L * D), wshape)
+    got = tuple(outputs)
+    shapes = tuple(None if a is None else tuple(a.shape) for a in got)
+    if shapes != expected or any(a is not None and (a.dtype != problem.dtype or
+                                                    not a.flags.c_contiguous) for a in got):
+        raise ValueError(f"preallocated outputs for {mode!r} must be C-contiguous "
+                         f"{problem.dtype} arrays of shapes {expected}; got shapes {shapes}")
+    if mode != "adjoint":
+        return got[0], None, None, None
+    if problem.weights is None or not problem.global_weights:
+        return None, got[0], got[1], None
+    from .._validate import array_namespace
+
+    xp = array_namespace(got[0])
+    return None, got[0], None, xp.zeros((B, L * D), dtype=xp.float64)
+
+
+def adjoint_result(problem: Problem, grad_means, grad_weights, grad_weights_acc,
+                   outputs=None):
+    """``(grad_means, grad_weights)`` from the buffers of :func:`allocate_outputs`
+    after the kernel ran: for global weights the accumulator summed over the
+    batch, in the problem's dtype (written into the preallocated
+    ``outputs[1]`` when given)."""
+    if grad_weights_acc is None:
+        return grad_means, grad_weights
+    total = grad_weights_acc.sum(axis=0).astype(problem.dtype)
+    if outputs is None:
+        return grad_means, total
+    outputs[1][...] = total
+    return grad_means, outputs[1]
 
 
 class Backend:
@@ -108,10 +157,14 @@ class Backend:
 
 class KernelBackend(Backend):
     """A backend whose three operations are one kernel entry point
-    ``_run(mode, problem, frames=None)`` with ``mode`` in :data:`OPERATIONS`
-    (``frames`` is the upstream gradient or the right-hand side)."""
+    ``_run(mode, problem, frames=None, outputs=None)`` with ``mode`` in
+    :data:`OPERATIONS` (``frames`` is the upstream gradient or the right-hand
+    side).  ``outputs``, when given, are preallocated result arrays (see
+    :func:`allocate_outputs`) that the kernel writes into and returns; a
+    backend listing ``"cuda"`` in ``torch_devices`` must accept them
+    (``mlpgx.torch`` passes CuPy views of torch-allocated tensors)."""
 
-    def _run(self, mode: str, problem: Problem, frames=None):
+    def _run(self, mode: str, problem: Problem, frames=None, outputs=None):
         raise NotImplementedError(f"backend {self.name!r} has no kernel")
 
     def forward(self, problem: Problem):

@@ -9,6 +9,17 @@ factor rows go to a ``(T, k + nrhs, B*D)`` scratch buffer (coalesced).  They
 are compiled with ``cupy.RawModule`` (NVRTC) on first use, one module per
 (storage dtype, ring size ``MAXK``), and cached.
 
+Streams and synchronisation: everything (uploads of the lengths and window
+tables, the launch, the status read-back) goes to CuPy's *current* stream,
+which :mod:`mlpgx.torch` sets to torch's current stream
+(``cupy.cuda.ExternalStream``) for CUDA tensors, whose data reach the kernel
+as DLPack views and whose results the kernel writes into torch-allocated
+tensors (``outputs=`` of :meth:`CudaBackend._run`).  The one host
+synchronisation of a launch is the read-back of the 8-byte status word, which
+the ``LinAlgError`` of a non-positive pivot needs (the validation layer's
+reductions, e.g. the finiteness scan, read back a scalar each as well); the
+first use of a window set on a device also waits for its table upload.
+
 Importing this module needs neither CuPy nor a GPU; :meth:`availability`
 reports why the backend cannot run.  The host-side preparation
 (:func:`launch_plan`, :func:`failure_message`) is plain NumPy so that the test
@@ -26,7 +37,7 @@ from numpy.linalg import LinAlgError
 
 from .._problem import Problem
 from ..cuda import MAXK_VALUES, kernel_source, required_maxk
-from ._base import KernelBackend, allocate_outputs
+from ._base import KernelBackend, adjoint_result, allocate_outputs
 
 #: A pivot must exceed this fraction of ``R[i, i]`` (as in the CPU backend).
 PIVOT_RTOL = 1e-13
@@ -172,7 +183,12 @@ _device_tables_lock = threading.Lock()
 
 
 def _device_tables(tables: WindowTables, device_id: int):
-    """The window tables on ``device_id`` (cached; tables are immutable)."""
+    """The window tables on ``device_id`` (cached; tables are immutable).
+
+    The upload runs on the current stream, and the cache entry is published
+    only after that stream has been synchronised (once per table set and
+    device): later launches on any other stream, from any thread, then read
+    finished tables."""
     key = (id(tables), device_id)
     with _device_tables_lock:
         hit = _device_tables_cache.get(key)
@@ -180,6 +196,7 @@ def _device_tables(tables: WindowTables, device_id: int):
             return hit[1]
     cp = _import_cupy()
     dev = tuple(cp.asarray(a) for a in tables)
+    cp.cuda.get_current_stream().synchronize()
     with _device_tables_lock:
         if len(_device_tables_cache) > 256:
             _device_tables_cache.clear()
@@ -192,6 +209,9 @@ class CudaBackend(KernelBackend):
 
     name = "cuda"
     array_module = "cupy"
+    #: ``mlpgx.torch`` hands CUDA tensors to it through DLPack (no copies) and
+    #: launches on torch's current stream; see :mod:`mlpgx.torch`.
+    torch_devices = ("cuda",)
     description = "CUDA banded LDL^T (CuPy RawModule), one thread per sequence and dimension"
 
     def __init__(self):
@@ -227,7 +247,7 @@ class CudaBackend(KernelBackend):
                 return a.device.id
         return cp.cuda.Device().id
 
-    def _run(self, mode: str, pb: Problem, g=None):
+    def _run(self, mode: str, pb: Problem, g=None, outputs=None):
         cp = _import_cupy()
         dt = np.dtype(pb.dtype)
         plan = launch_plan(pb, mode)
@@ -240,7 +260,7 @@ class CudaBackend(KernelBackend):
             weights = cp.ascontiguousarray(cp.asarray(pb.weights), dtype=dt) \
                 if has_weights else None
             rhs = cp.ascontiguousarray(cp.asarray(g), dtype=dt) if g is not None else None
-            out, gmeans, gweights, gw_acc = allocate_outputs(cp, mode, pb)
+            out, gmeans, gweights, gw_acc = allocate_outputs(cp, mode, pb, outputs)
             if B * T * D:
                 self._launch(cp, plan, dt, pb, means, weights, rhs, out, gmeans,
                              gweights, gw_acc)
@@ -252,9 +272,7 @@ class CudaBackend(KernelBackend):
                 out.fill(0)
             if mode != "adjoint":
                 return out
-            if gw_acc is not None:
-                gweights = gw_acc.sum(axis=0).astype(dt)
-            return gmeans, gweights
+            return adjoint_result(pb, gmeans, gweights, gw_acc, outputs)
 
     @staticmethod
     def _launch(cp, plan: LaunchPlan, dt, pb, means, weights, rhs, out, gmeans, gweights,
@@ -273,6 +291,8 @@ class CudaBackend(KernelBackend):
             pick(means, ph), pick(weights, ph), pick(rhs, ph), pick(out, ph),
             pick(gmeans, ph), pick(gweights, ph), pick(gw_acc, ph64), scratch, status,
             lengths, *tabs, *plan.scalars))
-        key = int(status.get()[0])  # synchronises
+        # the launch's one host synchronisation (the current stream): the
+        # LinAlgError below needs the status word
+        key = int(status.get()[0])
         if key != int(NO_FAILURE):
             raise LinAlgError(failure_message(key, int(plan.T), int(plan.D)))
