@@ -9,6 +9,9 @@ mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None, bou
     ``precisions``), to any order; ``voiced=`` for MSD (log F0) streams.
 mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=None, boundary=...)
     ``R^{-1} rhs``, differentiable w.r.t. ``rhs`` and the weights.
+mlpg_gv(means, variances=None, windows=DELTA, gv_mean=..., gv_variance=..., ...)
+    Global-variance constrained generation (:func:`mlpgx.mlpg_gv`),
+    differentiable w.r.t. the means, variances and the GV statistics.
 MLPG
     ``torch.autograd.Function`` with nnmnkwii's call shape,
     ``MLPG.apply(means, variances, windows)``.
@@ -104,7 +107,7 @@ from ._problem import Problem
 from ._validate import _weights, check_boundary, check_msd_rule, frames_array, make_problem
 from .windows import DELTA, WindowSet, as_windows
 
-__all__ = ["mlpg", "mlpg_solve", "MLPG", "MLPGLayer"]
+__all__ = ["mlpg", "mlpg_solve", "mlpg_gv", "MLPG", "MLPGLayer"]
 
 
 _FLOATS = (torch.float32, torch.float64)
@@ -949,3 +952,12 @@ class MLPGLayer(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"windows={self.windows!r}, boundary={self.boundary!r}"
+
+
+def __getattr__(name):
+    # GV generation (implicit differentiation through the optimum) lives in
+    # mlpgx._torch_gv, which builds on the helpers above: loaded on first use
+    if name == "mlpg_gv":
+        from ._torch_gv import mlpg_gv
+        return mlpg_gv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -130,3 +130,9 @@ def test_doctests():
     res = doctest.testmod(mlpgx._torch_gv,
                           optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert res.failed == 0 and res.attempted > 0
+
+
+def test_reexported_as_mlpgx_torch_mlpg_gv():
+    import mlpgx.torch
+
+    assert mlpgx.torch.mlpg_gv is mlpg_gv and "mlpg_gv" in mlpgx.torch.__all__

@@ -253,7 +253,7 @@ def for_torch_device(device_type: str) -> Backend:
                 return b
             reasons.append(f"{n}: {why}")
     detail = "; ".join(reasons) if reasons else "no registered backend takes such tensors"
-    raise RuntimeError(f"the {device_type} backend is not available yet for torch tensors "
+    raise RuntimeError(f"no available backend computes on {device_type} torch tensors "
                        f"({detail})")
 
 
