@@ -43,10 +43,10 @@ def _mark_unvoiced(problem, out, unvoiced_value):
     return xp.where(unvoiced, out.dtype.type(unvoiced_value), out)
 
 
-def run_forward(b, problem):
-    """:meth:`Backend.forward` of ``problem`` on backend ``b`` (batched;
-    unvoiced frames come back 0, not marked)."""
-    return b.forward(_for_backend(b, problem))
+def run_forward(b, problem, unvoiced_value=0.0):
+    """:meth:`Backend.forward` of ``problem`` on backend ``b`` (batched), with
+    ``unvoiced_value`` on unvoiced frames."""
+    return _mark_unvoiced(problem, b.forward(_for_backend(b, problem)), unvoiced_value)
 
 
 def run_adjoint(b, problem, g):
@@ -185,8 +185,7 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule)
     b = _backends.resolve(backend, means, operation="forward", dtype=problem.dtype,
                           boundary=problem.boundary)
-    out = run_forward(b, problem)
-    return _strip(problem, _mark_unvoiced(problem, out, unvoiced_value))
+    return _strip(problem, run_forward(b, problem, unvoiced_value))
 
 
 def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precisions=None,

@@ -21,9 +21,10 @@ coefficient is dropped).  Voiced runs are therefore independent sequences.
 
 The fast backends do not know about voicing: :func:`lower` rewrites a
 problem into a plain one with the same solution on voiced frames (dropped
-constraints get precision 0; each unvoiced frame gets the placeholder
-equation ``c[t] = 0``, which keeps ``R`` nonsingular and is decoupled from
-everything else), and the API layer writes the marker afterwards.  The
+constraints get precision 0; the static constraint of each unvoiced frame
+keeps unit precision, a placeholder equation ``c[t] = mu_static[t]`` that
+keeps ``R`` nonsingular and is decoupled from everything else), and the API
+layer writes the marker over it afterwards.  The
 reference backend applies the rule itself, plainly, on the reduced system of
 voiced frames.
 
@@ -140,22 +141,20 @@ def where_kept(keep, x, fill):
 
 def lower(problem):
     """The plain problem (``voiced=None``) whose solution equals ``problem``'s
-    on voiced frames; unvoiced frames solve ``c[t] = 0``.
+    on voiced frames; each unvoiced frame is decoupled from every other.
 
-    Dropped constraints get precision 0 (variance ``+inf``) and mean 0, so
-    values there are never read (they may be NaN); the static column of an
-    unvoiced frame gets unit precision and mean 0.  Weights become per-frame
-    ``(B, T, L*D)`` (global and unit weights are broadcast).  Returns the
-    problem itself when it has no voicing mask.
+    Dropped constraints get precision 0 (variance ``+inf``), so their means
+    (finite: the validation layer zeroed any that were not) are multiplied by
+    0; the static column of an unvoiced frame gets unit precision, so
+    ``c[t]`` there is its (ignored) static mean.  Only the weights are
+    copied: they become per-frame ``(B, T, L*D)`` (global and unit weights
+    are broadcast).  Returns the problem itself when it has no voicing mask.
     """
     if problem.voiced is None:
         return problem
     xp = _xp_of(problem.voiced)
     B, T, L, D = problem.batch_size, problem.n_frames, problem.n_windows, problem.static_dim
     dt = problem.dtype
-    means = None
-    if problem.means is not None:
-        means = where_kept(_keep4(problem), problem.means, 0)
     dropped_value = 0.0 if problem.weight_kind == "precision" else np.inf
     if problem.weights is None:
         w = xp.ones((B, T, L * D), dtype=dt)
@@ -164,11 +163,10 @@ def lower(problem):
     else:
         w = problem.weights
     w = where_kept(_keep4(problem), w, dropped_value)
-    # the placeholder c[t] = 0 of unvoiced frames: unit static precision
+    # the placeholder equation of unvoiced frames: unit static precision
     static = w.reshape(B, T, L, D)[:, :, 0, :]
     static[...] = xp.where(unvoiced_frames(problem.voiced, problem.lengths), dt.type(1), static)
-    return dataclasses.replace(problem, means=means, weights=w, voiced=None,
-                               voicing_keep=None)
+    return dataclasses.replace(problem, weights=w, voiced=None, voicing_keep=None)
 
 
 def effective_precisions(problem):
@@ -180,7 +178,7 @@ def effective_precisions(problem):
         ``1 / variance`` (0 for ``+inf``), the given precisions, or 1;
         then 0 where the boundary rule or the voicing rule drops the
         constraint and beyond each sequence's length; 1 on the static column
-        of unvoiced frames (the placeholder equation ``c[t] = 0`` of
+        of unvoiced frames (the decoupled placeholder equation of
         :func:`lower`).  Solving with these precisions, ``boundary="none"``
         and the same ``lengths`` gives the problem's solution.
     frame_mask : (B, T, D) bool array

@@ -68,13 +68,26 @@ def _first_bad_index(mask):
     return tuple(int(i) for i in idx)
 
 
-def _check_finite(x: np.ndarray, name: str) -> None:
-    # One reduction pass and no temporary; the element-wise scan only runs
-    # when the sum is not finite (a bad value, or an overflowing sum).
-    xp = array_namespace(x)
+def _sum_is_finite(x) -> bool:
+    """One reduction pass and no temporary: ``True`` proves every entry
+    finite (``False``: a bad value, or an overflowing sum)."""
     with np.errstate(all="ignore"):
-        total = float(x.sum())
-    if math.isfinite(total):
+        return math.isfinite(float(x.sum()))
+
+
+def _weights_ok(w, kind: str) -> bool:
+    """One pass: ``True`` proves the weights valid (see :func:`_check_weights`)."""
+    if w.size == 0:
+        return True
+    if kind == "variance":
+        return bool(w.min() > 0)     # min() propagates NaN
+    return bool(w.min() >= 0) and _sum_is_finite(w)
+
+
+def _check_finite(x: np.ndarray, name: str) -> None:
+    # the element-wise scan only runs when the sum is not finite
+    xp = array_namespace(x)
+    if _sum_is_finite(x):
         return
     bad = ~xp.isfinite(x)
     if bad.any():
@@ -208,8 +221,9 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     ``means`` may be ``None`` for a pure solve; then ``static_dim`` and
     ``dtype_from`` (the right-hand side, ``(..., T, D)``) give the shape.
     With a voicing mask, constraints that the voicing rule drops are not
-    checked (their values are never read) and come back as 0 (means) or
-    neutral weights in the problem.
+    checked (their values are never read); where some of them are not
+    finite (or not valid weights), the problem holds a copy with 0 (means)
+    or 1 (weights) there.
     """
     wins = as_windows(windows)
     L = len(wins)
@@ -274,7 +288,10 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     if m is not None:
         xp = array_namespace(m)
         m = xp.ascontiguousarray(m, dtype=dtype)
-        if keep is not None:   # a copy: dropped entries may hold anything (NaN, magic)
+        # Entries the voicing rule drops are never read and may hold anything
+        # (NaN, a magic number); when they are not all finite, the problem
+        # gets a copy with zeros there (so its means are finite everywhere).
+        if keep is not None and not _sum_is_finite(m):
             m = where_kept(keep, m, 0)
         if check_finite:
             _check_finite(m, "means")
@@ -282,8 +299,8 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     if w is not None:
         xp = array_namespace(w)
         w = xp.ascontiguousarray(w, dtype=dtype)
-        if keep is not None and w.ndim > 1:
-            w = where_kept(keep, w, 1)
+        if keep is not None and w.ndim > 1 and not _weights_ok(w, kind):
+            w = where_kept(keep, w, 1)   # the same for invalid dropped weights
         _check_weights(w, kind, wname)
         if w.ndim > 1:
             w = w.reshape(B, T, LD)
