@@ -56,7 +56,10 @@ os.environ.setdefault("OMP_NUM_THREADS", _threads_from_argv(sys.argv))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+try:  # the installed package; else the checkout this script is in (built in place)
+    import mlpgx  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlpgx  # noqa: E402
 import mlpgx.torch as mt  # noqa: E402
 from mlpgx.windows import DELTA  # noqa: E402

@@ -25,10 +25,18 @@ from . import backends, windows
 from ._api import BandedMatrix, mlpg, mlpg_adjoint, mlpg_solve, window_matrix
 from ._verify import VerifyReport, verify
 from .gv import GVInfo, mlpg_gv
-from .streaming import StreamingMLPG
 from . import testing
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # StreamingMLPG needs its compiled kernel: loaded on first use, so that
+    # ``import mlpgx`` itself never loads an extension module
+    if name == "StreamingMLPG":
+        from .streaming import StreamingMLPG
+        return StreamingMLPG
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["mlpg", "mlpg_adjoint", "mlpg_solve", "window_matrix", "BandedMatrix",
            "mlpg_gv", "GVInfo", "StreamingMLPG",
