@@ -443,3 +443,9 @@ def test_module_doctests_run():
                           | doctest.ELLIPSIS)
     assert res.attempted > 0 and res.failed == 0
 
+
+
+@pytest.mark.parametrize("delay", [10**12, 2**62, 2**63 - 1])
+def test_absurd_delay_is_a_memory_error_not_a_crash(delay):
+    with pytest.raises(MemoryError, match="the state grows with the delay"):
+        StreamingMLPG(DELTA, static_dim=60, delay=delay)

@@ -283,6 +283,14 @@ cdef class StreamKernel:
         cdef State* s = &self.st
         cdef Py_ssize_t l, j, off = 0, L = len(windows)
         memset(s, 0, sizeof(State))
+        # the factor rings hold about delay x (k + 3) x D doubles: refuse sizes
+        # whose byte count does not fit in a Py_ssize_t before computing any
+        # of them in C (Python ints cannot overflow)
+        rows = int(delay) + int(windows.bandwidth) + 64
+        if rows * (int(windows.bandwidth) + 3) * int(static_dim) * 8 >= 2**62:
+            raise MemoryError(f"StreamingMLPG: delay={delay} with static_dim={static_dim} "
+                              f"needs more memory than can be addressed; the state "
+                              f"grows with the delay")
         s.D = static_dim
         s.L = L
         s.LD = L * static_dim
@@ -318,7 +326,10 @@ cdef class StreamKernel:
                 or s.prec == NULL or s.pmu == NULL or s.Lf == NULL or s.Dinv == NULL
                 or s.y == NULL or s.x == NULL or s.Rrow == NULL or s.E == NULL
                 or s.rrow == NULL):
-            raise MemoryError("StreamingMLPG: could not allocate the stream state")
+            raise MemoryError(
+                f"StreamingMLPG: could not allocate the stream state (about "
+                f"{8 * s.NF * (s.k + 3) * s.D / 2**20:.0f} MiB for delay={delay}, "
+                f"static_dim={s.D}; the state grows with the delay)")
         for l, w in enumerate(windows):
             s.win_left[l] = w.left
             s.win_width[l] = w.width
