@@ -9,21 +9,13 @@ import numpy as np
 
 from . import _msd
 from . import backends as _backends
-from ._validate import _check_finite, array_namespace, frames_array, make_problem
+from ._validate import (_check_finite, array_namespace, check_unvoiced_value,
+                        frames_array, make_problem)
 from .windows import DELTA, as_windows
 
 
 def _strip(problem, a):
     return a if a is None or problem.batched else a[0]
-
-
-def _check_unvoiced_value(unvoiced_value) -> float:
-    import numbers
-    if isinstance(unvoiced_value, (bool, np.bool_)) or not isinstance(unvoiced_value,
-                                                                        numbers.Real):
-        raise TypeError(f"unvoiced_value must be a real number (NaN allowed); got "
-                        f"{unvoiced_value!r}")
-    return float(unvoiced_value)
 
 
 def _for_backend(b, problem):
@@ -179,7 +171,7 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     >>> mlpgx.mlpg(means, voiced=voiced, unvoiced_value=-1e10).ravel()
     array([ 0.0e+00,  1.0e+00, -1.0e+10,  9.0e+00,  1.6e+01])
     """
-    unvoiced_value = _check_unvoiced_value(unvoiced_value)
+    unvoiced_value = check_unvoiced_value(unvoiced_value)
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule)

@@ -36,7 +36,7 @@ from torch.autograd.function import once_differentiable
 
 from . import gv as _gv
 from ._msd import effective_precisions
-from ._validate import _weights
+from ._validate import _weights, check_unvoiced_value
 from .torch import _apply_windows, _as_float_tensor, _lengths_tensor
 from .windows import DELTA, as_windows
 
@@ -238,9 +238,8 @@ def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None
                      backend="auto")
     lens = _lengths_tensor(lengths)
     vmask = voiced.detach().cpu().numpy() if isinstance(voiced, torch.Tensor) else voiced
-    from ._api import _check_unvoiced_value
     fx = _Fixed(wins=wins, kind=kind, gv_weight=gv_weight, ml_weight=ml_weight,
                 max_iter=max_iter, tol=tol, lengths=None if lens is None else lens.numpy(),
                 boundary=boundary, voiced=vmask, msd_rule=msd_rule,
-                unvoiced_value=_check_unvoiced_value(unvoiced_value), num_threads=num_threads)
+                unvoiced_value=check_unvoiced_value(unvoiced_value), num_threads=num_threads)
     return _GV.apply(means, weights, gm, gvar, fx)

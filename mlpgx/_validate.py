@@ -17,6 +17,7 @@ raise ``TypeError``.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 
 import numpy as np
@@ -132,6 +133,22 @@ def check_int(value, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {value}")
     return value
+
+
+def check_real(x, name: str, *, finite: bool = True) -> float:
+    """``x`` as a float; a real number (not a bool), finite unless ``finite=False``."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        allowed = "" if finite else " (NaN allowed)"
+        raise TypeError(f"{name} must be a real number{allowed}; got {x!r}")
+    x = float(x)
+    if finite and not math.isfinite(x):
+        raise ValueError(f"{name} must be finite; got {x!r}")
+    return x
+
+
+def check_unvoiced_value(unvoiced_value) -> float:
+    """The marker of unvoiced frames: any real number, NaN included."""
+    return check_real(unvoiced_value, "unvoiced_value", finite=False)
 
 
 def _check_num_threads(num_threads):

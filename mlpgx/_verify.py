@@ -1,6 +1,7 @@
 """Check a backend against the scipy.sparse reference on the same input."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict
 
@@ -95,12 +96,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _flags(voiced):
-    """A validated ``(B, T, 1 or D)`` mask back in a form ``voiced=`` takes."""
-    v = _host(voiced)
-    return v[..., 0] if v.shape[2] == 1 else v
-
-
 def _solution_scale(x, windows):
     """Per element of a ``(B, T, L*D)`` output: ``sum_j |w_l[j]|`` times the
     largest ``|x|`` of that sequence and dimension -- the magnitude of
@@ -155,13 +150,12 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     b = _backends.resolve(backend, means, dtype=problem.dtype, boundary=problem.boundary)
     ref = _backends.get("reference")
     # the reference runs on the host in float64 on the same values
-    mu64 = _host(problem.means).astype(np.float64)
-    w64 = None if problem.weights is None else _host(problem.weights).astype(np.float64)
-    weights = {"precisions" if problem.weight_kind == "precision" else "variances": w64}
-    wide = make_problem(mu64, windows=problem.windows, lengths=problem.lengths,
-                        boundary=problem.boundary, msd_rule=problem.msd_rule,
-                        voiced=None if problem.voiced is None else _flags(problem.voiced),
-                        **weights)
+    wide = dataclasses.replace(
+        problem, dtype=np.dtype(np.float64),
+        means=_host(problem.means).astype(np.float64),
+        weights=None if problem.weights is None else _host(problem.weights).astype(np.float64),
+        voiced=None if problem.voiced is None else _host(problem.voiced),
+        voicing_keep=None if problem.voiced is None else _host(problem.voicing_keep))
     if grad_output is None:
         rng = np.random.default_rng(seed)
         g = rng.standard_normal((problem.batch_size, problem.n_frames, problem.static_dim))

@@ -26,15 +26,14 @@ which is the value reported in :class:`GVInfo`.  See :func:`mlpg_gv` and
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._api import _check_unvoiced_value, mlpg_solve
+from ._api import mlpg_solve
 from ._msd import effective_precisions
-from ._validate import array_namespace, check_int, make_problem
+from ._validate import (array_namespace, check_int, check_real, check_unvoiced_value,
+                        make_problem)
 from .windows import DELTA
 
 __all__ = ["mlpg_gv", "GVInfo"]
@@ -90,15 +89,6 @@ class GVInfo:
 # validation of the GV arguments
 # ---------------------------------------------------------------------------
 
-def _real(x, name):
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {x!r}")
-    x = float(x)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite; got {x!r}")
-    return x
-
-
 def _gv_stat(x, name, B, D, batched, positive):
     if x is None:
         raise ValueError(f"{name} is required: the target GV statistics, shape (D,) = ({D},)"
@@ -126,16 +116,16 @@ def _gv_stat(x, name, B, D, batched, positive):
 
 
 def _options(gv_weight, ml_weight, max_iter, tol):
-    gv_weight = _real(gv_weight, "gv_weight")
+    gv_weight = check_real(gv_weight, "gv_weight")
     if gv_weight < 0:
         raise ValueError(f"gv_weight must be >= 0; got {gv_weight}")
     if ml_weight is not None:
-        ml_weight = _real(ml_weight, "ml_weight")
+        ml_weight = check_real(ml_weight, "ml_weight")
         if ml_weight <= 0:
             raise ValueError(f"ml_weight must be positive (or None for HTS's 1/(L*N)); "
                              f"got {ml_weight}")
     max_iter = check_int(max_iter, "max_iter", 0)
-    tol = _real(tol, "tol")
+    tol = check_real(tol, "tol")
     if tol <= 0:
         raise ValueError(f"tol must be positive; got {tol}")
     return gv_weight, ml_weight, max_iter, tol
@@ -718,7 +708,7 @@ def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None
         gv_weight=gv_weight, ml_weight=ml_weight, max_iter=max_iter, tol=tol,
         lengths=lengths, boundary=boundary, voiced=voiced, msd_rule=msd_rule, backend=backend,
         num_threads=num_threads)
-    unvoiced_value = _check_unvoiced_value(unvoiced_value)
+    unvoiced_value = check_unvoiced_value(unvoiced_value)
     c, info = _optimise(st, max_iter, tol)
     out = _output(st, c, unvoiced_value)
     if return_info:

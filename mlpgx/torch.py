@@ -104,7 +104,8 @@ import torch.nn.functional as F
 
 import mlpgx
 from ._problem import Problem
-from ._validate import _weights, check_boundary, check_msd_rule, frames_array, make_problem
+from ._validate import (_weights, check_boundary, check_msd_rule, check_unvoiced_value,
+                        frames_array, make_problem)
 from .windows import DELTA, WindowSet, as_windows
 
 __all__ = ["mlpg", "mlpg_solve", "mlpg_gv", "MLPG", "MLPGLayer"]
@@ -841,8 +842,7 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     wins = as_windows(windows)
     boundary = check_boundary(boundary)
     if voiced is not None:
-        from ._api import _check_unvoiced_value
-        unvoiced_value = _check_unvoiced_value(unvoiced_value)
+        unvoiced_value = check_unvoiced_value(unvoiced_value)
         msd_rule = check_msd_rule(msd_rule)
     weights, kind, _ = _weights(variances, precisions)
     means, weights, lens = _prepare(means, weights, kind, lengths, "means")
