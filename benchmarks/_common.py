@@ -2,6 +2,7 @@
 writing ``benchmarks/results/<name>-<date>.{json,md}``."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -73,3 +74,23 @@ def write_results(name: str, title: str, payload: dict, sections, *, quick=False
             fh.write(text.rstrip("\n") + "\n\n")
     print(f"\nwrote {base}.json and {base}.md")
     return base
+
+
+def arg_parser(doc: str, quick_help=None) -> argparse.ArgumentParser:
+    """The options every result-writing script shares: ``--out`` (the results
+    folder) and, when ``quick_help`` is given, ``--quick``; the description is
+    the first line of ``doc``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if quick_help is not None:
+        ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--out", default=RESULTS, help="results folder (default %(default)s)")
+    return ap
+
+
+def save_figure(fig, path: str) -> None:
+    """Lay out, write (110 dpi) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

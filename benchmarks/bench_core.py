@@ -23,7 +23,6 @@ solveh     a per-dimension ``scipy.linalg.solveh_banded`` loop, R built with Num
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import sys
@@ -36,7 +35,8 @@ import mlpgx
 from mlpgx._ext import solver as _solver
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, best_time, machine_info, today, write_results  # noqa: E402
+from _common import (arg_parser, best_time, machine_info, save_figure, today,  # noqa: E402
+                     write_results)
 
 
 def peak_extra_bytes(fn):
@@ -175,15 +175,11 @@ def plot(rows, path, machine):
     axes[0].legend(fontsize=8)
     fig.suptitle(f"mlpgx core benchmark ({machine['processor']}, {machine['cpus']} cores, "
                  f"kernel build {machine['simd']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes only")
-    ap.add_argument("--out", default=RESULTS)
+    ap = arg_parser(__doc__, "small sizes only")
     ap.add_argument("--no-peers", action="store_true", help="skip reference / solveh timings")
     ap.add_argument("--plot", action="store_true",
                     help="also write a log-log PNG of time vs T (needs matplotlib)")

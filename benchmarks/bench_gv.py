@@ -23,7 +23,6 @@ Usage::
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -33,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mlpgx  # noqa: E402
 from mlpgx.data import LF0, MGC, VUV, load_arctic_a0001  # noqa: E402
 from mlpgx.gv import mlpg_gv  # noqa: E402
-from _common import RESULTS, best_time, machine_info, write_results  # noqa: E402
+from _common import arg_parser, best_time, machine_info, save_figure, write_results  # noqa: E402
 
 DIMS = [0, 1, 2, 5, 10, 20, 40, 59]
 
@@ -146,17 +145,14 @@ def plot(results, path):
         ax.legend(fontsize=8)
     fig.suptitle(f"GV-constrained generation, CMU ARCTIC a0001 (slt), segments of "
                  f"{mgc['seg']} frames, sigma_v = {mgc['rel_std']} x target", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--seg", type=int, default=8, help="frames per segment (state)")
     ap.add_argument("--rel-std", type=float, default=0.05,
                     help="GV standard deviation relative to the target")
-    ap.add_argument("--out", default=RESULTS)
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
 

@@ -18,7 +18,6 @@ Usage::
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -27,7 +26,7 @@ import numpy as np
 import mlpgx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, best_time, machine_info, write_results  # noqa: E402
+from _common import arg_parser, best_time, machine_info, write_results  # noqa: E402
 
 HEADER = ("| B | T | D | dtype | plain ms | voiced ms | voiced/plain | per-run ms "
           "| per-run/voiced | reference ms | ref/voiced | adjoint ms |\n"
@@ -90,9 +89,7 @@ def fmt_row(r):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes only")
-    ap.add_argument("--out", default=RESULTS)
+    ap = arg_parser(__doc__, "small sizes only")
     args = ap.parse_args(argv)
     # lf0 (D=1) batches for MGE training, and a per-dimension mask case
     cases = [(1, 1000, 1), (32, 1000, 1)] if args.quick else \

@@ -34,7 +34,6 @@ here).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -45,7 +44,7 @@ import mlpgx
 from mlpgx.streaming import StreamingMLPG
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, machine_info, write_results  # noqa: E402
+from _common import arg_parser, machine_info, write_results  # noqa: E402
 
 DELAYS_LATENCY = (0, 5, 10, 30, 100)
 DELAYS_ERROR = (1, 5, 10, 30)
@@ -150,9 +149,7 @@ def fmt_err(r):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="T = 300 frames per latency case")
-    ap.add_argument("--out", default=RESULTS)
+    ap = arg_parser(__doc__, "T = 300 frames per latency case")
     args = ap.parse_args(argv)
 
     T, D = (300, 60) if args.quick else (1000, 60)

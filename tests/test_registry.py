@@ -21,6 +21,13 @@ def _problem(seed=0, shape=(T, L * D)):
     return rng.normal(size=shape), rng.uniform(0.5, 2.0, size=shape)
 
 
+def _unregister_all(names):
+    """Remove the test's registrations that are still there."""
+    for n in names:
+        if n in B._REGISTRY:
+            B.unregister(n)
+
+
 @pytest.fixture(autouse=True)
 def builtins_intact():
     """Every test must leave the registry as it found it."""
@@ -43,9 +50,7 @@ def reg():
     try:
         yield _register
     finally:
-        for n in names:
-            if n in B._REGISTRY:
-                B.unregister(n)
+        _unregister_all(names)
 
 
 class Counting(Backend):
@@ -479,9 +484,7 @@ def fake_entry_points(monkeypatch):
     try:
         yield _install
     finally:
-        for n in added:
-            if n in B._REGISTRY:
-                B.unregister(n)
+        _unregister_all(added)
 
 
 def test_entry_point_subclass(fake_entry_points):
