@@ -6,6 +6,7 @@ checking and other safety checks on (used by CI's debug build);
 compiler accepts ``-fopenmp``.  The generated C is produced at build time and
 never committed.
 """
+import glob
 import os
 import platform
 import subprocess
@@ -76,6 +77,8 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=compile_args + extra,
         extra_link_args=link_args,
+        # headers and includes: a change to them rebuilds the extension
+        depends=sorted(glob.glob("mlpgx/_ext/*.h") + glob.glob("mlpgx/_ext/*.pxi")),
     )
     for name, extra in variants.items()
 ]

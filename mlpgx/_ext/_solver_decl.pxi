@@ -1,5 +1,31 @@
 # Declarations of the fused banded MLPG solver (included by _solver_impl.pxi).
 
+cdef extern from "mlpgx_band2.h" nogil:
+    # the kernel for windows reaching at most one frame to each side (k <= 2)
+    enum: B2_MAX_WINDOWS "MLPGX_B2_MAX_WINDOWS"
+    ctypedef struct mlpgx_b2plan:
+        int L
+        int mode
+        int weight_kind
+        Py_ssize_t D
+        Py_ssize_t LD
+        Py_ssize_t w_row_stride
+        Py_ssize_t CH
+        double pivot_rtol
+        double w[4][3]
+        Py_ssize_t zero_lo[4]
+        Py_ssize_t zero_hi[4]
+    Py_ssize_t mlpgx_b2_workspace_doubles(Py_ssize_t CH, int L, int nrhs)
+    Py_ssize_t mlpgx_b2_scratch_row(Py_ssize_t CH, int nrhs)
+    int mlpgx_b2_run_d(const mlpgx_b2plan* pl, const double* means, const double* weights,
+                       const double* g, double* out, double* gmeans, double* gweights,
+                       double* gw_acc, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd,
+                       double* ws, double* scratch)
+    int mlpgx_b2_run_f(const mlpgx_b2plan* pl, const float* means, const float* weights,
+                       const float* g, float* out, float* gmeans, float* gweights,
+                       double* gw_acc, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd,
+                       double* ws, float* scratch)
+
 cdef enum SolverMode:
     MODE_FORWARD = 0    # rhs = r from the means; writes c
     MODE_SOLVE = 1      # rhs = the given g; writes x = R^{-1} g
@@ -52,3 +78,5 @@ ctypedef struct Plan:
     Py_ssize_t n_sources
     const Py_ssize_t* source_shift
     const Py_ssize_t* source_window
+    # the k <= 2 kernel's plan, or NULL when the general kernel runs
+    const mlpgx_b2plan* band2

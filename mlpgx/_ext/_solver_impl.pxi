@@ -189,6 +189,44 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
                       double* ws, floating* scratch, Py_ssize_t* bad) noexcept nogil:
     """One sequence (arrays point at its first frame), columns d0 .. d0+nd-1.
 
+    Windows reaching at most one frame to each side go to the k <= 2 kernel
+    (mlpgx_band2.h); everything else, and a k <= 2 system with a non-positive
+    pivot (so that the error names its frame), to the general kernel.
+    Returns 0, or 1 with ``bad = (frame, dimension)``.
+    """
+    cdef int status = 1
+    if pl.band2 != NULL:
+        if floating is float:
+            status = mlpgx_b2_run_f(pl.band2, means, weights, g, out, gmeans, gweights,
+                                    gw_acc, n, d0, nd, ws, scratch)
+        else:
+            status = mlpgx_b2_run_d(pl.band2, means, weights, g, out, gmeans, gweights,
+                                    gw_acc, n, d0, nd, ws, scratch)
+    if status != 0:
+        status = _solve_chunk_general(pl, means, weights, g, out, gmeans, gweights, gw_acc,
+                                      n, d0, nd, ws, scratch, bad)
+        if status != 0:
+            return status
+    # ---- frames beyond the sequence's length are 0
+    cdef Py_ssize_t t, l
+    for t in range(n, pl.T):
+        if pl.mode == MODE_ADJOINT:
+            for l in range(pl.L):
+                memset(gmeans + t * pl.LD + l * pl.D + d0, 0, nd * sizeof(floating))
+                if gweights != NULL:
+                    memset(gweights + t * pl.LD + l * pl.D + d0, 0, nd * sizeof(floating))
+        else:
+            memset(out + t * pl.D + d0, 0, nd * sizeof(floating))
+    return 0
+
+
+cdef int _solve_chunk_general(const Plan* pl, const floating* means, const floating* weights,
+                              const floating* g, floating* out, floating* gmeans,
+                              floating* gweights, double* gw_acc,
+                              Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd,
+                              double* ws, floating* scratch, Py_ssize_t* bad) noexcept nogil:
+    """The general kernel: one sequence, columns d0 .. d0+nd-1, rows < n.
+
     Row i is processed in tiles of TILE columns whose inner loops have a
     constant trip count, so the compiler keeps the accumulators in vector
     registers.  Lanes past ``nd`` in the last tile are padding: their
@@ -377,16 +415,6 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
                     for d in range(nd):
                         x[d] += Wc[d]
         i -= 1
-
-    # ---- frames beyond the sequence's length are 0
-    for t in range(n, pl.T):
-        if pl.mode == MODE_ADJOINT:
-            for l in range(L):
-                memset(gmeans + t * LD + l * D + d0, 0, nd * sizeof(floating))
-                if gweights != NULL:
-                    memset(gweights + t * LD + l * D + d0, 0, nd * sizeof(floating))
-        else:
-            memset(out + t * D + d0, 0, nd * sizeof(floating))
     return 0
 
 
@@ -498,6 +526,37 @@ def _plan_threads(Py_ssize_t B, Py_ssize_t D, Py_ssize_t T, num_threads):
     return nthreads, starts, width
 
 
+#: Whether sets of windows reaching at most one frame to each side use the
+#: k <= 2 kernel (mlpgx_band2.h).  Tests set it to False to check the general
+#: kernel on the same inputs.
+USE_BAND2 = True
+
+
+def band2_applies(windows):
+    """Whether ``run`` gives these windows to the k <= 2 kernel."""
+    return (USE_BAND2 and len(windows) <= B2_MAX_WINDOWS
+            and windows.max_left <= 1 and windows.max_right <= 1)
+
+
+cdef void _fill_band2_plan(mlpgx_b2plan* b2, const Plan* pl, windows):
+    cdef Py_ssize_t l, u
+    memset(b2, 0, sizeof(mlpgx_b2plan))
+    b2.L = <int>pl.L
+    b2.mode = pl.mode
+    b2.weight_kind = pl.weight_kind
+    b2.D = pl.D
+    b2.LD = pl.LD
+    b2.w_row_stride = pl.w_row_stride
+    b2.CH = pl.chunk
+    b2.pivot_rtol = pl.pivot_rtol
+    for l, w in enumerate(windows):
+        # coefficient u sits on frame offset u - left, in {-1, 0, 1}
+        for u, c in enumerate(w.coeffs):
+            b2.w[l][u - w.left + 1] = c
+        b2.zero_lo[l] = pl.zero_lo[l]
+        b2.zero_hi[l] = pl.zero_hi[l]
+
+
 def run(str mode, windows, zero_lo, zero_hi, weight_kind,
         const floating[::1] means, const floating[::1] weights, const floating[::1] g,
         floating[::1] out, floating[::1] gmeans, floating[::1] gweights, double[::1] gw_acc,
@@ -511,6 +570,8 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     (B*L*D, float64, zeroed) for adjoint.  Absent arrays are length-1
     placeholders flagged by the ``has_*`` arguments.  Raises LinAlgError
     naming the sequence, frame and dimension of a non-positive pivot.
+    Returns the kernel that ran: ``"band2"`` (windows reaching at most one
+    frame to each side, see mlpgx_band2.h) or ``"general"``.
     """
     cdef Plan pl
     cdef Py_ssize_t B = lengths.shape[0]
@@ -518,7 +579,7 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     cdef Py_ssize_t nthreads, width, nitems, it, b, d0, nd, c0, cw, tid, wsz, ssz, nstarts
     cdef int status
     if B == 0 or T == 0 or D == 0:
-        return
+        return "none"
     tables = _cached_window_tables(windows, tuple(int(x) for x in zero_lo),
                                    tuple(int(x) for x in zero_hi))
     pl.T = T
@@ -560,6 +621,13 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.chunk = -(-min(width, DEF_CHUNK, D) // TILE) * TILE
     wsz = _workspace_doubles(&pl)
     ssz = T * (pl.k + pl.nrhs) * pl.chunk
+    cdef mlpgx_b2plan b2
+    pl.band2 = NULL
+    if band2_applies(windows):
+        _fill_band2_plan(&b2, &pl, windows)
+        pl.band2 = &b2
+        wsz = max(wsz, mlpgx_b2_workspace_doubles(pl.chunk, <int>L, <int>pl.nrhs))
+        ssz = max(ssz, T * mlpgx_b2_scratch_row(pl.chunk, <int>pl.nrhs))
     workspace = np.empty((nthreads, wsz), dtype=np.float64)
     scratch = _scratch_buffer(nthreads, ssz, np.asarray(out).dtype)
     bad = np.full((nitems, 2), -1, dtype=np.intp)
@@ -608,3 +676,4 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
             f"d={d} of sequence b={b}: non-positive pivot (every precision touching "
             f"the frame may be zero: infinite variances, zero precisions or the "
             f"boundary rule; or the system is singular)")
+    return "band2" if pl.band2 != NULL else "general"

@@ -1,0 +1,80 @@
+/* Fused MLPG solver for windows that reach at most one frame to each side.
+ *
+ * Every window of the common sets (DELTA: static, [-0.5, 0, 0.5], [1, -2, 1];
+ * any nnmnkwii/Merlin 3-tap set; 2-tap differences) has left and right
+ * extents <= 1, so R = sum_l W_l^T P_l W_l has half-bandwidth k <= 2.  For
+ * those, _solver_impl.pxi calls this kernel instead of its general one.  The
+ * mathematics is the same (rows of R formed on the fly, banded LDL^T, both
+ * substitutions, the adjoint's gradients in the backward sweep); what differs
+ * is the shape of the code:
+ *
+ *   - the band structure is fixed (k = 2, windows padded to 3 taps), so row i
+ *     of R and r are straight-line sums over windows instead of loops over
+ *     term tables, and the factorisation keeps no temporaries;
+ *   - the number of windows L and of right-hand sides are compile-time
+ *     constants in each of the clones the dispatcher picks from, so the
+ *     window loop unrolls;
+ *   - each row is one loop over the contiguous d axis that GCC and Clang
+ *     vectorise (``#pragma GCC ivdep``: the rows written never overlap the
+ *     rows read).
+ *
+ * A general 3-tap window is padded to coefficients (w0, w1, w2) on frames
+ * (t-1, t, t+1); then, with p_l[f] = 0 outside the sequence or where the
+ * boundary rule drops the window,
+ *
+ *     R[i, i]   = sum_l  w0^2 p_l[i+1] + w1^2 p_l[i] + w2^2 p_l[i-1]
+ *     R[i, i-1] = sum_l  w1 w0 p_l[i]  + w2 w1 p_l[i-1]
+ *     R[i, i-2] = sum_l  w2 w0 p_l[i-1]
+ *     r[i]      = sum_l  w0 (p mu)_l[i+1] + w1 (p mu)_l[i] + w2 (p mu)_l[i-1]
+ *
+ * and the static window (exactly [1]) adds p_0[i] and (p mu)_0[i].  Padded
+ * zero coefficients multiply finite precisions, so they add exact zeros.
+ *
+ * This file is included twice by mlpgx_band2.h-users through
+ * mlpgx_band2_impl.h (storage type double and float); arithmetic is double.
+ */
+#ifndef MLPGX_BAND2_H
+#define MLPGX_BAND2_H
+
+#include <stddef.h>
+#include <string.h>
+
+#define MLPGX_B2_MAX_WINDOWS 4
+
+typedef struct {
+    int L;                  /* windows, 1 .. MLPGX_B2_MAX_WINDOWS; window 0 is [1] */
+    int mode;               /* 0 forward (rhs r), 1 solve (rhs g), 2 adjoint (r and g) */
+    int weight_kind;        /* 0 variances, 1 precisions, 2 none (unit) */
+    ptrdiff_t D, LD;
+    ptrdiff_t w_row_stride; /* 0 for global (per-column) weights */
+    ptrdiff_t CH;           /* column stride of the workspace and scratch rows, >= nd */
+    double pivot_rtol;      /* a pivot must exceed pivot_rtol * R[i, i] */
+    double w[MLPGX_B2_MAX_WINDOWS][3];   /* coefficients on frames t-1, t, t+1 */
+    ptrdiff_t zero_lo[MLPGX_B2_MAX_WINDOWS], zero_hi[MLPGX_B2_MAX_WINDOWS];
+} mlpgx_b2plan;
+
+/* Doubles of workspace one call needs (CH columns each). */
+static inline ptrdiff_t mlpgx_b2_workspace_doubles(ptrdiff_t CH, int L, int nrhs) {
+    /* p and p*mu rings (4 slots x L) | 1/D ring (2) | y ring (2 x nrhs)
+     * | L[i-1, i-2] | solution ring (4 x nrhs) | a zero row */
+    return CH * (8 * (ptrdiff_t)L + 2 + 2 * nrhs + 1 + 4 * nrhs + 1);
+}
+
+/* Storage elements of scratch per frame (CH columns each). */
+static inline ptrdiff_t mlpgx_b2_scratch_row(ptrdiff_t CH, int nrhs) {
+    return CH * (2 + nrhs);   /* L[i, i-1], L[i, i-2], y[i] / D[i] per rhs */
+}
+
+#define MLPGX_B2_T double
+#define MLPGX_B2_SUF d
+#include "mlpgx_band2_impl.h"
+#undef MLPGX_B2_T
+#undef MLPGX_B2_SUF
+
+#define MLPGX_B2_T float
+#define MLPGX_B2_SUF f
+#include "mlpgx_band2_impl.h"
+#undef MLPGX_B2_T
+#undef MLPGX_B2_SUF
+
+#endif /* MLPGX_BAND2_H */

@@ -1,0 +1,271 @@
+/* The k <= 2 MLPG kernel for one storage type; see mlpgx_band2.h.
+ *
+ * Included with MLPGX_B2_T (double or float: the storage type of inputs,
+ * outputs and scratch) and MLPGX_B2_SUF (name suffix) defined.  Arithmetic
+ * is double throughout; a float32 variance is inverted in float32, as in the
+ * general kernel.
+ */
+#ifndef MLPGX_B2_HELPERS
+#define MLPGX_B2_HELPERS
+#define MLPGX_B2_CAT_(a, b) a##_##b
+#define MLPGX_B2_CAT(a, b) MLPGX_B2_CAT_(a, b)
+#if defined(__GNUC__) || defined(__clang__)
+#define MLPGX_B2_INLINE static inline __attribute__((always_inline))
+#define MLPGX_B2_IVDEP _Pragma("GCC ivdep")
+#else
+#define MLPGX_B2_INLINE static inline
+#define MLPGX_B2_IVDEP
+#endif
+#endif
+
+#define B2_FN(name) MLPGX_B2_CAT(name, MLPGX_B2_SUF)
+#define B2_T MLPGX_B2_T
+
+/* Whether window l constrains frame f of an n-frame sequence. */
+MLPGX_B2_INLINE int B2_FN(b2_active)(const mlpgx_b2plan *pl, int l, ptrdiff_t f, ptrdiff_t n) {
+    return f >= 0 && f < n && f >= pl->zero_lo[l] && f < n - pl->zero_hi[l];
+}
+
+/* p[0:nd] = precisions of window l at frame f (the caller checked b2_active). */
+MLPGX_B2_INLINE void B2_FN(b2_precisions)(const mlpgx_b2plan *pl, const B2_T *weights,
+                                          int l, ptrdiff_t f, ptrdiff_t d0, ptrdiff_t nd,
+                                          double *p) {
+    ptrdiff_t d;
+    const B2_T *w;
+    if (pl->weight_kind == 2) {
+        for (d = 0; d < nd; d++) p[d] = 1.0;
+        return;
+    }
+    w = weights + f * pl->w_row_stride + l * pl->D + d0;
+    if (pl->weight_kind == 0) {
+        /* 1 / inf = 0: "no constraint" */
+        for (d = 0; d < nd; d++) p[d] = (double)((B2_T)1 / w[d]);
+    } else {
+        for (d = 0; d < nd; d++) p[d] = (double)w[d];
+    }
+}
+
+/* Ring slot (f & 3) of the precision and precision * mean rings: frame f. */
+MLPGX_B2_INLINE void B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L,
+                                          const B2_T *means, const B2_T *weights,
+                                          ptrdiff_t n, ptrdiff_t f, ptrdiff_t d0, ptrdiff_t nd,
+                                          double *pring, double *pmring) {
+    const ptrdiff_t CH = pl->CH;
+    ptrdiff_t d;
+    for (int l = 0; l < L; l++) {
+        double *p = pring + ((f & 3) * L + l) * CH;
+        double *pm = pmring + ((f & 3) * L + l) * CH;
+        if (!B2_FN(b2_active)(pl, l, f, n)) {
+            memset(p, 0, nd * sizeof(double));
+            memset(pm, 0, nd * sizeof(double));
+            continue;
+        }
+        B2_FN(b2_precisions)(pl, weights, l, f, d0, nd, p);
+        if (means != NULL) {
+            const B2_T *mu = means + f * pl->LD + l * pl->D + d0;
+            for (d = 0; d < nd; d++) pm[d] = p[d] * (double)mu[d];
+        }
+    }
+}
+
+/* One sequence, columns d0 .. d0+nd-1 (see mlpgx_b2_run_*).  L windows;
+ * NR right-hand sides; RHS_R: the first right-hand side is r (else g). */
+MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const int NR,
+                                   const int RHS_R,
+                                   const B2_T *means, const B2_T *weights, const B2_T *g,
+                                   B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
+                                   ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd,
+                                   double *ws, B2_T *scratch) {
+    const ptrdiff_t CH = pl->CH, D = pl->D, LD = pl->LD;
+    const ptrdiff_t S = mlpgx_b2_scratch_row(CH, NR);
+    const double rtol = pl->pivot_rtol;
+    double *pring = ws;                       /* (4, L, CH) */
+    double *pmring = pring + 4 * L * CH;      /* (4, L, CH) */
+    double *dring = pmring + 4 * L * CH;      /* (2, CH): 1/D of rows i-1, i-2 */
+    double *yring = dring + 2 * CH;           /* (2, NR, CH) */
+    double *lprev = yring + 2 * NR * CH;      /* (CH,): L[i-1, i-2] */
+    double *cring = lprev + CH;               /* (4, NR, CH): solutions c (and v) */
+    double *zero = cring + 4 * NR * CH;       /* (CH,) zeros */
+    /* products of padded coefficients (index l; window 0 is the static one) */
+    double a0[MLPGX_B2_MAX_WINDOWS], a1[MLPGX_B2_MAX_WINDOWS], a2[MLPGX_B2_MAX_WINDOWS];
+    double b1[MLPGX_B2_MAX_WINDOWS], b2[MLPGX_B2_MAX_WINDOWS], e2[MLPGX_B2_MAX_WINDOWS];
+    double w0[MLPGX_B2_MAX_WINDOWS], w1[MLPGX_B2_MAX_WINDOWS], w2[MLPGX_B2_MAX_WINDOWS];
+    ptrdiff_t i, d;
+    int l;
+
+    for (l = 0; l < L; l++) {
+        w0[l] = pl->w[l][0]; w1[l] = pl->w[l][1]; w2[l] = pl->w[l][2];
+        a0[l] = w0[l] * w0[l]; a1[l] = w1[l] * w1[l]; a2[l] = w2[l] * w2[l];
+        b1[l] = w1[l] * w0[l]; b2[l] = w2[l] * w1[l]; e2[l] = w2[l] * w0[l];
+    }
+    memset(dring, 0, (2 * CH + 2 * NR * CH + CH + 4 * NR * CH + CH) * sizeof(double));
+
+    /* ---- forward sweep: row i of R and r, its LDL^T row, forward substitution */
+    B2_FN(b2_load_frame)(pl, L, means, weights, n, -1, d0, nd, pring, pmring);
+    B2_FN(b2_load_frame)(pl, L, means, weights, n, 0, d0, nd, pring, pmring);
+    for (i = 0; i < n; i++) {
+        const double *pa[MLPGX_B2_MAX_WINDOWS], *pb[MLPGX_B2_MAX_WINDOWS], *pc[MLPGX_B2_MAX_WINDOWS];
+        const double *ma[MLPGX_B2_MAX_WINDOWS], *mb[MLPGX_B2_MAX_WINDOWS], *mc[MLPGX_B2_MAX_WINDOWS];
+        double *dinv_old = dring + (i & 1) * CH;          /* 1/D[i-2], becomes 1/D[i] */
+        const double *dinv_prev = dring + ((i + 1) & 1) * CH;   /* 1/D[i-1] */
+        double *y_old = yring + (i & 1) * NR * CH;        /* y[i-2], becomes y[i] */
+        const double *y_prev = yring + ((i + 1) & 1) * NR * CH;
+        const B2_T *gi = (g != NULL) ? g + i * D + d0 : NULL;
+        B2_T *sc = scratch + i * S;
+        int bad = 0;
+
+        B2_FN(b2_load_frame)(pl, L, means, weights, n, i + 1, d0, nd, pring, pmring);
+        for (l = 0; l < L; l++) {
+            pa[l] = pring + (((i + 1) & 3) * L + l) * CH;
+            pb[l] = pring + ((i & 3) * L + l) * CH;
+            pc[l] = pring + (((i - 1) & 3) * L + l) * CH;
+            ma[l] = pmring + (((i + 1) & 3) * L + l) * CH;
+            mb[l] = pmring + ((i & 3) * L + l) * CH;
+            mc[l] = pmring + (((i - 1) & 3) * L + l) * CH;
+        }
+        MLPGX_B2_IVDEP
+        for (d = 0; d < nd; d++) {
+            /* the static window: R[i, i] += p_0[i], r[i] += (p mu)_0[i] */
+            double r0 = pb[0][d], r1 = 0.0, r2 = 0.0;
+            double rhs0 = RHS_R ? mb[0][d] : (double)gi[d];
+            double lk2, ek1, lk1, piv, dinv, y;
+            for (l = 1; l < L; l++) {
+                const double pA = pa[l][d], pB = pb[l][d], pC = pc[l][d];
+                r0 += a0[l] * pA + a1[l] * pB + a2[l] * pC;
+                r1 += b1[l] * pB + b2[l] * pC;
+                r2 += e2[l] * pC;
+                if (RHS_R)
+                    rhs0 += w0[l] * ma[l][d] + w1[l] * mb[l][d] + w2[l] * mc[l][d];
+            }
+            /* L[i, i-2] = R[i, i-2] / D[i-2];
+             * L[i, i-1] = (R[i, i-1] - L[i, i-2] D[i-2] L[i-1, i-2]) / D[i-1];
+             * D[i] = R[i, i] - L[i, i-2]^2 D[i-2] - L[i, i-1]^2 D[i-1] */
+            lk2 = r2 * dinv_old[d];
+            ek1 = r1 - r2 * lprev[d];
+            lk1 = ek1 * dinv_prev[d];
+            piv = r0 - r2 * lk2 - ek1 * lk1;
+            bad |= !(piv > rtol * r0);
+            dinv = 1.0 / piv;
+            dinv_old[d] = dinv;
+            lprev[d] = lk1;
+            y = rhs0 - lk2 * y_old[d] - lk1 * y_prev[d];
+            y_old[d] = y;
+            sc[d] = (B2_T)lk1;
+            sc[CH + d] = (B2_T)lk2;
+            sc[2 * CH + d] = (B2_T)(y * dinv);
+            if (NR == 2) {
+                y = (double)gi[d] - lk2 * y_old[CH + d] - lk1 * y_prev[CH + d];
+                y_old[CH + d] = y;
+                sc[3 * CH + d] = (B2_T)(y * dinv);
+            }
+        }
+        if (bad)
+            return 1;   /* the caller reruns the general kernel to name the frame */
+    }
+
+    /* ---- back substitution from the end; in adjoint mode the gradients of
+     * frame t = i + 1 are complete once row i is solved */
+    for (i = n - 1; i >= (NR == 2 ? -1 : 0); i--) {
+        double *c = cring + (i & 3) * NR * CH;
+        if (i >= 0) {
+            const double *c1 = cring + ((i + 1) & 3) * NR * CH;
+            const double *c2 = cring + ((i + 2) & 3) * NR * CH;
+            /* L[i+1, i] and L[i+2, i]; rows past the end multiply zeros */
+            const B2_T *l1 = (i + 1 < n) ? scratch + (i + 1) * S : (const B2_T *)zero;
+            const B2_T *l2 = (i + 2 < n) ? scratch + (i + 2) * S + CH : (const B2_T *)zero;
+            const B2_T *z = scratch + i * S + 2 * CH;
+            B2_T *o = (NR == 1) ? out + i * D + d0 : NULL;
+            MLPGX_B2_IVDEP
+            for (d = 0; d < nd; d++) {
+                double x = (double)z[d] - (double)l1[d] * c1[d] - (double)l2[d] * c2[d];
+                c[d] = x;
+                if (NR == 1) o[d] = (B2_T)x;
+                else {
+                    x = (double)z[CH + d] - (double)l1[d] * c1[CH + d] - (double)l2[d] * c2[CH + d];
+                    c[CH + d] = x;
+                }
+            }
+        } else {
+            memset(c, 0, NR * CH * sizeof(double));   /* c[-1] = v[-1] = 0 */
+        }
+        if (NR == 2 && i + 1 < n) {
+            const ptrdiff_t t = i + 1;
+            const double *cm = c;                                  /* frame t-1 */
+            const double *c0 = cring + (t & 3) * NR * CH;          /* frame t */
+            const double *cp = cring + ((t + 1) & 3) * NR * CH;    /* frame t+1 */
+            double *p = pring;      /* the rings are free now: scratch rows */
+            for (l = 0; l < L; l++) {
+                B2_T *gm = gmeans + t * LD + l * D + d0;
+                B2_T *gw = (gweights != NULL) ? gweights + t * LD + l * D + d0 : NULL;
+                double *acc = (gw_acc != NULL) ? gw_acc + l * D + d0 : NULL;
+                const B2_T *mu = means + t * LD + l * D + d0;
+                const double u0 = w0[l], u1 = w1[l], u2 = w2[l];
+                if (!B2_FN(b2_active)(pl, l, t, n)) {
+                    memset(gm, 0, nd * sizeof(B2_T));
+                    if (gw != NULL) memset(gw, 0, nd * sizeof(B2_T));
+                    continue;
+                }
+                B2_FN(b2_precisions)(pl, weights, l, t, d0, nd, p);
+                /* dL/dmu = p W v;  dL/dp = (W v)(mu - W c);  dL/dvar = -p^2 dL/dp */
+                if (pl->weight_kind == 2 || (gw == NULL && acc == NULL)) {
+                    MLPGX_B2_IVDEP
+                    for (d = 0; d < nd; d++)
+                        gm[d] = (B2_T)(p[d] * (u0 * cm[CH + d] + u1 * c0[CH + d] + u2 * cp[CH + d]));
+                    continue;
+                }
+                {
+                    const double sgn = (pl->weight_kind == 0) ? -1.0 : 1.0;
+                    const int var = pl->weight_kind == 0;
+                    MLPGX_B2_IVDEP
+                    for (d = 0; d < nd; d++) {
+                        const double wv = u0 * cm[CH + d] + u1 * c0[CH + d] + u2 * cp[CH + d];
+                        const double wc = u0 * cm[d] + u1 * c0[d] + u2 * cp[d];
+                        const double scale = var ? p[d] * p[d] : 1.0;
+                        gm[d] = (B2_T)(p[d] * wv);
+                        p[CH + d] = sgn * scale * (wv * ((double)mu[d] - wc));
+                    }
+                    if (gw != NULL) {
+                        for (d = 0; d < nd; d++) gw[d] = (B2_T)p[CH + d];
+                    } else {
+                        for (d = 0; d < nd; d++) acc[d] += p[CH + d];
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+#define B2_CLONE(Lc, NRc, RHSc) \
+    B2_FN(b2_core)(pl, Lc, NRc, RHSc, means, weights, g, out, gmeans, gweights, gw_acc, \
+                   n, d0, nd, ws, scratch)
+#define B2_BY_L(NRc, RHSc) \
+    switch (pl->L) { \
+    case 1: return B2_CLONE(1, NRc, RHSc); \
+    case 2: return B2_CLONE(2, NRc, RHSc); \
+    case 3: return B2_CLONE(3, NRc, RHSc); \
+    default: return B2_CLONE(4, NRc, RHSc); \
+    }
+
+/* Solve one sequence (pointers at its frame 0) over columns d0 .. d0+nd-1.
+ * ws: mlpgx_b2_workspace_doubles(CH, L, nrhs) doubles; scratch: n rows of
+ * mlpgx_b2_scratch_row(CH, nrhs) elements.  Rows t >= n are not touched.
+ * Returns 0, or 1 when a pivot is not positive (outputs then undefined). */
+static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
+                               const B2_T *means, const B2_T *weights, const B2_T *g,
+                               B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
+                               ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd,
+                               double *ws, B2_T *scratch) {
+    if (pl->mode == 0) {
+        B2_BY_L(1, 1)
+    } else if (pl->mode == 1) {
+        B2_BY_L(1, 0)
+    } else {
+        B2_BY_L(2, 1)
+    }
+}
+
+#undef B2_BY_L
+#undef B2_CLONE
+#undef B2_FN
+#undef B2_T
