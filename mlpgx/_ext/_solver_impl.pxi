@@ -32,7 +32,6 @@
 # a non-positive pivot is returned as an info code and turned into
 # ``numpy.linalg.LinAlgError`` after the nogil region.
 
-import functools
 import threading
 
 import numpy as np
@@ -42,7 +41,11 @@ from cython cimport floating
 
 include "_solver_decl.pxi"
 from cython.parallel cimport prange, threadid
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from "mlpgx_tile.h" nogil:
     # tiles of TILE double lanes (see the header)
@@ -418,14 +421,6 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
     return 0
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_window_tables(windows, zero_lo, zero_hi):
-    tables = _window_tables(windows, zero_lo, zero_hi)
-    for a in tables.values():
-        a.setflags(write=False)
-    return tables
-
-
 def _window_tables(windows, zero_lo, zero_hi):
     """Flatten a WindowSet into the arrays the Plan points at."""
     L = len(windows)
@@ -538,81 +533,149 @@ def band2_applies(windows):
             and windows.max_left <= 1 and windows.max_right <= 1)
 
 
-cdef void _fill_band2_plan(mlpgx_b2plan* b2, const Plan* pl, windows):
-    cdef Py_ssize_t l, u
-    memset(b2, 0, sizeof(mlpgx_b2plan))
-    b2.L = <int>pl.L
-    b2.mode = pl.mode
-    b2.weight_kind = pl.weight_kind
-    b2.D = pl.D
-    b2.LD = pl.LD
-    b2.w_row_stride = pl.w_row_stride
-    b2.CH = pl.chunk
-    b2.pivot_rtol = pl.pivot_rtol
-    for l, w in enumerate(windows):
-        # coefficient u sits on frame offset u - left, in {-1, 0, 1}
-        for u, c in enumerate(w.coeffs):
-            b2.w[l][u - w.left + 1] = c
-        b2.zero_lo[l] = pl.zero_lo[l]
-        b2.zero_hi[l] = pl.zero_hi[l]
+cdef class _WindowPlan:
+    """The window fields of a Plan (and of the k <= 2 kernel's plan) for one
+    window set and boundary margins, flattened once and kept for later calls:
+    rebuilding them cost more than solving a short sequence."""
+    cdef object tables          # the arrays ``base``'s pointers point into
+    cdef Plan base              # window fields; sizes and mode are set per call
+    cdef bint band2             # the k <= 2 kernel can run these windows
+    cdef mlpgx_b2plan b2        # its coefficients and margins
+
+    def __cinit__(self, windows, zero_lo, zero_hi):
+        cdef Py_ssize_t l, u
+        tables = _window_tables(windows, zero_lo, zero_hi)
+        for a in tables.values():
+            a.setflags(write=False)
+        self.tables = tables
+        memset(&self.base, 0, sizeof(Plan))
+        self.base.L = len(windows)
+        self.base.P = windows.max_left
+        self.base.Q = windows.max_right
+        self.base.k = windows.bandwidth
+        self.base.frame_mask = _pow2_above(self.base.P + self.base.Q) - 1
+        self.base.factor_mask = _pow2_above(self.base.k) - 1
+        self.base.sol_mask = _pow2_above(max(self.base.P + self.base.Q, self.base.k)) - 1
+        self.base.pivot_rtol = PIVOT_RTOL
+        self.base.win_left = _ip(tables["win_left"])
+        self.base.win_width = _ip(tables["win_width"])
+        self.base.win_offset = _ip(tables["win_offset"])
+        self.base.coeffs = _dp(tables["coeffs"])
+        self.base.zero_lo = _ip(tables["zero_lo"])
+        self.base.zero_hi = _ip(tables["zero_hi"])
+        self.base.rterm_coef = _dp(tables["rterm_coef"])
+        self.base.rterm_lag_start = _ip(tables["rterm_lag_start"])
+        self.base.rterm_source = _ip(tables["rterm_source"])
+        self.base.vterm_source = _ip(tables["vterm_source"])
+        self.base.n_sources = tables["source_shift"].shape[0]
+        self.base.source_shift = _ip(tables["source_shift"])
+        self.base.source_window = _ip(tables["source_window"])
+        self.base.n_vterms = tables["vterm_coef"].shape[0]
+        self.base.vterm_coef = _dp(tables["vterm_coef"])
+        self.base.band2 = NULL
+        memset(&self.b2, 0, sizeof(mlpgx_b2plan))
+        self.band2 = (len(windows) <= B2_MAX_WINDOWS
+                      and windows.max_left <= 1 and windows.max_right <= 1)
+        if self.band2:
+            self.b2.L = <int>self.base.L
+            self.b2.pivot_rtol = PIVOT_RTOL
+            for l, w in enumerate(windows):
+                # coefficient u sits on frame offset u - left, in {-1, 0, 1}
+                for u, c in enumerate(w.coeffs):
+                    self.b2.w[l][u - w.left + 1] = c
+                self.b2.zero_lo[l] = self.base.zero_lo[l]
+                self.b2.zero_hi[l] = self.base.zero_hi[l]
+
+
+#: (windows, zero_lo, zero_hi) -> _WindowPlan; cleared when it grows past
+#: _PLAN_CACHE_SIZE entries (a program uses a handful of window sets).
+_plans = {}
+_PLAN_CACHE_SIZE = 64
+
+
+cdef _WindowPlan _window_plan(windows, zero_lo, zero_hi):
+    key = (windows, tuple(np.asarray(zero_lo).tolist()), tuple(np.asarray(zero_hi).tolist()))
+    wp = _plans.get(key)
+    if wp is None:
+        wp = _WindowPlan(windows, key[1], key[2])
+        if len(_plans) >= _PLAN_CACHE_SIZE:
+            _plans.clear()
+        _plans[key] = wp
+    return wp
+
+
+cdef void* _data(a, int typenum, Py_ssize_t need, bint writable, str name) except NULL:
+    # The address of a validated array's first element, after the checks
+    # that the kernels' assumptions rest on.
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise TypeError(f"{name} has dtype {arr.dtype}, expected "
+                        f"{np.dtype(cnp.PyArray_DescrFromType(typenum))}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name} must be C-contiguous")
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name} must be writable")
+    if cnp.PyArray_SIZE(arr) < max(need, 1):
+        raise ValueError(f"{name} has {cnp.PyArray_SIZE(arr)} elements, expected {need}")
+    return cnp.PyArray_DATA(arr)
 
 
 def run(str mode, windows, zero_lo, zero_hi, weight_kind,
-        const floating[::1] means, const floating[::1] weights, const floating[::1] g,
-        floating[::1] out, floating[::1] gmeans, floating[::1] gweights, double[::1] gw_acc,
-        const Py_ssize_t[::1] lengths, Py_ssize_t T, Py_ssize_t D,
+        means, weights, g, out, gmeans, gweights, gw_acc,
+        lengths, Py_ssize_t T, Py_ssize_t D,
         bint has_means, bint has_weights, bint global_weights, bint has_g,
         bint has_gweights, bint has_gw_acc, num_threads=None):
     """Run the solver over a batch (all arrays flat, C order, validated).
 
     means (B*T*L*D), weights (B*T*L*D or L*D), g (B*T*D); outputs out
     (B*T*D) for forward/solve, gmeans and gweights (B*T*L*D) or gw_acc
-    (B*L*D, float64, zeroed) for adjoint.  Absent arrays are length-1
-    placeholders flagged by the ``has_*`` arguments.  Raises LinAlgError
-    naming the sequence, frame and dimension of a non-positive pivot.
-    Returns the kernel that ran: ``"band2"`` (windows reaching at most one
-    frame to each side, see mlpgx_band2.h) or ``"general"``.
+    (B*L*D, float64, zeroed) for adjoint; all of one float dtype (gw_acc
+    float64), lengths intp.  Absent arrays are placeholders flagged by the
+    ``has_*`` arguments.  Raises LinAlgError naming the sequence, frame and
+    dimension of a non-positive pivot.  Returns the kernel planned:
+    ``"band2"`` (windows reaching at most one frame to each side, see
+    mlpgx_band2.h) or ``"general"``.
     """
-    cdef Plan pl
-    cdef Py_ssize_t B = lengths.shape[0]
+    dtype = (out if mode != "adjoint" else gmeans).dtype
+    if dtype == np.float64:
+        return _run_typed[double](mode, windows, zero_lo, zero_hi, weight_kind, means, weights,
+                                  g, out, gmeans, gweights, gw_acc, lengths, T, D, has_means,
+                                  has_weights, global_weights, has_g, has_gweights,
+                                  has_gw_acc, num_threads, cnp.NPY_DOUBLE)
+    if dtype == np.float32:
+        return _run_typed[float](mode, windows, zero_lo, zero_hi, weight_kind, means, weights,
+                                 g, out, gmeans, gweights, gw_acc, lengths, T, D, has_means,
+                                 has_weights, global_weights, has_g, has_gweights,
+                                 has_gw_acc, num_threads, cnp.NPY_FLOAT)
+    raise TypeError(f"the solver runs on float32 or float64 arrays, got {dtype}")
+
+
+cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
+                       means, weights, g, out, gmeans, gweights, gw_acc,
+                       lengths, Py_ssize_t T, Py_ssize_t D,
+                       bint has_means, bint has_weights, bint global_weights, bint has_g,
+                       bint has_gweights, bint has_gw_acc, num_threads, int typenum,
+                       floating dtype_tag=0):
+    cdef Py_ssize_t B = cnp.PyArray_SIZE(<cnp.ndarray?>lengths)
     cdef Py_ssize_t L = len(windows)
     cdef Py_ssize_t nthreads, width, nitems, it, b, d0, nd, c0, cw, tid, wsz, ssz, nstarts
     cdef int status
+    cdef Plan pl
+    cdef mlpgx_b2plan b2
     if B == 0 or T == 0 or D == 0:
         return "none"
-    tables = _cached_window_tables(windows, tuple(int(x) for x in zero_lo),
-                                   tuple(int(x) for x in zero_hi))
+    cdef _WindowPlan wp = _window_plan(windows, zero_lo, zero_hi)
+    pl = wp.base
     pl.T = T
     pl.D = D
-    pl.L = L
     pl.LD = L * D
-    pl.P = windows.max_left
-    pl.Q = windows.max_right
-    pl.k = windows.bandwidth
     pl.mode = MODES[mode]
     pl.nrhs = 2 if pl.mode == MODE_ADJOINT else 1
-    pl.frame_mask = _pow2_above(pl.P + pl.Q) - 1
-    pl.factor_mask = _pow2_above(pl.k) - 1
-    pl.sol_mask = _pow2_above(max(pl.P + pl.Q, pl.k)) - 1
     pl.weight_kind = WEIGHT_KINDS[weight_kind if has_weights else None]
     pl.w_row_stride = 0 if global_weights else L * D
     pl.w_batch_stride = 0 if global_weights else T * L * D
-    pl.pivot_rtol = PIVOT_RTOL
-    pl.win_left = _ip(tables["win_left"])
-    pl.win_width = _ip(tables["win_width"])
-    pl.win_offset = _ip(tables["win_offset"])
-    pl.coeffs = _dp(tables["coeffs"])
-    pl.zero_lo = _ip(tables["zero_lo"])
-    pl.zero_hi = _ip(tables["zero_hi"])
-    pl.rterm_coef = _dp(tables["rterm_coef"])
-    pl.rterm_lag_start = _ip(tables["rterm_lag_start"])
-    pl.rterm_source = _ip(tables["rterm_source"])
-    pl.vterm_source = _ip(tables["vterm_source"])
-    pl.n_sources = tables["source_shift"].shape[0]
-    pl.source_shift = _ip(tables["source_shift"])
-    pl.source_window = _ip(tables["source_window"])
-    pl.n_vterms = tables["vterm_coef"].shape[0]
-    pl.vterm_coef = _dp(tables["vterm_coef"])
 
     nthreads, starts, width = _plan_threads(B, D, T, num_threads)
     nstarts = len(starts)
@@ -621,27 +684,56 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.chunk = -(-min(width, DEF_CHUNK, D) // TILE) * TILE
     wsz = _workspace_doubles(&pl)
     ssz = T * (pl.k + pl.nrhs) * pl.chunk
-    cdef mlpgx_b2plan b2
-    pl.band2 = NULL
-    if band2_applies(windows):
-        _fill_band2_plan(&b2, &pl, windows)
+    if wp.band2 and USE_BAND2:
+        b2 = wp.b2
+        b2.mode = pl.mode
+        b2.weight_kind = pl.weight_kind
+        b2.D = pl.D
+        b2.LD = pl.LD
+        b2.w_row_stride = pl.w_row_stride
+        b2.CH = pl.chunk
         pl.band2 = &b2
         wsz = max(wsz, mlpgx_b2_workspace_doubles(pl.chunk, <int>L, <int>pl.nrhs))
         ssz = max(ssz, T * mlpgx_b2_scratch_row(pl.chunk, <int>pl.nrhs))
-    workspace = np.empty((nthreads, wsz), dtype=np.float64)
-    scratch = _scratch_buffer(nthreads, ssz, np.asarray(out).dtype)
-    bad = np.full((nitems, 2), -1, dtype=np.intp)
-    cdef double[:, ::1] ws_v = workspace
-    cdef floating[:, ::1] sc_v = scratch
-    cdef Py_ssize_t[:, ::1] bad_v = bad
 
-    cdef const floating* mp = &means[0] if has_means else NULL
-    cdef const floating* wp = &weights[0] if has_weights else NULL
-    cdef const floating* gp = &g[0] if has_g else NULL
-    cdef floating* op = &out[0] if pl.mode != MODE_ADJOINT else NULL
-    cdef floating* gmp = &gmeans[0] if pl.mode == MODE_ADJOINT else NULL
-    cdef floating* gwp = &gweights[0] if has_gweights else NULL
-    cdef double* gap = &gw_acc[0] if has_gw_acc else NULL
+    cdef Py_ssize_t n_in = B * T * L * D
+    cdef Py_ssize_t n_w = (L * D) if global_weights else n_in
+    cdef const floating* mp = NULL
+    cdef const floating* wpt = NULL
+    cdef const floating* gp = NULL
+    cdef floating* op = NULL
+    cdef floating* gmp = NULL
+    cdef floating* gwp = NULL
+    cdef double* gap = NULL
+    cdef const Py_ssize_t* lens = <const Py_ssize_t*>_data(lengths, cnp.NPY_INTP, B, False, "lengths")
+    if has_means:
+        mp = <const floating*>_data(means, typenum, n_in, False, "means")
+    if has_weights:
+        wpt = <const floating*>_data(weights, typenum, n_w, False, "weights")
+    if has_g:
+        gp = <const floating*>_data(g, typenum, B * T * D, False, "g")
+    if pl.mode != MODE_ADJOINT:
+        op = <floating*>_data(out, typenum, B * T * D, True, "out")
+    else:
+        gmp = <floating*>_data(gmeans, typenum, n_in, True, "gmeans")
+        if has_gweights:
+            gwp = <floating*>_data(gweights, typenum, n_in, True, "gweights")
+        if has_gw_acc:
+            gap = <double*>_data(gw_acc, cnp.NPY_DOUBLE, B * L * D, True, "gw_acc")
+    for b in range(B):
+        if lens[b] < 0 or lens[b] > T:
+            raise ValueError(f"lengths[{b}] = {lens[b]} is outside [0, {T}]")
+
+    workspace = np.empty((nthreads, wsz), dtype=np.float64)
+    scratch = _scratch_buffer(nthreads, ssz, np.float64 if floating is double else np.float32)
+    cdef double* ws_p = <double*>cnp.PyArray_DATA(<cnp.ndarray>workspace)
+    cdef floating* sc_p = <floating*>cnp.PyArray_DATA(<cnp.ndarray>scratch)
+    # per work item: (frame, dimension) of a non-positive pivot, or -1
+    cdef Py_ssize_t* bad = <Py_ssize_t*>malloc(2 * nitems * sizeof(Py_ssize_t))
+    if bad == NULL:
+        raise MemoryError()
+    for it in range(2 * nitems):
+        bad[it] = -1
 
     with nogil:
         for it in prange(nitems, num_threads=nthreads, schedule="dynamic"):
@@ -655,21 +747,24 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
                 status = _solve_chunk(
                     &pl,
                     (mp + b * T * pl.LD) if mp != NULL else NULL,
-                    (wp + b * pl.w_batch_stride) if wp != NULL else NULL,
+                    (wpt + b * pl.w_batch_stride) if wpt != NULL else NULL,
                     (gp + b * T * D) if gp != NULL else NULL,
                     (op + b * T * D) if op != NULL else NULL,
                     (gmp + b * T * pl.LD) if gmp != NULL else NULL,
                     (gwp + b * T * pl.LD) if gwp != NULL else NULL,
                     (gap + b * pl.LD) if gap != NULL else NULL,
-                    lengths[b], c0, cw,
-                    &ws_v[tid, 0], &sc_v[tid, 0], &bad_v[it, 0])
+                    lens[b], c0, cw,
+                    ws_p + tid * wsz, sc_p + tid * ssz, bad + 2 * it)
                 if status != 0:
                     break
                 c0 = c0 + cw
 
-    failed = np.flatnonzero(bad[:, 0] >= 0)
-    if failed.size:
-        rows = [(int(f // nstarts), int(bad[f, 0]), int(bad[f, 1])) for f in failed]
+    rows = []
+    for it in range(nitems):
+        if bad[2 * it] >= 0:
+            rows.append((it // nstarts, bad[2 * it], bad[2 * it + 1]))
+    free(bad)
+    if rows:
         b, t, d = min(rows)
         raise LinAlgError(
             f"MLPG system is not positive definite at frame t={t}, static dimension "
