@@ -11,9 +11,10 @@
  *   - the band structure is fixed (k = 2, windows padded to 3 taps), so row i
  *     of R and r are straight-line sums over windows instead of loops over
  *     term tables, and the factorisation keeps no temporaries;
- *   - the number of windows L and of right-hand sides are compile-time
- *     constants in each of the clones the dispatcher picks from, so the
- *     window loop unrolls;
+ *   - the number of windows L, the number of right-hand sides and whether
+ *     window 1 has a zero centre coefficient (the delta window; its zero
+ *     terms are then left out) are compile-time constants in each of the
+ *     clones the dispatcher picks from, so the window loop unrolls;
  *   - each row is one loop over the contiguous d axis that GCC and Clang
  *     vectorise (``#pragma GCC ivdep``: the rows written never overlap the
  *     rows read).

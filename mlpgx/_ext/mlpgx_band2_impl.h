@@ -69,9 +69,11 @@ MLPGX_B2_INLINE void B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L,
 }
 
 /* One sequence, columns d0 .. d0+nd-1 (see mlpgx_b2_run_*).  L windows;
- * NR right-hand sides; RHS_R: the first right-hand side is r (else g). */
+ * NR right-hand sides; RHS_R: the first right-hand side is r (else g);
+ * CZ1: window 1's centre coefficient is 0 (the delta window [-0.5, 0, 0.5]),
+ * so the terms it multiplies are left out. */
 MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const int NR,
-                                   const int RHS_R,
+                                   const int RHS_R, const int CZ1,
                                    const B2_T *means, const B2_T *weights, const B2_T *g,
                                    B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
                                    ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd,
@@ -112,7 +114,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
         const double *y_prev = yring + ((i + 1) & 1) * NR * CH;
         const B2_T *gi = (g != NULL) ? g + i * D + d0 : NULL;
         B2_T *sc = scratch + i * S;
-        int bad = 0;
+        long long bad = 0;   /* 64-bit: the width of the pivot comparison lanes */
 
         B2_FN(b2_load_frame)(pl, L, means, weights, n, i + 1, d0, nd, pring, pmring);
         for (l = 0; l < L; l++) {
@@ -131,11 +133,16 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
             double lk2, ek1, lk1, piv, dinv, y;
             for (l = 1; l < L; l++) {
                 const double pA = pa[l][d], pB = pb[l][d], pC = pc[l][d];
-                r0 += a0[l] * pA + a1[l] * pB + a2[l] * pC;
-                r1 += b1[l] * pB + b2[l] * pC;
+                r0 += a0[l] * pA + a2[l] * pC;
                 r2 += e2[l] * pC;
                 if (RHS_R)
-                    rhs0 += w0[l] * ma[l][d] + w1[l] * mb[l][d] + w2[l] * mc[l][d];
+                    rhs0 += w0[l] * ma[l][d] + w2[l] * mc[l][d];
+                if (!(CZ1 && l == 1)) {   /* terms with the centre coefficient w1 */
+                    r0 += a1[l] * pB;
+                    r1 += b1[l] * pB + b2[l] * pC;
+                    if (RHS_R)
+                        rhs0 += w1[l] * mb[l][d];
+                }
             }
             /* L[i, i-2] = R[i, i-2] / D[i-2];
              * L[i, i-1] = (R[i, i-1] - L[i, i-2] D[i-2] L[i-1, i-2]) / D[i-1];
@@ -236,15 +243,18 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
     return 0;
 }
 
-#define B2_CLONE(Lc, NRc, RHSc) \
-    B2_FN(b2_core)(pl, Lc, NRc, RHSc, means, weights, g, out, gmeans, gweights, gw_acc, \
+#define B2_CLONE(Lc, NRc, RHSc, CZc) \
+    B2_FN(b2_core)(pl, Lc, NRc, RHSc, CZc, means, weights, g, out, gmeans, gweights, gw_acc, \
                    n, d0, nd, ws, scratch)
 #define B2_BY_L(NRc, RHSc) \
-    switch (pl->L) { \
-    case 1: return B2_CLONE(1, NRc, RHSc); \
-    case 2: return B2_CLONE(2, NRc, RHSc); \
-    case 3: return B2_CLONE(3, NRc, RHSc); \
-    default: return B2_CLONE(4, NRc, RHSc); \
+    switch (pl->L * 2 + (pl->L > 1 && pl->w[1][1] == 0.0)) { \
+    case 2: return B2_CLONE(1, NRc, RHSc, 0); \
+    case 4: return B2_CLONE(2, NRc, RHSc, 0); \
+    case 5: return B2_CLONE(2, NRc, RHSc, 1); \
+    case 6: return B2_CLONE(3, NRc, RHSc, 0); \
+    case 7: return B2_CLONE(3, NRc, RHSc, 1); \
+    case 8: return B2_CLONE(4, NRc, RHSc, 0); \
+    default: return B2_CLONE(4, NRc, RHSc, 1); \
     }
 
 /* Solve one sequence (pointers at its frame 0) over columns d0 .. d0+nd-1.
