@@ -6,6 +6,7 @@ it again.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -99,16 +100,25 @@ class Problem:
         fixes the precision to 0: frame ``t`` of a sequence of length ``n`` is
         dropped for window ``l`` when ``t < lo[l]`` or ``t >= n - hi[l]``.
 
-        The static window (index 0) is never dropped.
+        The static window (index 0) is never dropped.  The arrays are
+        read-only (they are shared between calls).
         """
-        lo = np.zeros(self.n_windows, dtype=np.int64)
-        hi = np.zeros(self.n_windows, dtype=np.int64)
-        if self.boundary == "per-window":
-            for l, w in enumerate(self.windows):
-                if l:
-                    lo[l], hi[l] = w.left, w.right
-        elif self.boundary == "nnmnkwii":
-            k = self.windows.max_halfwidth
-            lo[1:] = k
-            hi[1:] = k
-        return lo, hi
+        return _zero_frame_ranges(self.windows, self.boundary)
+
+
+@functools.lru_cache(maxsize=128)
+def _zero_frame_ranges(windows: WindowSet, boundary: str):
+    # see Problem.zero_frame_ranges; cached: it is asked for on every call
+    lo = np.zeros(len(windows), dtype=np.int64)
+    hi = np.zeros(len(windows), dtype=np.int64)
+    if boundary == "per-window":
+        for l, w in enumerate(windows):
+            if l:
+                lo[l], hi[l] = w.left, w.right
+    elif boundary == "nnmnkwii":
+        k = windows.max_halfwidth
+        lo[1:] = k
+        hi[1:] = k
+    lo.setflags(write=False)
+    hi.setflags(write=False)
+    return lo, hi

@@ -26,6 +26,8 @@ BAND2_SETS = {
     "backward": as_windows([(0, 0, [1]), (1, 0, [-1, 1])]),
     "forward": as_windows([(0, 0, [1]), (0, 1, [-1, 1]), (1, 1, [0.2, -0.7, 0.4])]),
     "four": as_windows([[1], [-0.5, 0, 0.5], [1, -2, 1], [0.25, 0.5, -0.1]]),
+    # window 1 without a zero centre: the clones that keep every term
+    "four-accel-first": as_windows([[1], [1, -2, 1], [-0.5, 0, 0.5], [0.2, 0.3, 0.1]]),
 }
 GENERAL_SETS = {
     "right2": as_windows([(0, 0, [1]), (0, 2, [0.3, -0.2, 0.5])]),

@@ -38,9 +38,16 @@ class CythonBackend(KernelBackend):
             return False, f"the compiled extension mlpgx._ext._solver did not import ({_IMPORT_ERROR})"
         return True, ""
 
-    @staticmethod
-    def _placeholder(dtype):
-        return np.zeros(1, dtype=dtype)
+    #: one-element stand-ins for the arrays an operation does not use (the
+    #: kernel never touches them); shared between calls
+    _PLACEHOLDERS = {np.dtype(dt): np.zeros(1, dtype=dt) for dt in (np.float32, np.float64)}
+    for _a in _PLACEHOLDERS.values():
+        _a.setflags(write=False)
+    del _a
+
+    @classmethod
+    def _placeholder(cls, dtype):
+        return cls._PLACEHOLDERS[np.dtype(dtype)]
 
     def _run(self, mode: str, pb: Problem, g=None):
         T, D = pb.n_frames, pb.static_dim
@@ -55,10 +62,10 @@ class CythonBackend(KernelBackend):
             pb.means.reshape(-1) if has_means else ph,
             pb.weights.reshape(-1) if has_weights else ph,
             g.reshape(-1) if g is not None else ph,
-            out.reshape(-1) if out is not None else ph.copy(),
-            gmeans.reshape(-1) if gmeans is not None else ph.copy(),
-            gweights.reshape(-1) if gweights is not None else ph.copy(),
-            gw_acc.reshape(-1) if gw_acc is not None else np.zeros(1),
+            out.reshape(-1) if out is not None else ph,
+            gmeans.reshape(-1) if gmeans is not None else ph,
+            gweights.reshape(-1) if gweights is not None else ph,
+            gw_acc.reshape(-1) if gw_acc is not None else self._PLACEHOLDERS[np.dtype(np.float64)],
             pb.lengths.astype(np.intp, copy=False), T, D,
             has_means, has_weights, pb.global_weights, g is not None,
             gweights is not None, gw_acc is not None,
