@@ -20,6 +20,8 @@ ns/frame/dim  forward time per frame and static dimension (flatness across T)
 peak/in    peak extra memory of the adjoint call / bytes of means + variances
 reference  the scipy.sparse backend (timed on a few dimensions, scaled to D)
 solveh     a per-dimension ``scipy.linalg.solveh_banded`` loop, R built with NumPy
+general    the forward on the general banded kernel; DELTA (windows reaching one
+           frame each side) otherwise runs on the k <= 2 kernel (mlpgx_band2.h)
 """
 from __future__ import annotations
 
@@ -125,23 +127,32 @@ def bench_case(B, T, D, dtype, threads, with_peers):
         ms64, vs64 = ms.astype(np.float64), vs.astype(np.float64)
         row["solveh_s"] = best_time(lambda: solveh_banded_loop(ms64, vs64, wins), 0.1, 1, 3) * scale
         row["peer_dims_timed"] = nd
+        # the same call on the general banded kernel (DELTA otherwise runs on
+        # the k <= 2 kernel, mlpgx/_ext/mlpgx_band2.h)
+        saved, _solver.USE_BAND2 = _solver.USE_BAND2, False
+        try:
+            row["general_fwd_s"] = best_time(
+                lambda: mlpgx.mlpg(means, variances, num_threads=threads), budget)
+        finally:
+            _solver.USE_BAND2 = saved
     return row
 
 
 def fmt_row(r):
     ref = f"{r['reference_s'] / r['fwd_s']:.0f}x" if "reference_s" in r else "-"
     sol = f"{r['solveh_s'] / r['fwd_s']:.0f}x" if "solveh_s" in r else "-"
+    gen = f"{r['general_fwd_s'] / r['fwd_s']:.2f}x" if "general_fwd_s" in r else "-"
     return (f"| {r['B']} | {r['T']:>7} | {r['D']} | {r['dtype']} | {r['threads']} "
             f"| {r['floor_s'] * 1e3:.3f} | {r['fwd_s'] * 1e3:.3f} | {r['adj_s'] * 1e3:.3f} "
             f"| {r['fwd_per_floor']:.2f} | {r['fwd_nocheck_s'] / r['floor_s']:.2f} "
             f"| {r['adj_per_fwd']:.2f} | {r['ns_per_frame_dim']:.2f} "
-            f"| {r['peak_adj_per_input']:.2f} | {ref} | {sol} |")
+            f"| {r['peak_adj_per_input']:.2f} | {ref} | {sol} | {gen} |")
 
 
 HEADER = ("| B | T | D | dtype | threads | floor ms | fwd ms | adj ms | fwd/floor "
           "| fwd/floor (no scan) | adj/fwd | ns/frame/dim | peak/in (adj) "
-          "| reference / fwd | solveh loop / fwd |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| reference / fwd | solveh loop / fwd | general kernel / fwd |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def plot(rows, path, machine):
@@ -201,7 +212,9 @@ def main(argv=None):
                 print(fmt_row(r), flush=True)
 
     machine = machine_info(omp_max_threads=nmax, openmp=_solver.openmp_enabled(),
-                           scipy=scipy.__version__)
+                           scipy=scipy.__version__,
+                           kernel="band2" if _solver.band2_applies(mlpgx.windows.DELTA)
+                           else "general")
     stamp = today()
     base = write_results("core", "mlpgx core CPU benchmark", dict(machine=machine, rows=rows),
                          [(None, HEADER + "\n" + "\n".join(fmt_row(r) for r in rows))],

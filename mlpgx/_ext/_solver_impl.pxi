@@ -28,6 +28,11 @@
 # (mlpgx_tile.h), so accumulators stay in registers; work items are
 # (sequence, d-range) pairs run in an OpenMP ``prange``.
 #
+# This general kernel runs any window set.  Sets whose windows reach at most
+# one frame to each side (DELTA, every 3-tap set) go to a kernel written for
+# that band instead, mlpgx_band2.h: the same mathematics with the band's
+# structure fixed at compile time (see _solve_chunk).
+#
 # Kernels assume validated input (see :mod:`mlpgx._validate`) and never raise:
 # a non-positive pivot is returned as an info code and turned into
 # ``numpy.linalg.LinAlgError`` after the nogil region.

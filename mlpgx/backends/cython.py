@@ -2,7 +2,9 @@
 
 O(T k^2) per sequence and static dimension with ``k = max(left + right)``;
 float32 and float64 storage, float64 arithmetic; OpenMP over (sequence,
-d-range) work items; the GIL is released while it runs.
+d-range) work items; the GIL is released while it runs.  Window sets whose
+windows reach at most one frame to each side (DELTA and every 3-tap set)
+run on a kernel written for that band (mlpgx/_ext/mlpgx_band2.h).
 """
 from __future__ import annotations
 
