@@ -61,6 +61,45 @@ def test_default_backend_calls_compiled_kernel(monkeypatch):
     np.testing.assert_allclose(c, mlpgx.mlpg(m, v, backend="reference"), rtol=1e-10)
 
 
+def test_solver_entry_checks_the_arrays_it_is_given():
+    """The kernels trust their input; the solver's entry point still refuses
+    arrays whose dtype, layout or size would make them read out of bounds."""
+    from mlpgx._ext import solver
+    from mlpgx.windows import DELTA
+
+    Tn, Dn = 6, 2
+    lo, hi = np.zeros(3, np.int64), np.zeros(3, np.int64)
+    ph = np.zeros(1)
+
+    def call(means=None, weights=None, out=None, lengths=None):
+        means = np.zeros(Tn * 3 * Dn) if means is None else means
+        weights = np.ones(Tn * 3 * Dn) if weights is None else weights
+        out = np.empty(Tn * Dn) if out is None else out
+        lengths = np.array([Tn], dtype=np.intp) if lengths is None else lengths
+        return solver.run("forward", DELTA, lo, hi, "variance", means, weights, ph, out,
+                          ph, ph, ph, lengths, Tn, Dn, True, True, False, False, False, False)
+
+    assert call() in ("band2", "general")
+    with pytest.raises(TypeError, match="means has dtype float32"):
+        call(means=np.zeros(Tn * 3 * Dn, np.float32))
+    with pytest.raises(ValueError, match="weights must be C-contiguous"):
+        call(weights=np.ones(2 * Tn * 3 * Dn)[::2])
+    with pytest.raises(ValueError, match="means has 35 elements, expected 36"):
+        call(means=np.zeros(Tn * 3 * Dn - 1))
+    out = np.empty(Tn * Dn)
+    out.setflags(write=False)
+    with pytest.raises(ValueError, match="out must be writable"):
+        call(out=out)
+    with pytest.raises(TypeError, match="lengths has dtype"):
+        call(lengths=np.array([Tn], dtype=np.int8))
+    with pytest.raises(ValueError, match=r"lengths\[0\] = 7 is outside \[0, 6\]"):
+        call(lengths=np.array([Tn + 1], dtype=np.intp))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        solver.run("forward", DELTA, lo, hi, "variance", np.zeros(36, np.int64), ph, ph,
+                   np.empty(12, np.int64), ph, ph, ph, np.array([Tn], dtype=np.intp), Tn, Dn,
+                   True, False, False, False, False, False)
+
+
 def test_openmp_flag_is_bool():
     from mlpgx._ext import _solver
 
