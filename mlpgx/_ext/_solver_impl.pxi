@@ -540,10 +540,15 @@ def _plan_threads(Py_ssize_t B, Py_ssize_t D, Py_ssize_t T, num_threads):
 USE_BAND2 = True
 
 
+def _band2_fits(windows):
+    # every window reaches at most one frame to each side, and few enough windows
+    return (len(windows) <= B2_MAX_WINDOWS
+            and windows.max_left <= 1 and windows.max_right <= 1)
+
+
 def band2_applies(windows):
     """Whether ``run`` gives these windows to the k <= 2 kernel."""
-    return (USE_BAND2 and len(windows) <= B2_MAX_WINDOWS
-            and windows.max_left <= 1 and windows.max_right <= 1)
+    return USE_BAND2 and _band2_fits(windows)
 
 
 cdef class _WindowPlan:
@@ -587,8 +592,7 @@ cdef class _WindowPlan:
         self.base.vterm_coef = _dp(tables["vterm_coef"])
         self.base.band2 = NULL
         memset(&self.b2, 0, sizeof(mlpgx_b2plan))
-        self.band2 = (len(windows) <= B2_MAX_WINDOWS
-                      and windows.max_left <= 1 and windows.max_right <= 1)
+        self.band2 = _band2_fits(windows)
         if self.band2:
             self.b2.L = <int>self.base.L
             self.b2.pivot_rtol = PIVOT_RTOL

@@ -21,6 +21,12 @@
 #define B2_FN(name) MLPGX_B2_CAT(name, MLPGX_B2_SUF)
 #define B2_T MLPGX_B2_T
 
+/* The precision of a variance: 1 / inf = 0 ("no constraint"); a float32
+ * variance is inverted in float32, as in the general kernel. */
+MLPGX_B2_INLINE double B2_FN(b2_recip)(B2_T v) {
+    return (double)((B2_T)1 / v);
+}
+
 /* Whether window l constrains frame f of an n-frame sequence. */
 MLPGX_B2_INLINE int B2_FN(b2_active)(const mlpgx_b2plan *pl, int l, ptrdiff_t f, ptrdiff_t n) {
     return f >= 0 && f < n && f >= pl->zero_lo[l] && f < n - pl->zero_hi[l];
@@ -38,8 +44,7 @@ MLPGX_B2_INLINE void B2_FN(b2_precisions)(const mlpgx_b2plan *pl, const B2_T *we
     }
     w = weights + f * pl->w_row_stride + l * pl->D + d0;
     if (pl->weight_kind == 0) {
-        /* 1 / inf = 0: "no constraint" */
-        for (d = 0; d < nd; d++) p[d] = (double)((B2_T)1 / w[d]);
+        for (d = 0; d < nd; d++) p[d] = B2_FN(b2_recip)(w[d]);
     } else {
         for (d = 0; d < nd; d++) p[d] = (double)w[d];
     }
@@ -67,7 +72,7 @@ MLPGX_B2_INLINE void B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L,
             const B2_T *w = weights + f * pl->w_row_stride + l * pl->D + d0;
             MLPGX_B2_IVDEP
             for (d = 0; d < nd; d++) {
-                const double pv = (double)((B2_T)1 / w[d]);   /* 1 / inf = 0 */
+                const double pv = B2_FN(b2_recip)(w[d]);
                 p[d] = pv;
                 pm[d] = pv * (double)mu[d];
             }
@@ -101,7 +106,7 @@ MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, ptrdif
             gm[d] = (B2_T)wv;
             continue;
         }
-        p = (KIND == 0) ? (double)((B2_T)1 / w[d]) : (double)w[d];   /* 1 / inf = 0 */
+        p = (KIND == 0) ? B2_FN(b2_recip)(w[d]) : (double)w[d];
         wc = u0 * cm[d] + u1 * c0[d] + u2 * cp[d];
         dp = wv * ((double)mu[d] - wc);
         gm[d] = (B2_T)(p * wv);

@@ -22,6 +22,12 @@ except ImportError as exc:  # the extension was not built
     _IMPORT_ERROR = exc
 
 
+def _readonly_zero(dtype):
+    a = np.zeros(1, dtype=dtype)
+    a.setflags(write=False)
+    return a
+
+
 class CythonBackend(KernelBackend):
     """Compiled CPU backend (the default for NumPy arrays)."""
 
@@ -41,11 +47,8 @@ class CythonBackend(KernelBackend):
         return True, ""
 
     #: one-element stand-ins for the arrays an operation does not use (the
-    #: kernel never touches them); shared between calls
-    _PLACEHOLDERS = {np.dtype(dt): np.zeros(1, dtype=dt) for dt in (np.float32, np.float64)}
-    for _a in _PLACEHOLDERS.values():
-        _a.setflags(write=False)
-    del _a
+    #: kernel never touches them); shared between calls, so read-only
+    _PLACEHOLDERS = {np.dtype(dt): _readonly_zero(dt) for dt in (np.float32, np.float64)}
 
     @classmethod
     def _placeholder(cls, dtype):
