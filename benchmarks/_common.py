@@ -9,31 +9,12 @@ import os
 import platform
 import socket
 import sys
-import time
 
 import numpy as np
 
+from mlpgx._timing import best_time  # noqa: F401  (shared with `mlpgx bench`)
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def best_time(fn, budget=0.4, min_runs=3, max_runs=50):
-    """Minimum wall time of ``fn()`` over repeated runs (within ``budget`` s,
-    after one warm-up run; a call slower than ``4 * budget`` is timed once
-    more and that is the measurement)."""
-    t0 = time.perf_counter()
-    fn()  # warm up (page faults, thread pool, first-call set-up)
-    if time.perf_counter() - t0 > 4 * budget:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - start < budget
-                                    and len(times) < max_runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def machine_info(**extra) -> dict:

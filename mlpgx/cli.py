@@ -701,15 +701,9 @@ def cmd_verify(args) -> int:
 # bench
 # --------------------------------------------------------------------------
 
-def _best_time(fn, budget, min_runs=2, max_runs=20):
-    fn()  # warm-up
-    times, start = [], time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - start < budget
-                                    and len(times) < max_runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def _best_time(fn, budget):
+    from mlpgx._timing import best_time
+    return best_time(fn, budget, min_runs=2, max_runs=20)
 
 
 def _peers(D):
