@@ -7,7 +7,8 @@
 #
 #     OUT=/some/dir bash benchmarks/gpu_session.sh [tests|bench|all]
 #
-# Logs and the benchmark results go to $OUT (default ./gpu-session-out).
+# Logs and the benchmark results (bench_gpu_kernels.py: the kernels A/B;
+# bench_gpu.py: the table) go to $OUT (default ./gpu-session-out).
 # Each step has its own time limit so that one hung step cannot eat the
 # whole lease; the summary at the end says which steps passed.
 set -uo pipefail
@@ -52,6 +53,7 @@ if [[ $WHAT == tests || $WHAT == all ]]; then
 fi
 
 if [[ $WHAT == bench || $WHAT == all ]]; then
+    step kernels 150 $PY benchmarks/bench_gpu_kernels.py --out-dir "$OUT"
     step bench-check 45 $PY benchmarks/bench_gpu.py --check
     step bench 150 $PY benchmarks/bench_gpu.py --out-dir "$OUT"
 fi

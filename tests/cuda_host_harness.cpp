@@ -33,48 +33,85 @@ static int run_typed(int maxk, const MlpgArgs<S>& A) {
     return failed;
 }
 
+// The k <= 2 routine for every (L, mode) and the prefetch depths the tests
+// use (1: no ring; 3: a depth that does not divide typical lengths; 8: the
+// GPU default).
+template <typename S, int L, int MODE>
+static int run_band2_pf(int pf, const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d) {
+    switch (pf) {
+        case 1: return mlpg_sequence_band2<S, L, MODE, 1>(A, b, d);
+        case 3: return mlpg_sequence_band2<S, L, MODE, 3>(A, b, d);
+        case 8: return mlpg_sequence_band2<S, L, MODE, 8>(A, b, d);
+        default: return -1;
+    }
+}
+
+template <typename S, int L>
+static int run_band2_mode(int pf, const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d) {
+    switch (A.mode) {
+        case MLPG_MODE_FORWARD: return run_band2_pf<S, L, MLPG_MODE_FORWARD>(pf, A, b, d);
+        case MLPG_MODE_SOLVE: return run_band2_pf<S, L, MLPG_MODE_SOLVE>(pf, A, b, d);
+        case MLPG_MODE_ADJOINT: return run_band2_pf<S, L, MLPG_MODE_ADJOINT>(pf, A, b, d);
+        default: return -1;
+    }
+}
+
 template <typename S>
-static MlpgArgs<S> make_args(const void* means, const void* weights, const void* rhs, void* out,
-                             void* grad_means, void* grad_weights, double* gw_acc,
-                             void* scratch, mlpg_u64* status, const mlpg_i64* lengths,
-                             const mlpg_i64* win_left, const mlpg_i64* win_width,
-                             const mlpg_i64* win_offset, const double* coeffs,
-                             const mlpg_i64* zero_lo, const mlpg_i64* zero_hi, mlpg_i64 B,
-                             mlpg_i64 T, mlpg_i64 D, mlpg_i64 L, mlpg_i64 k, mlpg_i64 P,
-                             int mode, int weight_kind, int global_weights, double pivot_rtol) {
-    MlpgArgs<S> A;
-    A.means = (const S*)means; A.weights = (const S*)weights; A.rhs = (const S*)rhs;
-    A.out = (S*)out; A.grad_means = (S*)grad_means; A.grad_weights = (S*)grad_weights;
-    A.gw_acc = gw_acc; A.scratch = (S*)scratch; A.status = status; A.lengths = lengths;
-    A.win_left = win_left; A.win_width = win_width; A.win_offset = win_offset;
-    A.coeffs = coeffs; A.zero_lo = zero_lo; A.zero_hi = zero_hi;
-    A.B = B; A.T = T; A.D = D; A.L = L; A.k = k; A.P = P;
-    A.mode = mode; A.weight_kind = weight_kind; A.global_weights = global_weights;
-    A.pivot_rtol = pivot_rtol;
-    return A;
+static int run_band2_typed(int pf, const MlpgArgs<S>& A) {
+    int failed = 0;
+    for (mlpg_i64 b = 0; b < A.B; ++b) {
+        for (mlpg_i64 d = 0; d < A.D; ++d) {
+            int st;
+            switch (A.L) {
+                case 1: st = run_band2_mode<S, 1>(pf, A, b, d); break;
+                case 2: st = run_band2_mode<S, 2>(pf, A, b, d); break;
+                case 3: st = run_band2_mode<S, 3>(pf, A, b, d); break;
+                case 4: st = run_band2_mode<S, 4>(pf, A, b, d); break;
+                default: return -1;
+            }
+            if (st < 0) return -1;
+            failed |= st;
+        }
+    }
+    return failed;
+}
+
+template <typename S>
+static int run_typed_any(int band2, int size, const void* means, const void* weights,
+                         const void* rhs, void* out, void* grad_means, void* grad_weights,
+                         double* gw_acc, void* scratch, mlpg_u64* status,
+                         const mlpg_i64* lengths, const mlpg_i64* win_left,
+                         const mlpg_i64* win_width, const mlpg_i64* win_offset,
+                         const double* coeffs, const mlpg_i64* zero_lo,
+                         const mlpg_i64* zero_hi, mlpg_i64 B, mlpg_i64 T, mlpg_i64 D,
+                         mlpg_i64 L, mlpg_i64 k, mlpg_i64 P, int mode, int weight_kind,
+                         int global_weights, double pivot_rtol) {
+    const MlpgArgs<S> A = mlpg_args<S>(
+        (const S*)means, (const S*)weights, (const S*)rhs, (S*)out, (S*)grad_means,
+        (S*)grad_weights, gw_acc, (S*)scratch, status, lengths, win_left, win_width,
+        win_offset, coeffs, zero_lo, zero_hi, B, T, D, L, k, P, mode, weight_kind,
+        global_weights, pivot_rtol);
+    return band2 ? run_band2_typed<S>(size, A) : run_typed<S>(size, A);
 }
 
 extern "C" {
 
-// is_double: 0 float, 1 double.  Returns -1 for an unsupported maxk, else
-// 0 / 1 (some sequence failed; *status holds the smallest b*T*D + t*D + d).
-int mlpgx_host_run(int is_double, int maxk, const void* means, const void* weights,
-                   const void* rhs, void* out, void* grad_means, void* grad_weights,
-                   double* gw_acc, void* scratch, mlpg_u64* status, const mlpg_i64* lengths,
-                   const mlpg_i64* win_left, const mlpg_i64* win_width,
-                   const mlpg_i64* win_offset, const double* coeffs, const mlpg_i64* zero_lo,
-                   const mlpg_i64* zero_hi, mlpg_i64 B, mlpg_i64 T, mlpg_i64 D, mlpg_i64 L,
-                   mlpg_i64 k, mlpg_i64 P, int mode, int weight_kind, int global_weights,
-                   double pivot_rtol) {
-    if (is_double)
-        return run_typed<double>(maxk, make_args<double>(
-            means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch, status,
-            lengths, win_left, win_width, win_offset, coeffs, zero_lo, zero_hi, B, T, D, L, k,
-            P, mode, weight_kind, global_weights, pivot_rtol));
-    return run_typed<float>(maxk, make_args<float>(
-        means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch, status, lengths,
-        win_left, win_width, win_offset, coeffs, zero_lo, zero_hi, B, T, D, L, k, P, mode,
-        weight_kind, global_weights, pivot_rtol));
+// is_double: 0 float, 1 double.  band2: 0 runs the general routine with ring
+// size `size` (maxk), 1 the k <= 2 routine with prefetch depth `size` (1, 3
+// or 8).  Returns -1 for an unsupported size or L, else 0 / 1 (some sequence
+// failed; *status holds the smallest b*T*D + t*D + d).
+int mlpgx_host_run(int is_double, int band2, int size, const void* means,
+                   const void* weights, const void* rhs, void* out, void* grad_means,
+                   void* grad_weights, double* gw_acc, void* scratch, mlpg_u64* status,
+                   const mlpg_i64* lengths, const mlpg_i64* win_left,
+                   const mlpg_i64* win_width, const mlpg_i64* win_offset,
+                   const double* coeffs, const mlpg_i64* zero_lo, const mlpg_i64* zero_hi,
+                   mlpg_i64 B, mlpg_i64 T, mlpg_i64 D, mlpg_i64 L, mlpg_i64 k, mlpg_i64 P,
+                   int mode, int weight_kind, int global_weights, double pivot_rtol) {
+    return (is_double ? run_typed_any<double> : run_typed_any<float>)(
+        band2, size, means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch,
+        status, lengths, win_left, win_width, win_offset, coeffs, zero_lo, zero_hi, B, T, D,
+        L, k, P, mode, weight_kind, global_weights, pivot_rtol);
 }
 
 int mlpgx_host_required_maxk(mlpg_i64 k, mlpg_i64 pq) { return mlpg_required_maxk(k, pq); }

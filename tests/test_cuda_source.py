@@ -83,7 +83,7 @@ def harness(tmp_path_factory):
     i64, i32 = ctypes.c_int64, ctypes.c_int
     lib.mlpgx_host_run.restype = ctypes.c_int
     lib.mlpgx_host_run.argtypes = (
-        [i32, i32] + [vp] * 6 + [dp, vp, vp, i64p] + [i64p] * 3 + [dp] + [i64p] * 2
+        [i32, i32, i32] + [vp] * 6 + [dp, vp, vp, i64p] + [i64p] * 3 + [dp] + [i64p] * 2
         + [i64] * 6 + [i32] * 3 + [ctypes.c_double])
     lib.mlpgx_host_required_maxk.restype = ctypes.c_int
     lib.mlpgx_host_required_maxk.argtypes = [i64, i64]
@@ -94,10 +94,13 @@ def _ptr(a):
     return None if a is None else a.ctypes.data
 
 
-def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan):
+def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8):
     """CudaBackend._run with the host build: same plan, same buffers (outputs
-    pre-filled with ``sentinel`` to catch entries the kernel does not write)."""
-    plan = launch_plan(pb, mode)
+    pre-filled with ``sentinel`` to catch entries the kernel does not write).
+    The plan picks the routine, as on the GPU: the k <= 2 one
+    (``mlpg_sequence_band2``, prefetch depth ``pf``) where the windows fit,
+    else the general one; ``maxk`` forces the general one with that ring size."""
+    plan = launch_plan(pb, mode, band2=False if maxk is not None else None)
     maxk = plan.maxk if maxk is None else maxk
     dt = np.dtype(pb.dtype)
     B, T, D, L = pb.batch_size, pb.n_frames, pb.static_dim, pb.n_windows
@@ -115,7 +118,7 @@ def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan):
     lengths = np.ascontiguousarray(pb.lengths, dtype=np.int64)
     keep = [pb.means, pb.weights, g, lengths, *plan.tables]  # alive during the call
     rc = lib.mlpgx_host_run(
-        int(dt == np.float64), maxk, _ptr(pb.means if mode != "solve" else None),
+        int(dt == np.float64), int(plan.band2), pf if plan.band2 else maxk, _ptr(pb.means if mode != "solve" else None),
         _ptr(pb.weights), _ptr(g), _ptr(out), _ptr(gmeans), _ptr(gweights), _ptr(gw_acc),
         _ptr(scratch), _ptr(status), _ptr(lengths), *[_ptr(a) for a in plan.tables],
         *[s.item() for s in plan.scalars])
@@ -153,24 +156,24 @@ class HostBuildBackend(Backend):
     name = "cuda-host-build"
     array_module = "numpy"
 
-    def __init__(self, lib, maxk=None):
-        self.lib, self.maxk = lib, maxk
+    def __init__(self, lib, maxk=None, pf=8):
+        self.lib, self.maxk, self.pf = lib, maxk, pf
 
     def forward(self, problem):
-        return host_run(self.lib, "forward", problem, maxk=self.maxk)
+        return host_run(self.lib, "forward", problem, maxk=self.maxk, pf=self.pf)
 
     def adjoint(self, problem, grad_output):
-        return host_run(self.lib, "adjoint", problem, grad_output, maxk=self.maxk)
+        return host_run(self.lib, "adjoint", problem, grad_output, maxk=self.maxk, pf=self.pf)
 
     def solve(self, problem, rhs):
-        return host_run(self.lib, "solve", problem, rhs, maxk=self.maxk)
+        return host_run(self.lib, "solve", problem, rhs, maxk=self.maxk, pf=self.pf)
 
 
-def check_all(lib, rng, dtype, windows, boundary, means, wkw, lengths, maxk=None):
-    wkw = {k: v for k, v in wkw.items() if v is not None}    # unit variances: {}
+def check_all(lib, rng, dtype, windows, boundary, means, wkw, lengths, maxk=None, pf=8):
     """forward, adjoint (via mlpgx.verify's scaled metric) and solve of the
     host build vs the reference; dtypes, shapes, exact zeros at padded frames."""
-    hb = HostBuildBackend(lib, maxk)
+    wkw = {k: v for k, v in wkw.items() if v is not None}    # unit variances: {}
+    hb = HostBuildBackend(lib, maxk, pf)
     rtol = RTOL[dtype]
     L = len(windows)
     B, T, LD = means.shape
@@ -222,6 +225,81 @@ def test_host_build_matches_reference(harness, rng, dtype, windows, boundary, fo
     means = rng.standard_normal(shape).astype(dtype)
     wkw = make_weights(rng, form, shape, L, D, dtype)
     check_all(harness, rng, dtype, windows, boundary, means, wkw, lengths)
+
+
+# windows the k <= 2 routine takes (max left <= 1, max right <= 1, L <= 4)
+BAND2_SETS = {
+    "static": as_windows([[1]]),
+    "delta1": DELTA1,
+    "delta": DELTA,
+    "left-tap": as_windows([[1], [-1, 1]]),                 # left 1, right 0
+    "right-tap": as_windows([(0, 0, [1]), (0, 1, [-1, 1])]),  # left 0, right 1
+    "L4": as_windows([[1], [-0.5, 0, 0.5], [1, -2, 1], [0.25, 0.5, -0.75]]),
+    "padded-static": as_windows([(1, 1, [0, 1, 0]), (1, 1, [0.5, 0.0, -0.5])]),
+}
+
+
+def test_band2_rule():
+    for name, w in BAND2_SETS.items():
+        assert cuda_backend.band2_fits(w), name
+    for name in ("asym", "skew", "delta+3rd", "wide9", "even"):
+        assert not cuda_backend.band2_fits(WINDOW_SETS[name]), name
+    assert not cuda_backend.band2_fits(as_windows([[1]] + [[-0.5, 0, 0.5]] * 4))  # L = 5
+    pb = make_problem(np.zeros((2, 5, 9)), variances=np.ones(9), windows=DELTA)
+    plan = launch_plan(pb, "adjoint")
+    assert plan.band2 and plan.scratch_size == 5 * (2 + 2) * 2 * 3
+    assert not launch_plan(pb, "adjoint", band2=False).band2
+    pb1 = make_problem(np.zeros((1, 5, 4)), windows=BAND2_SETS["left-tap"])
+    assert pb1.windows.bandwidth == 1
+    # k = 1, but the k <= 2 routine still stores two factors per row
+    assert launch_plan(pb1, "forward").scratch_size == 5 * (2 + 1) * 1 * 2
+    assert launch_plan(pb1, "forward", band2=False).scratch_size == 5 * (1 + 1) * 1 * 2
+    wide = make_problem(np.zeros((1, 5, 6)), windows=WINDOW_SETS["wide9"])
+    assert not launch_plan(wide, "forward").band2
+    name = cuda_backend.plan_kernel_name(plan, np.float32)
+    assert name == f"mlpg_band2_kernel<float, 3, 2, {cuda_backend.BAND2_PREFETCH}>"
+    assert cuda_backend.plan_kernel_name(launch_plan(wide, "solve"), np.float64) == \
+        kernel_name(np.float64, launch_plan(wide, "solve").maxk)
+
+
+# every window set at the GPU's default depth 8; the other depths the harness
+# builds (1: no ring; 3: not a divisor of the lengths) on three sets
+BAND2_CASES = [pytest.param(w, 8, id=f"{k}-pf8") for k, w in BAND2_SETS.items()] + [
+    pytest.param(BAND2_SETS[k], pf, id=f"{k}-pf{pf}")
+    for k in ("delta", "right-tap", "L4") for pf in (1, 3)]
+
+
+@pytest.mark.parametrize("form", WEIGHT_FORMS)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("windows,pf", BAND2_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_band2_routine_matches_reference(harness, rng, dtype, windows, pf, boundary, form):
+    """The k <= 2 routine: lengths 0..3 (shorter than the ring), around and
+    across multiples of the prefetch depth."""
+    L, D, T = len(windows), 3, 19
+    lengths = [T, 0, 1, 2, 3, 8, 9, 16, 17]
+    shape = (len(lengths), T, L * D)
+    means = rng.standard_normal(shape).astype(dtype)
+    wkw = make_weights(rng, form, shape, L, D, dtype)
+    check_all(harness, rng, dtype, windows, boundary, means, wkw, lengths, pf=pf)
+
+
+@pytest.mark.parametrize("mode", ["forward", "solve", "adjoint"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_band2_routine_equals_general_routine(harness, rng, dtype, mode):
+    """Both routines on the same DELTA problem: the same numbers to rounding."""
+    B, T, D = 3, 200, 5
+    means = (rng.standard_normal((B, T, 3 * D)) * 2 + 1).astype(dtype)
+    var = rng.uniform(0.1, 3.0, (B, T, 3 * D)).astype(dtype)
+    g = rng.standard_normal((B, T, D)).astype(dtype)
+    pb = make_problem(means if mode != "solve" else None, variances=var, windows=DELTA,
+                      lengths=[T, 150, 7], **({"static_dim": D, "dtype_from": g}
+                                              if mode == "solve" else {}))
+    args = () if mode == "forward" else (g,)
+    b2 = host_run(harness, mode, pb, *args)
+    gen = host_run(harness, mode, pb, *args, maxk=2)
+    for x, y in zip(b2 if mode == "adjoint" else [b2], gen if mode == "adjoint" else [gen]):
+        assert_close(mode, x, y, RTOL[dtype])
 
 
 @pytest.mark.parametrize("maxk", [16, 32])
@@ -368,6 +446,8 @@ def test_nvcc_compiles_kernels(tmp_path, arch):
     # the names the backend passes to RawModule(name_expressions=...) resolve
     probe = tmp_path / "probe.cu"
     names = [kernel_name(dt, m) for dt in (np.float32, np.float64) for m in MAXK_VALUES]
+    names += [cuda_backend.band2_kernel_name(dt, L, mode, cuda_backend.BAND2_PREFETCH)
+              for dt in (np.float32, np.float64) for L in range(1, 5) for mode in (0, 1, 2)]
     probe.write_text(f'#include "{CU_FILE}"\n' + "".join(
         f"void* probe_{i} = (void*)&{n};\n" for i, n in enumerate(names)))
     cmd = [nvcc, "-std=c++17", f"-arch={arch}", "-c", str(probe), "-o",

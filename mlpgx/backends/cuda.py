@@ -29,6 +29,7 @@ suite can drive the kernels' per-sequence routine compiled for the CPU
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from typing import NamedTuple, Optional, Tuple
 
@@ -45,8 +46,17 @@ PIVOT_RTOL = 1e-13
 MODES = {"forward": 0, "solve": 1, "adjoint": 2}
 #: Weight kind codes (``MLPG_KIND_*``); ``None``: no weights (unit variances).
 WEIGHT_KINDS = {None: 0, "variance": 1, "precision": 2}
-#: Threads per block.
+#: Threads per block (at most; see :func:`block_size`).
 BLOCK = 128
+#: Windows the k <= 2 kernel takes: at most this many, each reaching at most
+#: one frame to each side (``MLPG_B2_MAX_WINDOWS`` in the source).
+BAND2_MAX_WINDOWS = 4
+#: Prefetch depth of the k <= 2 kernel: frames whose loads are in flight
+#: ahead of the serial LDL^T recurrence (template parameter ``PF``).  The
+#: environment variable ``MLPGX_CUDA_PREFETCH`` overrides it (for tuning).
+BAND2_PREFETCH = int(os.environ.get("MLPGX_CUDA_PREFETCH", "8"))
+#: Set to False to send every window set to the general kernel (tests, A/B).
+USE_BAND2 = True
 #: Status value meaning "no failure" (the kernel keeps the smallest failing key).
 NO_FAILURE = np.iinfo(np.uint64).max
 
@@ -78,11 +88,14 @@ class LaunchPlan(NamedTuple):
     weight_kind: np.int32
     global_weights: np.int32
     pivot_rtol: np.float64
+    band2: bool = False
 
     @property
     def scratch_size(self) -> int:
-        """Entries of the ``(T, k + nrhs, B*D)`` scratch buffer."""
-        return int(self.T) * (int(self.k) + self.nrhs) * int(self.B) * int(self.D)
+        """Entries of the ``(T, k + nrhs, B*D)`` scratch buffer (``k = 2`` for
+        the k <= 2 kernel, which always stores two factors per row)."""
+        per_frame = (2 if self.band2 else int(self.k)) + self.nrhs
+        return int(self.T) * per_frame * int(self.B) * int(self.D)
 
     @property
     def scalars(self) -> tuple:
@@ -108,8 +121,19 @@ def window_tables(windows, zero_lo: tuple, zero_hi: tuple) -> WindowTables:
     return tabs
 
 
-def launch_plan(problem: Problem, mode: str) -> LaunchPlan:
+def band2_fits(windows) -> bool:
+    """Whether the k <= 2 kernel (``mlpg_band2_kernel``) can run ``windows``:
+    at most :data:`BAND2_MAX_WINDOWS` windows, none reaching more than one
+    frame to either side (static + delta + delta-delta and its subsets)."""
+    return (len(windows) <= BAND2_MAX_WINDOWS and windows.max_left <= 1
+            and windows.max_right <= 1)
+
+
+def launch_plan(problem: Problem, mode: str, *, band2: Optional[bool] = None) -> LaunchPlan:
     """The tables, ring size and typed scalars of a launch for ``problem``.
+
+    ``band2``: run the k <= 2 kernel; by default whenever :func:`band2_fits`
+    the windows and :data:`USE_BAND2` is set.
 
     Raises ``ValueError`` when the windows are wider than the largest
     instantiated ring (``MAXK = max(MAXK_VALUES)``).
@@ -131,7 +155,8 @@ def launch_plan(problem: Problem, mode: str) -> LaunchPlan:
         D=np.int64(problem.static_dim), L=np.int64(problem.n_windows), k=np.int64(k),
         P=np.int64(P), mode=np.int32(MODES[mode]), weight_kind=np.int32(WEIGHT_KINDS[kind]),
         global_weights=np.int32(bool(problem.global_weights)),
-        pivot_rtol=np.float64(PIVOT_RTOL))
+        pivot_rtol=np.float64(PIVOT_RTOL),
+        band2=bool(USE_BAND2 and band2_fits(wins)) if band2 is None else bool(band2))
 
 
 def failure_message(key: int, T: int, D: int) -> str:
@@ -151,6 +176,19 @@ def kernel_name(dtype, maxk: int) -> str:
     return f"mlpg_kernel<{_CTYPES[np.dtype(dtype)]}, {int(maxk)}>"
 
 
+def band2_kernel_name(dtype, n_windows: int, mode: int, prefetch: int) -> str:
+    """The ``name_expressions`` entry of the k <= 2 kernel."""
+    return (f"mlpg_band2_kernel<{_CTYPES[np.dtype(dtype)]}, {int(n_windows)}, {int(mode)}, "
+            f"{int(prefetch)}>")
+
+
+def plan_kernel_name(plan: LaunchPlan, dtype) -> str:
+    """The kernel a launch of ``plan`` runs."""
+    if plan.band2:
+        return band2_kernel_name(dtype, int(plan.L), int(plan.mode), BAND2_PREFETCH)
+    return kernel_name(dtype, plan.maxk)
+
+
 # -- CuPy side ---------------------------------------------------------------
 
 _MODULE_LOCK = threading.Lock()
@@ -164,18 +202,34 @@ def _import_cupy():
 
 
 @functools.lru_cache(maxsize=None)
-def _raw_module(dtype_char: str, maxk: int):
-    """The compiled module of one (dtype, MAXK) instantiation (CuPy compiles
-    per device on first launch and keeps its own on-disk cache)."""
+def _raw_module(name: str):
+    """The compiled module of one kernel instantiation (CuPy compiles per
+    device on first launch and keeps its own on-disk cache)."""
     cp = _import_cupy()
     return cp.RawModule(code=kernel_source(), options=("-std=c++17",),
-                        name_expressions=[kernel_name(np.dtype(dtype_char), maxk)])
+                        name_expressions=[name])
 
 
-def _kernel(dtype, maxk: int):
+def _kernel(name: str):
     with _MODULE_LOCK:  # RawModule compilation is not re-entrant per module
-        mod = _raw_module(np.dtype(dtype).char, maxk)
-        return mod.get_function(kernel_name(dtype, maxk))
+        return _raw_module(name).get_function(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device_id: int) -> int:
+    return int(_import_cupy().cuda.Device(device_id).attributes["MultiProcessorCount"])
+
+
+def block_size(n_threads: int, multiprocessors: int) -> int:
+    """Threads per block: :data:`BLOCK`, halved (down to one warp) while the
+    grid would leave multiprocessors idle.  One thread per sequence and
+    dimension gives only a few thousand threads for a typical batch; spread
+    over every multiprocessor, each has fewer threads competing for its load
+    units and all of them issue loads."""
+    block = BLOCK
+    while block > 32 and -(-n_threads // block) < 2 * multiprocessors:
+        block //= 2
+    return block
 
 
 _device_tables_cache = {}
@@ -282,12 +336,14 @@ class CudaBackend(KernelBackend):
         scratch = cp.empty(max(plan.scratch_size, 1), dtype=dt)
         status = cp.full(1, NO_FAILURE, dtype=np.uint64)
         lengths = cp.asarray(np.ascontiguousarray(pb.lengths, dtype=np.int64))
-        tabs = _device_tables(plan.tables, cp.cuda.Device().id)
-        kern = _kernel(dt, plan.maxk)
+        device_id = cp.cuda.Device().id
+        tabs = _device_tables(plan.tables, device_id)
+        kern = _kernel(plan_kernel_name(plan, dt))
         nthreads = int(plan.B) * int(plan.D)
-        grid = ((nthreads + BLOCK - 1) // BLOCK,)
+        block = block_size(nthreads, _multiprocessors(device_id))
+        grid = ((nthreads + block - 1) // block,)
         pick = lambda a, p: a if a is not None else p  # noqa: E731
-        kern(grid, (BLOCK,), (
+        kern(grid, (block,), (
             pick(means, ph), pick(weights, ph), pick(rhs, ph), pick(out, ph),
             pick(gmeans, ph), pick(gweights, ph), pick(gw_acc, ph64), scratch, status,
             lengths, *tabs, *plan.scalars))

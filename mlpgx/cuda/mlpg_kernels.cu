@@ -115,6 +115,25 @@ __host__ __device__ inline double mlpg_precision(const MlpgArgs<S>& A, mlpg_i64 
     return (double)w;
 }
 
+// Frames n .. T-1 (beyond sequence b's length) of the outputs of (b, d) are 0.
+template <typename S>
+__host__ __device__ inline void mlpg_zero_tail(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d,
+                                               mlpg_i64 n) {
+    const mlpg_i64 T = A.T, D = A.D, LD = A.L * A.D;
+    const bool per_frame = A.weight_kind != MLPG_KIND_UNIT && !A.global_weights;
+    for (mlpg_i64 t = n; t < T; ++t) {
+        if (A.mode == MLPG_MODE_ADJOINT) {
+            for (mlpg_i64 l = 0; l < A.L; ++l) {
+                const mlpg_i64 o = (b * T + t) * LD + l * D + d;
+                A.grad_means[o] = (S)0;
+                if (per_frame) A.grad_weights[o] = (S)0;
+            }
+        } else {
+            A.out[(b * T + t) * D + d] = (S)0;
+        }
+    }
+}
+
 // One sequence b, one static dimension d.  Returns 0, or 1 after reporting a
 // non-positive pivot in A.status.
 template <typename S, int MAXK>
@@ -251,38 +270,326 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
         }
     }
 
-    // ---- frames beyond the sequence's length are 0
-    for (mlpg_i64 t = n; t < T; ++t) {
-        if (mode == MLPG_MODE_ADJOINT) {
-            const bool per_frame = A.weight_kind != MLPG_KIND_UNIT && !A.global_weights;
-            for (mlpg_i64 l = 0; l < L; ++l) {
-                const mlpg_i64 o = (b * T + t) * LD + l * D + d;
-                A.grad_means[o] = (S)0;
-                if (per_frame) A.grad_weights[o] = (S)0;
-            }
-        } else {
-            A.out[(b * T + t) * D + d] = (S)0;
-        }
-    }
+    mlpg_zero_tail(A, b, d, n);
     return 0;
 }
 
+// ---------------------------------------------------------------------------
+// Windows that reach at most one frame to each side (max left <= 1, max
+// right <= 1, L <= MLPG_B2_MAX_WINDOWS: the static + delta + delta-delta sets
+// every TTS/VC recipe uses).  Half-bandwidth k <= 2, so R is pentadiagonal
+// and, with every window padded to the three taps w(-1), w(0), w(+1),
+//
+//     R[i, i]   = smm[i+1] + s00[i] + spp[i-1]
+//     R[i, i-1] = s0m[i]   + sp0[i-1]
+//     R[i, i-2] = spm[i-1]
+//     r[i]      = rm[i+1]  + r0[i]  + rp[i-1]
+//
+// where each frame f contributes the precision-weighted tap products
+// smm[f] = sum_l q_l[f] w_l(-1)^2, s0m[f] = sum_l q_l[f] w_l(0) w_l(-1), ...,
+// rm[f] = sum_l q_l[f] mu_l[f] w_l(-1), ... (q_l[f]: the boundary-masked
+// precision; frames outside [0, n) contribute nothing).  Frame sums depend
+// only on the inputs, not on the factorisation, so the loads that feed them
+// are issued PF steps ahead into a register ring (static slots: the step
+// loop is unrolled PF times), and the only serial dependence left is the
+// LDL^T recurrence itself.  With one thread per (b, d) and typical B*D of a
+// few thousand, the GPU has few threads to hide memory latency with; these
+// prefetches are what gives each thread many loads in flight.
+//
+// Same results as mlpg_sequence (double arithmetic, factors stored in S),
+// scratch laid out (T, 2 + nrhs, B*D): L[i, i-1], L[i, i-2], then y / D of
+// each right-hand side.
+#define MLPG_B2_MAX_WINDOWS 4
+
 #ifdef __CUDACC__
-// One thread per (b, d), consecutive threads consecutive d (coalesced on the
-// (B, T, L*D) and (T, k + nrhs, B*D) layouts).  Scalars are passed with
-// explicit types (long long / int / double) by the host.
-template <typename S, int MAXK>
-__global__ void mlpg_kernel(const S* means, const S* weights, const S* rhs, S* out,
-                            S* grad_means, S* grad_weights, double* gw_acc, S* scratch,
-                            mlpg_u64* status, const mlpg_i64* lengths,
-                            const mlpg_i64* win_left, const mlpg_i64* win_width,
-                            const mlpg_i64* win_offset, const double* coeffs,
-                            const mlpg_i64* zero_lo, const mlpg_i64* zero_hi,
-                            mlpg_i64 B, mlpg_i64 T, mlpg_i64 D, mlpg_i64 L, mlpg_i64 k,
-                            mlpg_i64 P, int mode, int weight_kind, int global_weights,
-                            double pivot_rtol) {
-    const mlpg_i64 gid = (mlpg_i64)blockIdx.x * (mlpg_i64)blockDim.x + (mlpg_i64)threadIdx.x;
-    if (gid >= B * D) return;
+#define MLPG_UNROLL _Pragma("unroll")
+#else
+#define MLPG_UNROLL
+#endif
+
+template <typename S, int L, int MODE, int PF>
+__host__ __device__ int mlpg_sequence_band2(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d) {
+    constexpr bool HAS_MEANS = MODE != MLPG_MODE_SOLVE;
+    constexpr bool HAS_G = MODE != MLPG_MODE_FORWARD;
+    constexpr int NR = (MODE == MLPG_MODE_ADJOINT) ? 2 : 1;
+    constexpr int SS = 2 + NR;                 // scratch entries per frame
+    const mlpg_i64 T = A.T, D = A.D, LD = (mlpg_i64)L * D;
+    const mlpg_i64 BD = A.B * D, bd = b * D + d;
+    const mlpg_i64 n = A.lengths[b];
+    const int kind = A.weight_kind;
+    const bool per_frame = kind != MLPG_KIND_UNIT && !A.global_weights;
+
+    // padded taps, boundary margins and (global weights) precisions of each window
+    double wm[L], w0[L], wp[L];
+    mlpg_i64 zlo[L], zhi[L];
+    double qglob[L];
+    MLPG_UNROLL
+    for (int l = 0; l < L; ++l) {
+        const mlpg_i64 left = A.win_left[l], width = A.win_width[l];
+        const double* c = A.coeffs + A.win_offset[l];
+        // tap at offset o (frame t + o) is c[o + left]
+        wm[l] = (left - 1 >= 0 && left - 1 < width) ? c[left - 1] : 0.0;
+        w0[l] = (left < width) ? c[left] : 0.0;
+        wp[l] = (left + 1 < width) ? c[left + 1] : 0.0;
+        zlo[l] = A.zero_lo[l] > 0 ? A.zero_lo[l] : 0;
+        zhi[l] = n - A.zero_hi[l];              // active for zlo <= t < zhi (< n)
+        if (zhi[l] > n) zhi[l] = n;
+        qglob[l] = 1.0;
+        if (kind != MLPG_KIND_UNIT && A.global_weights) {
+            const S w = A.weights[l * D + d];
+            qglob[l] = (kind == MLPG_KIND_VARIANCE) ? (double)((S)1 / w) : (double)w;
+        }
+    }
+    const S* mean_row = A.means + b * T * LD + d;     // + t * LD + l * D
+    const S* weight_row = A.weights + b * T * LD + d;
+    const S* g_row = A.rhs + b * T * D + d;           // + t * D
+    S* sc_row = A.scratch + bd;                       // + (t * SS + j) * BD
+
+    // ---- forward sweep.  Step m consumes frame m (its sums and right-hand
+    // side) and then forms and factors row i = m - 1, which needs frames
+    // i - 1, i, i + 1 = m.  Ring slot m % PF holds frame m's raw inputs.
+    S rmu[PF][L], rw[PF][L], rg[PF];
+    MLPG_UNROLL
+    for (int j = 0; j < PF; ++j) {
+        MLPG_UNROLL
+        for (int l = 0; l < L; ++l) { rmu[j][l] = (S)0; rw[j][l] = (S)1; }
+        rg[j] = (S)0;
+        if (j < n) {
+            MLPG_UNROLL
+            for (int l = 0; l < L; ++l) {
+                if (HAS_MEANS) rmu[j][l] = mean_row[j * LD + l * D];
+                if (per_frame) rw[j][l] = weight_row[j * LD + l * D];
+            }
+            if (HAS_G) rg[j] = g_row[j * D];
+        }
+    }
+    // frame sums of frames i - 1 (p: "previous"), i (c) and i + 1 (x: "next")
+    double p_spp = 0, p_sp0 = 0, p_spm = 0, p_rp = 0;
+    double c_spp = 0, c_sp0 = 0, c_spm = 0, c_rp = 0, c_s00 = 0, c_s0m = 0, c_r0 = 0;
+    double c_g = 0;
+    // factor state of rows i - 1 and i - 2
+    double L1_prev = 0;                 // L[i-1, i-2]
+    double dinv1 = 0, dinv2 = 0;        // 1 / D[i-1], 1 / D[i-2]
+    double y1[NR], y2[NR];              // y[i-1], y[i-2]
+    MLPG_UNROLL
+    for (int rr = 0; rr < NR; ++rr) { y1[rr] = 0; y2[rr] = 0; }
+
+    for (mlpg_i64 m0 = 0; m0 <= n; m0 += PF) {
+        MLPG_UNROLL
+        for (int j = 0; j < PF; ++j) {
+            const mlpg_i64 m = m0 + j;
+            if (m > n) break;
+            // frame m's sums (nothing beyond the sequence), then refill the slot
+            double x_smm = 0, x_s00 = 0, x_spp = 0, x_s0m = 0, x_sp0 = 0, x_spm = 0;
+            double x_rm = 0, x_r0 = 0, x_rp = 0, x_g = 0;
+            if (m < n) {
+                MLPG_UNROLL
+                for (int l = 0; l < L; ++l) {
+                    if (m < zlo[l] || m >= zhi[l]) continue;
+                    double q = qglob[l];
+                    if (per_frame) {
+                        const S w = rw[j][l];
+                        q = (kind == MLPG_KIND_VARIANCE) ? (double)((S)1 / w) : (double)w;
+                    }
+                    if (q == 0.0) continue;    // no constraint: the mean is not read
+                    x_smm += q * wm[l] * wm[l];
+                    x_s00 += q * w0[l] * w0[l];
+                    x_spp += q * wp[l] * wp[l];
+                    x_s0m += q * w0[l] * wm[l];
+                    x_sp0 += q * wp[l] * w0[l];
+                    x_spm += q * wp[l] * wm[l];
+                    if (HAS_MEANS) {
+                        const double qm = q * (double)rmu[j][l];
+                        x_rm += qm * wm[l];
+                        x_r0 += qm * w0[l];
+                        x_rp += qm * wp[l];
+                    }
+                }
+                if (HAS_G) x_g = (double)rg[j];
+                const mlpg_i64 f = m + PF;
+                if (f < n) {
+                    MLPG_UNROLL
+                    for (int l = 0; l < L; ++l) {
+                        if (HAS_MEANS) rmu[j][l] = mean_row[f * LD + l * D];
+                        if (per_frame) rw[j][l] = weight_row[f * LD + l * D];
+                    }
+                    if (HAS_G) rg[j] = g_row[f * D];
+                }
+            }
+            if (m >= 1) {
+                const mlpg_i64 i = m - 1;
+                const double Rii = x_smm + c_s00 + p_spp;
+                const double R1 = c_s0m + p_sp0;        // R[i, i-1]
+                const double R2 = p_spm;                // R[i, i-2]
+                // (rows before 0 have dinv = 0: their L entries vanish)
+                const double E2 = R2;
+                const double L2 = E2 * dinv2;
+                const double E1 = R1 - E2 * L1_prev;
+                const double L1 = E1 * dinv1;
+                const double piv = Rii - E2 * L2 - E1 * L1;
+                if (!(piv > A.pivot_rtol * Rii)) {
+                    mlpg_report_failure(A.status, (mlpg_u64)((b * T + i) * D + d));
+                    return 1;
+                }
+                const double dinv = 1.0 / piv;
+                double rv[NR];
+                int q = 0;
+                if (HAS_MEANS) rv[q++] = x_rm + c_r0 + p_rp;
+                if (HAS_G) rv[q++] = c_g;
+                S* sc = sc_row + i * SS * BD;
+                sc[0] = (S)L1;
+                sc[BD] = (S)L2;
+                MLPG_UNROLL
+                for (int rr = 0; rr < NR; ++rr) {
+                    const double y = rv[rr] - L1 * y1[rr] - L2 * y2[rr];
+                    sc[(2 + rr) * BD] = (S)(y * dinv);
+                    y2[rr] = y1[rr];
+                    y1[rr] = y;
+                }
+                L1_prev = L1;
+                dinv2 = dinv1;
+                dinv1 = dinv;
+            }
+            // shift the frame sums: i + 1 becomes the current row's frame
+            p_spp = c_spp; p_sp0 = c_sp0; p_spm = c_spm; p_rp = c_rp;
+            c_spp = x_spp; c_sp0 = x_sp0; c_spm = x_spm; c_rp = x_rp;
+            c_s00 = x_s00; c_s0m = x_s0m; c_r0 = x_r0; c_g = x_g;
+            (void)x_smm; (void)x_rm;
+        }
+    }
+
+    // ---- back substitution, from the end.  Step m solves row i = n - 1 - m
+    // (needs L[i+1, i], L[i+2, i] and the solutions of rows i + 1, i + 2) and,
+    // in adjoint mode, then forms the gradients of frame t = i + 1, whose
+    // windows reach frames i .. i + 2.  Ring slot m % PF holds row i's
+    // factors (and frame t's means and weights); step n (row -1) only emits
+    // frame 0.
+    constexpr bool GRADS = MODE == MLPG_MODE_ADJOINT;
+    S sL1[PF], sL2[PF], sz[PF][NR], gmu[PF][L], gw[PF][L];
+    MLPG_UNROLL
+    for (int j = 0; j < PF; ++j) {
+        const mlpg_i64 i = n - 1 - j, t = i + 1;
+        sL1[j] = sL2[j] = (S)0;
+        MLPG_UNROLL
+        for (int rr = 0; rr < NR; ++rr) sz[j][rr] = (S)0;
+        if (i >= 0) {
+            const S* sc = sc_row + i * SS * BD;
+            sL1[j] = sc[0];
+            sL2[j] = sc[BD];
+            MLPG_UNROLL
+            for (int rr = 0; rr < NR; ++rr) sz[j][rr] = sc[(2 + rr) * BD];
+        }
+        MLPG_UNROLL
+        for (int l = 0; l < L; ++l) { gmu[j][l] = (S)0; gw[j][l] = (S)1; }
+        if (GRADS && t >= 0 && t < n) {
+            MLPG_UNROLL
+            for (int l = 0; l < L; ++l) {
+                gmu[j][l] = mean_row[t * LD + l * D];
+                if (per_frame) gw[j][l] = weight_row[t * LD + l * D];
+            }
+        }
+    }
+    double x1[NR], x2[NR];       // solutions of rows i + 1, i + 2 (0 beyond n)
+    // L1_next = L[i+1, i] (row i+1's first factor), L2_next2 = L[i+2, i] (row
+    // i+2's second factor); L2_next = L[i+1, i-1] becomes L2_next2 next step
+    double L1_next = 0, L2_next = 0, L2_next2 = 0;
+    MLPG_UNROLL
+    for (int rr = 0; rr < NR; ++rr) { x1[rr] = 0; x2[rr] = 0; }
+    double x0[NR];
+    double gacc[L];
+    MLPG_UNROLL
+    for (int l = 0; l < L; ++l) gacc[l] = 0.0;
+    for (mlpg_i64 m0 = 0; m0 <= n; m0 += PF) {
+        MLPG_UNROLL
+        for (int j = 0; j < PF; ++j) {
+            const mlpg_i64 m = m0 + j;
+            if (m > n) break;
+            const mlpg_i64 i = n - 1 - m;
+            const double fL1 = (double)sL1[j], fL2 = (double)sL2[j];
+            MLPG_UNROLL
+            for (int rr = 0; rr < NR; ++rr) x0[rr] = 0.0;
+            if (i >= 0) {
+                MLPG_UNROLL
+                for (int rr = 0; rr < NR; ++rr)
+                    x0[rr] = (double)sz[j][rr] - L1_next * x1[rr] - L2_next2 * x2[rr];
+                if (!GRADS) A.out[(b * T + i) * D + d] = (S)x0[0];
+            }
+            if (GRADS) {
+                const mlpg_i64 t = i + 1;      // frames t - 1, t, t + 1 = i, i + 1, i + 2
+                if (t < n) {
+                    MLPG_UNROLL
+                    for (int l = 0; l < L; ++l) {
+                        const mlpg_i64 o = (b * T + t) * LD + l * D + d;
+                        if (t < zlo[l] || t >= zhi[l]) {
+                            A.grad_means[o] = (S)0;
+                            if (per_frame) A.grad_weights[o] = (S)0;
+                            continue;
+                        }
+                        const double Wc = wm[l] * x0[0] + w0[l] * x1[0] + wp[l] * x2[0];
+                        const double Wv = wm[l] * x0[NR - 1] + w0[l] * x1[NR - 1]
+                                          + wp[l] * x2[NR - 1];
+                        double q = qglob[l];
+                        if (per_frame) {
+                            const S w = gw[j][l];
+                            q = (kind == MLPG_KIND_VARIANCE) ? (double)((S)1 / w) : (double)w;
+                        }
+                        // dL/dmu = q W v;  dL/dq = (W v)(mu - W c);  dL/dvar = -q^2 dL/dq
+                        A.grad_means[o] = (S)(q * Wv);
+                        if (kind == MLPG_KIND_UNIT) continue;
+                        double gq = Wv * ((double)gmu[j][l] - Wc);
+                        if (kind == MLPG_KIND_VARIANCE) gq = -q * q * gq;
+                        if (per_frame) A.grad_weights[o] = (S)gq;
+                        else gacc[l] += gq;
+                    }
+                }
+            }
+            // refill the slot with step m + PF
+            {
+                const mlpg_i64 mi = i - PF, mt = mi + 1;
+                if (mi >= 0) {
+                    const S* sc = sc_row + mi * SS * BD;
+                    sL1[j] = sc[0];
+                    sL2[j] = sc[BD];
+                    MLPG_UNROLL
+                    for (int rr = 0; rr < NR; ++rr) sz[j][rr] = sc[(2 + rr) * BD];
+                }
+                if (GRADS && mt >= 0 && mt < n) {
+                    MLPG_UNROLL
+                    for (int l = 0; l < L; ++l) {
+                        gmu[j][l] = mean_row[mt * LD + l * D];
+                        if (per_frame) gw[j][l] = weight_row[mt * LD + l * D];
+                    }
+                }
+            }
+            MLPG_UNROLL
+            for (int rr = 0; rr < NR; ++rr) { x2[rr] = x1[rr]; x1[rr] = x0[rr]; }
+            L2_next2 = L2_next;
+            L2_next = fL2;
+            L1_next = fL1;
+        }
+    }
+    if (GRADS && kind != MLPG_KIND_UNIT && A.global_weights) {
+        MLPG_UNROLL
+        for (int l = 0; l < L; ++l) A.gw_acc[b * LD + l * D + d] += gacc[l];
+    }
+
+    mlpg_zero_tail(A, b, d, n);
+    return 0;
+}
+
+// The kernels' parameter list (pointers, then scalars with explicit types:
+// the host passes long long / int / double) and the MlpgArgs made from it.
+#define MLPG_KERNEL_PARAMS(S)                                                          \
+    const S *means, const S *weights, const S *rhs, S *out, S *grad_means,            \
+        S *grad_weights, double *gw_acc, S *scratch, mlpg_u64 *status,                 \
+        const mlpg_i64 *lengths, const mlpg_i64 *win_left, const mlpg_i64 *win_width,  \
+        const mlpg_i64 *win_offset, const double *coeffs, const mlpg_i64 *zero_lo,     \
+        const mlpg_i64 *zero_hi, mlpg_i64 B, mlpg_i64 T, mlpg_i64 D, mlpg_i64 L,       \
+        mlpg_i64 k, mlpg_i64 P, int mode, int weight_kind, int global_weights,         \
+        double pivot_rtol
+
+template <typename S>
+__host__ __device__ inline MlpgArgs<S> mlpg_args(MLPG_KERNEL_PARAMS(S)) {
     MlpgArgs<S> A;
     A.means = means; A.weights = weights; A.rhs = rhs; A.out = out;
     A.grad_means = grad_means; A.grad_weights = grad_weights; A.gw_acc = gw_acc;
@@ -292,21 +599,55 @@ __global__ void mlpg_kernel(const S* means, const S* weights, const S* rhs, S* o
     A.B = B; A.T = T; A.D = D; A.L = L; A.k = k; A.P = P;
     A.mode = mode; A.weight_kind = weight_kind; A.global_weights = global_weights;
     A.pivot_rtol = pivot_rtol;
-    mlpg_sequence<S, MAXK>(A, gid / D, gid % D);
+    return A;
+}
+
+#define MLPG_KERNEL_ARGS                                                               \
+    means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch, status,      \
+        lengths, win_left, win_width, win_offset, coeffs, zero_lo, zero_hi, B, T, D,   \
+        L, k, P, mode, weight_kind, global_weights, pivot_rtol
+
+#ifdef __CUDACC__
+// One thread per (b, d), consecutive threads consecutive d (coalesced on the
+// (B, T, L*D) and (T, k + nrhs, B*D) layouts).
+template <typename S, int MAXK>
+__global__ void mlpg_kernel(MLPG_KERNEL_PARAMS(S)) {
+    const mlpg_i64 gid = (mlpg_i64)blockIdx.x * (mlpg_i64)blockDim.x + (mlpg_i64)threadIdx.x;
+    if (gid >= B * D) return;
+    mlpg_sequence<S, MAXK>(mlpg_args<S>(MLPG_KERNEL_ARGS), gid / D, gid % D);
+}
+
+// The k <= 2 kernel (mlpg_sequence_band2): the number of windows NW, the mode
+// and the prefetch depth are template parameters so that every ring lives in
+// registers (NW must equal the L argument).
+template <typename S, int NW, int MODE, int PF>
+__global__ void mlpg_band2_kernel(MLPG_KERNEL_PARAMS(S)) {
+    const mlpg_i64 gid = (mlpg_i64)blockIdx.x * (mlpg_i64)blockDim.x + (mlpg_i64)threadIdx.x;
+    if (gid >= B * D) return;
+    mlpg_sequence_band2<S, NW, MODE, PF>(mlpg_args<S>(MLPG_KERNEL_ARGS), gid / D, gid % D);
 }
 
 #ifdef MLPGX_EXPLICIT_INSTANTIATION
 // For offline compile checks with nvcc (cupy instantiates through
 // name_expressions instead).
-#define MLPGX_INST(S, K) template __global__ void mlpg_kernel<S, K>( \
-    const S*, const S*, const S*, S*, S*, S*, double*, S*, mlpg_u64*, const mlpg_i64*, \
-    const mlpg_i64*, const mlpg_i64*, const mlpg_i64*, const double*, const mlpg_i64*, \
-    const mlpg_i64*, mlpg_i64, mlpg_i64, mlpg_i64, mlpg_i64, mlpg_i64, mlpg_i64, int, int, \
-    int, double);
+#define MLPGX_INST(S, K) template __global__ void mlpg_kernel<S, K>(MLPG_KERNEL_PARAMS(S));
 MLPGX_INST(float, 2) MLPGX_INST(float, 4) MLPGX_INST(float, 8) MLPGX_INST(float, 16)
 MLPGX_INST(float, 32)
 MLPGX_INST(double, 2) MLPGX_INST(double, 4) MLPGX_INST(double, 8) MLPGX_INST(double, 16)
 MLPGX_INST(double, 32)
 #undef MLPGX_INST
+#define MLPGX_INST_B2(S, L, M) template __global__ void \
+    mlpg_band2_kernel<S, L, M, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S));
+#ifndef MLPGX_B2_PF
+#define MLPGX_B2_PF 8
+#endif
+#define MLPGX_INST_B2_L(S, L) MLPGX_INST_B2(S, L, 0) MLPGX_INST_B2(S, L, 1) \
+    MLPGX_INST_B2(S, L, 2)
+MLPGX_INST_B2_L(float, 1) MLPGX_INST_B2_L(float, 2) MLPGX_INST_B2_L(float, 3)
+MLPGX_INST_B2_L(float, 4)
+MLPGX_INST_B2_L(double, 1) MLPGX_INST_B2_L(double, 2) MLPGX_INST_B2_L(double, 3)
+MLPGX_INST_B2_L(double, 4)
+#undef MLPGX_INST_B2_L
+#undef MLPGX_INST_B2
 #endif
 #endif  // __CUDACC__

@@ -1,0 +1,139 @@
+"""A/B of the ``"cuda"`` backend's kernels on CuPy arrays: the general kernel
+(``mlpg_kernel``, any window width) against the k <= 2 kernel
+(``mlpg_band2_kernel``) at several prefetch depths.
+
+Usage::
+
+    python benchmarks/bench_gpu_kernels.py [--reps 20] [--out-dir DIR]
+
+DELTA windows, per-frame variances, ``boundary="none"``, float32 and
+float64; cases B=32, T=1000, D=187 (a training batch) and B=1, T=5000, D=60
+(inference latency).  Every variant's forward and adjoint are first checked
+against the ``"cython"`` backend on the same arrays (scaled max error at the
+dtype's tolerance); then each is timed with CUDA events (median of
+``--reps`` after warm-up).  Prints a table and writes
+``<out-dir>/gpu-kernels-<device>-<date>.{md,json}``.  Without a GPU and
+CuPy it says why and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import mlpgx  # noqa: E402
+from mlpgx.backends import cuda as cuda_backend  # noqa: E402
+from mlpgx.windows import DELTA  # noqa: E402
+from _common import RESULTS, machine_info, today, write_results  # noqa: E402
+
+CASES = [(32, 1000, 187), (1, 5000, 60)]
+#: (label, use the k <= 2 kernel, prefetch depth)
+VARIANTS = [("general", False, 8), ("band2 pf=1", True, 1), ("band2 pf=4", True, 4),
+            ("band2 pf=8", True, 8), ("band2 pf=16", True, 16)]
+TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+
+def scaled_error(got, ref):
+    ref = np.asarray(ref, dtype=np.float64)
+    scale = max(float(np.max(np.abs(ref))), 1e-300)
+    return float(np.max(np.abs(np.asarray(got, dtype=np.float64) - ref))) / scale
+
+
+def timed(cp, fn, warmup, reps):
+    for _ in range(warmup):
+        fn()
+    cp.cuda.get_current_stream().synchronize()
+    times = []
+    for _ in range(reps):
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop))
+    return statistics.median(times)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out-dir", default=RESULTS)
+    args = ap.parse_args(argv)
+    ok, why = mlpgx.backends.get("cuda").availability()
+    if not ok:
+        print(f"bench_gpu_kernels: nothing to do, nothing written: {why}")
+        return 0
+    import cupy as cp
+
+    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    rng = np.random.default_rng(0)
+    rows = []
+    saved = (cuda_backend.USE_BAND2, cuda_backend.BAND2_PREFETCH)
+    try:
+        for B, T, D in CASES:
+            for dtype in (np.float32, np.float64):
+                dt = np.dtype(dtype)
+                m = rng.standard_normal((B, T, 3 * D)).astype(dt)
+                v = rng.uniform(0.2, 2.0, (B, T, 3 * D)).astype(dt)
+                g = rng.standard_normal((B, T, D)).astype(dt)
+                kw = dict(windows=DELTA, boundary="none")
+                c_ref = mlpgx.mlpg(m, v, backend="cython", **kw)
+                gm_ref, gv_ref = mlpgx.mlpg_adjoint(g, m, v, backend="cython", **kw)
+                md, vd, gd = cp.asarray(m), cp.asarray(v), cp.asarray(g)
+                for label, band2, pf in VARIANTS:
+                    cuda_backend.USE_BAND2, cuda_backend.BAND2_PREFETCH = band2, pf
+                    c = mlpgx.mlpg(md, vd, backend="cuda", **kw)
+                    gm, gv = mlpgx.mlpg_adjoint(gd, md, vd, backend="cuda", **kw)
+                    err = max(scaled_error(cp.asnumpy(c), c_ref),
+                              scaled_error(cp.asnumpy(gm), gm_ref),
+                              scaled_error(cp.asnumpy(gv), gv_ref))
+                    if not err <= TOL[dt]:
+                        raise AssertionError(f"{label} B={B} T={T} D={D} {dt.name}: "
+                                             f"scaled error {err:.3g} > {TOL[dt]:g}")
+                    fwd = timed(cp, lambda: mlpgx.mlpg(md, vd, backend="cuda", **kw),
+                                args.warmup, args.reps)
+                    adj = timed(cp, lambda: mlpgx.mlpg_adjoint(gd, md, vd, backend="cuda",
+                                                               **kw), args.warmup, args.reps)
+                    rows.append(dict(B=B, T=T, D=D, dtype=dt.name, variant=label,
+                                     fwd_ms=fwd, adjoint_ms=adj, max_scaled_error=err))
+                    print(f"  B={B} T={T} D={D} {dt.name} {label}: fwd {fwd:.3f} ms, "
+                          f"adjoint {adj:.3f} ms, error {err:.2g}", file=sys.stderr)
+    finally:
+        cuda_backend.USE_BAND2, cuda_backend.BAND2_PREFETCH = saved
+    base = {}
+    for r in rows:
+        if r["variant"] == "general":
+            base[(r["B"], r["T"], r["D"], r["dtype"])] = r
+    lines = ["| B | T | D | dtype | kernel | fwd ms | adjoint ms | fwd speed-up vs general "
+             "| adjoint speed-up | max scaled error |", "|" + "---|" * 10]
+    for r in rows:
+        b = base[(r["B"], r["T"], r["D"], r["dtype"])]
+        lines.append(f"| {r['B']} | {r['T']} | {r['D']} | {r['dtype']} | {r['variant']} | "
+                     f"{r['fwd_ms']:.3f} | {r['adjoint_ms']:.3f} | "
+                     f"{b['fwd_ms'] / r['fwd_ms']:.1f}x | "
+                     f"{b['adjoint_ms'] / r['adjoint_ms']:.1f}x | "
+                     f"{r['max_scaled_error']:.1e} |")
+    text = "\n".join(lines)
+    header = (f"{name}; CuPy arrays through mlpgx.mlpg / mlpgx.mlpg_adjoint (validation "
+              f"included); DELTA, per-frame variances, boundary='none'; median of "
+              f"{args.reps} after {args.warmup} warm-up; every variant checked against "
+              f"backend='cython' first")
+    print(header + "\n\n" + text)
+    slug = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+    payload = dict(machine=machine_info(gpu=name, cupy=cp.__version__), date=today(),
+                   reps=args.reps, warmup=args.warmup, rows=rows)
+    json.dumps(payload)
+    write_results(f"gpu-kernels-{slug}", f"mlpgx cuda kernels A/B on {name}", payload,
+                  [(None, header), (None, text)], out_dir=args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
