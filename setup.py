@@ -85,4 +85,7 @@ extensions = [
     for name, extra in variants.items()
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+# Cythonize the modules in parallel: the two solver modules share the large
+# kernel include and dominate the build.
+setup(ext_modules=cythonize(extensions, compiler_directives=directives,
+                            nthreads=min(os.cpu_count() or 1, len(extensions))))

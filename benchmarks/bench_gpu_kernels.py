@@ -1,6 +1,8 @@
 """A/B of the ``"cuda"`` backend's kernels on CuPy arrays: the general kernel
-(``mlpg_kernel``, any window width) against the k <= 2 kernel
-(``mlpg_band2_kernel``) at several prefetch depths.
+(``mlpg_kernel``, any window width) against the two k <= 2 paths, ``fused``
+(``mlpg_band2_kernel``, one thread per sequence and dimension) and ``split``
+(rows and gradients one thread per frame, ``mlpg_split_*``), at several
+prefetch depths.
 
 Usage::
 
@@ -33,9 +35,10 @@ from mlpgx.windows import DELTA  # noqa: E402
 from _common import RESULTS, machine_info, today, write_results  # noqa: E402
 
 CASES = [(32, 1000, 187), (1, 5000, 60)]
-#: (label, use the k <= 2 kernel, prefetch depth)
-VARIANTS = [("general", False, 8), ("band2 pf=1", True, 1), ("band2 pf=4", True, 4),
-            ("band2 pf=8", True, 8), ("band2 pf=16", True, 16)]
+#: (label, K2_KERNEL, prefetch depth)
+VARIANTS = [("general", "general", 8), ("fused pf=4", "fused", 4), ("fused pf=8", "fused", 8),
+            ("split pf=1", "split", 1), ("split pf=4", "split", 4), ("split pf=8", "split", 8),
+            ("split pf=16", "split", 16)]
 TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 
@@ -75,7 +78,7 @@ def main(argv=None):
     name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
     rng = np.random.default_rng(0)
     rows = []
-    saved = (cuda_backend.USE_BAND2, cuda_backend.BAND2_PREFETCH)
+    saved = (cuda_backend.K2_KERNEL, cuda_backend.BAND2_PREFETCH)
     try:
         for B, T, D in CASES:
             for dtype in (np.float32, np.float64):
@@ -87,8 +90,8 @@ def main(argv=None):
                 c_ref = mlpgx.mlpg(m, v, backend="cython", **kw)
                 gm_ref, gv_ref = mlpgx.mlpg_adjoint(g, m, v, backend="cython", **kw)
                 md, vd, gd = cp.asarray(m), cp.asarray(v), cp.asarray(g)
-                for label, band2, pf in VARIANTS:
-                    cuda_backend.USE_BAND2, cuda_backend.BAND2_PREFETCH = band2, pf
+                for label, kernel, pf in VARIANTS:
+                    cuda_backend.K2_KERNEL, cuda_backend.BAND2_PREFETCH = kernel, pf
                     c = mlpgx.mlpg(md, vd, backend="cuda", **kw)
                     gm, gv = mlpgx.mlpg_adjoint(gd, md, vd, backend="cuda", **kw)
                     err = max(scaled_error(cp.asnumpy(c), c_ref),
@@ -106,7 +109,7 @@ def main(argv=None):
                     print(f"  B={B} T={T} D={D} {dt.name} {label}: fwd {fwd:.3f} ms, "
                           f"adjoint {adj:.3f} ms, error {err:.2g}", file=sys.stderr)
     finally:
-        cuda_backend.USE_BAND2, cuda_backend.BAND2_PREFETCH = saved
+        cuda_backend.K2_KERNEL, cuda_backend.BAND2_PREFETCH = saved
     base = {}
     for r in rows:
         if r["variant"] == "general":

@@ -76,10 +76,64 @@ static int run_band2_typed(int pf, const MlpgArgs<S>& A) {
     return failed;
 }
 
+// The split k <= 2 routines, in the order of their launches: rows for every
+// (b, t, d), the solve for every (b, d), then (adjoint) the gradients, per
+// frame, or per (b, d) over all frames for global weights.
+template <typename S, int L>
+static int run_split_l(int pf, const MlpgArgs<S>& A) {
+    const bool has_means = A.mode != MLPG_MODE_SOLVE;
+    for (mlpg_i64 b = 0; b < A.B; ++b)
+        for (mlpg_i64 t = 0; t < A.T; ++t)
+            for (mlpg_i64 d = 0; d < A.D; ++d) {
+                if (has_means) mlpg_split_rows<S, L, true>(A, b, t, d);
+                else mlpg_split_rows<S, L, false>(A, b, t, d);
+            }
+    int failed = 0;
+    for (mlpg_i64 b = 0; b < A.B; ++b)
+        for (mlpg_i64 d = 0; d < A.D; ++d) {
+            int st = -1;
+            switch (A.mode * 100 + pf) {
+                case MLPG_MODE_FORWARD * 100 + 1: st = mlpg_split_solve<S, MLPG_MODE_FORWARD, 1>(A, b, d); break;
+                case MLPG_MODE_FORWARD * 100 + 3: st = mlpg_split_solve<S, MLPG_MODE_FORWARD, 3>(A, b, d); break;
+                case MLPG_MODE_FORWARD * 100 + 8: st = mlpg_split_solve<S, MLPG_MODE_FORWARD, 8>(A, b, d); break;
+                case MLPG_MODE_SOLVE * 100 + 1: st = mlpg_split_solve<S, MLPG_MODE_SOLVE, 1>(A, b, d); break;
+                case MLPG_MODE_SOLVE * 100 + 3: st = mlpg_split_solve<S, MLPG_MODE_SOLVE, 3>(A, b, d); break;
+                case MLPG_MODE_SOLVE * 100 + 8: st = mlpg_split_solve<S, MLPG_MODE_SOLVE, 8>(A, b, d); break;
+                case MLPG_MODE_ADJOINT * 100 + 1: st = mlpg_split_solve<S, MLPG_MODE_ADJOINT, 1>(A, b, d); break;
+                case MLPG_MODE_ADJOINT * 100 + 3: st = mlpg_split_solve<S, MLPG_MODE_ADJOINT, 3>(A, b, d); break;
+                case MLPG_MODE_ADJOINT * 100 + 8: st = mlpg_split_solve<S, MLPG_MODE_ADJOINT, 8>(A, b, d); break;
+                default: return -1;
+            }
+            failed |= st;
+        }
+    if (failed || A.mode != MLPG_MODE_ADJOINT) return failed;
+    const bool per_frame_launch = A.weight_kind == MLPG_KIND_UNIT || !A.global_weights;
+    for (mlpg_i64 b = 0; b < A.B; ++b)
+        for (mlpg_i64 d = 0; d < A.D; ++d) {
+            if (per_frame_launch) {
+                for (mlpg_i64 t = 0; t < A.T; ++t) mlpg_split_grads<S, L>(A, b, d, t, t + 1);
+            } else {
+                mlpg_split_grads<S, L>(A, b, d, 0, A.T);
+            }
+        }
+    return 0;
+}
+
+template <typename S>
+static int run_split_typed(int pf, const MlpgArgs<S>& A) {
+    switch (A.L) {
+        case 1: return run_split_l<S, 1>(pf, A);
+        case 2: return run_split_l<S, 2>(pf, A);
+        case 3: return run_split_l<S, 3>(pf, A);
+        case 4: return run_split_l<S, 4>(pf, A);
+        default: return -1;
+    }
+}
+
 template <typename S>
 static int run_typed_any(int band2, int size, const void* means, const void* weights,
                          const void* rhs, void* out, void* grad_means, void* grad_weights,
-                         double* gw_acc, void* scratch, mlpg_u64* status,
+                         double* gw_acc, void* scratch, double* work, mlpg_u64* status,
                          const mlpg_i64* lengths, const mlpg_i64* win_left,
                          const mlpg_i64* win_width, const mlpg_i64* win_offset,
                          const double* coeffs, const mlpg_i64* zero_lo,
@@ -88,28 +142,30 @@ static int run_typed_any(int band2, int size, const void* means, const void* wei
                          int global_weights, double pivot_rtol) {
     const MlpgArgs<S> A = mlpg_args<S>(
         (const S*)means, (const S*)weights, (const S*)rhs, (S*)out, (S*)grad_means,
-        (S*)grad_weights, gw_acc, (S*)scratch, status, lengths, win_left, win_width,
+        (S*)grad_weights, gw_acc, (S*)scratch, work, status, lengths, win_left, win_width,
         win_offset, coeffs, zero_lo, zero_hi, B, T, D, L, k, P, mode, weight_kind,
         global_weights, pivot_rtol);
+    if (band2 == 2) return run_split_typed<S>(size, A);
     return band2 ? run_band2_typed<S>(size, A) : run_typed<S>(size, A);
 }
 
 extern "C" {
 
 // is_double: 0 float, 1 double.  band2: 0 runs the general routine with ring
-// size `size` (maxk), 1 the k <= 2 routine with prefetch depth `size` (1, 3
-// or 8).  Returns -1 for an unsupported size or L, else 0 / 1 (some sequence
+// size `size` (maxk), 1 the fused k <= 2 routine and 2 the split one, with
+// prefetch depth `size` (1, 3 or 8).  Returns -1 for an unsupported size or L, else 0 / 1 (some sequence
 // failed; *status holds the smallest b*T*D + t*D + d).
 int mlpgx_host_run(int is_double, int band2, int size, const void* means,
                    const void* weights, const void* rhs, void* out, void* grad_means,
-                   void* grad_weights, double* gw_acc, void* scratch, mlpg_u64* status,
+                   void* grad_weights, double* gw_acc, void* scratch, double* work,
+                   mlpg_u64* status,
                    const mlpg_i64* lengths, const mlpg_i64* win_left,
                    const mlpg_i64* win_width, const mlpg_i64* win_offset,
                    const double* coeffs, const mlpg_i64* zero_lo, const mlpg_i64* zero_hi,
                    mlpg_i64 B, mlpg_i64 T, mlpg_i64 D, mlpg_i64 L, mlpg_i64 k, mlpg_i64 P,
                    int mode, int weight_kind, int global_weights, double pivot_rtol) {
     return (is_double ? run_typed_any<double> : run_typed_any<float>)(
-        band2, size, means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch,
+        band2, size, means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch, work,
         status, lengths, win_left, win_width, win_offset, coeffs, zero_lo, zero_hi, B, T, D,
         L, k, P, mode, weight_kind, global_weights, pivot_rtol);
 }

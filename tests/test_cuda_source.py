@@ -83,7 +83,7 @@ def harness(tmp_path_factory):
     i64, i32 = ctypes.c_int64, ctypes.c_int
     lib.mlpgx_host_run.restype = ctypes.c_int
     lib.mlpgx_host_run.argtypes = (
-        [i32, i32, i32] + [vp] * 6 + [dp, vp, vp, i64p] + [i64p] * 3 + [dp] + [i64p] * 2
+        [i32, i32, i32] + [vp] * 6 + [dp, vp, dp, vp, i64p] + [i64p] * 3 + [dp] + [i64p] * 2
         + [i64] * 6 + [i32] * 3 + [ctypes.c_double])
     lib.mlpgx_host_required_maxk.restype = ctypes.c_int
     lib.mlpgx_host_required_maxk.argtypes = [i64, i64]
@@ -94,13 +94,17 @@ def _ptr(a):
     return None if a is None else a.ctypes.data
 
 
-def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8):
+#: the harness's code for each kernel of the backend
+HARNESS_KERNEL = {"general": 0, "fused": 1, "split": 2}
+
+
+def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8, kernel=None):
     """CudaBackend._run with the host build: same plan, same buffers (outputs
-    pre-filled with ``sentinel`` to catch entries the kernel does not write).
-    The plan picks the routine, as on the GPU: the k <= 2 one
-    (``mlpg_sequence_band2``, prefetch depth ``pf``) where the windows fit,
-    else the general one; ``maxk`` forces the general one with that ring size."""
-    plan = launch_plan(pb, mode, band2=False if maxk is not None else None)
+    and work buffers pre-filled with ``sentinel`` to catch entries the kernel
+    does not write, or reads before writing).  The plan picks the routines as
+    on the GPU (``kernel``: as :func:`launch_plan`'s; the k <= 2 ones with
+    prefetch depth ``pf``); ``maxk`` forces the general one with that ring size."""
+    plan = launch_plan(pb, mode, kernel="general" if maxk is not None else kernel)
     maxk = plan.maxk if maxk is None else maxk
     dt = np.dtype(pb.dtype)
     B, T, D, L = pb.batch_size, pb.n_frames, pb.static_dim, pb.n_windows
@@ -114,13 +118,15 @@ def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8):
     else:
         out = np.full((B, T, D), sentinel, dtype=dt)
     scratch = np.full(max(plan.scratch_size, 1), sentinel, dtype=dt)
+    work = np.full(max(plan.work_size, 1), sentinel, dtype=np.float64)
     status = np.full(1, NO_FAILURE, dtype=np.uint64)
     lengths = np.ascontiguousarray(pb.lengths, dtype=np.int64)
     keep = [pb.means, pb.weights, g, lengths, *plan.tables]  # alive during the call
     rc = lib.mlpgx_host_run(
-        int(dt == np.float64), int(plan.band2), pf if plan.band2 else maxk, _ptr(pb.means if mode != "solve" else None),
+        int(dt == np.float64), HARNESS_KERNEL[plan.kernel],
+        maxk if plan.kernel == "general" else pf, _ptr(pb.means if mode != "solve" else None),
         _ptr(pb.weights), _ptr(g), _ptr(out), _ptr(gmeans), _ptr(gweights), _ptr(gw_acc),
-        _ptr(scratch), _ptr(status), _ptr(lengths), *[_ptr(a) for a in plan.tables],
+        _ptr(scratch), _ptr(work), _ptr(status), _ptr(lengths), *[_ptr(a) for a in plan.tables],
         *[s.item() for s in plan.scalars])
     del keep
     assert rc in (0, 1), rc
@@ -156,24 +162,25 @@ class HostBuildBackend(Backend):
     name = "cuda-host-build"
     array_module = "numpy"
 
-    def __init__(self, lib, maxk=None, pf=8):
-        self.lib, self.maxk, self.pf = lib, maxk, pf
+    def __init__(self, lib, maxk=None, pf=8, kernel=None):
+        self.lib, self.kw = lib, dict(maxk=maxk, pf=pf, kernel=kernel)
 
     def forward(self, problem):
-        return host_run(self.lib, "forward", problem, maxk=self.maxk, pf=self.pf)
+        return host_run(self.lib, "forward", problem, **self.kw)
 
     def adjoint(self, problem, grad_output):
-        return host_run(self.lib, "adjoint", problem, grad_output, maxk=self.maxk, pf=self.pf)
+        return host_run(self.lib, "adjoint", problem, grad_output, **self.kw)
 
     def solve(self, problem, rhs):
-        return host_run(self.lib, "solve", problem, rhs, maxk=self.maxk, pf=self.pf)
+        return host_run(self.lib, "solve", problem, rhs, **self.kw)
 
 
-def check_all(lib, rng, dtype, windows, boundary, means, wkw, lengths, maxk=None, pf=8):
+def check_all(lib, rng, dtype, windows, boundary, means, wkw, lengths, maxk=None, pf=8,
+              kernel=None):
     """forward, adjoint (via mlpgx.verify's scaled metric) and solve of the
     host build vs the reference; dtypes, shapes, exact zeros at padded frames."""
     wkw = {k: v for k, v in wkw.items() if v is not None}    # unit variances: {}
-    hb = HostBuildBackend(lib, maxk, pf)
+    hb = HostBuildBackend(lib, maxk, pf, kernel)
     rtol = RTOL[dtype]
     L = len(windows)
     B, T, LD = means.shape
@@ -245,49 +252,80 @@ def test_band2_rule():
     for name in ("asym", "skew", "delta+3rd", "wide9", "even"):
         assert not cuda_backend.band2_fits(WINDOW_SETS[name]), name
     assert not cuda_backend.band2_fits(as_windows([[1]] + [[-0.5, 0, 0.5]] * 4))  # L = 5
+    pf = cuda_backend.BAND2_PREFETCH
     pb = make_problem(np.zeros((2, 5, 9)), variances=np.ones(9), windows=DELTA)
     plan = launch_plan(pb, "adjoint")
-    assert plan.band2 and plan.scratch_size == 5 * (2 + 2) * 2 * 3
-    assert not launch_plan(pb, "adjoint", band2=False).band2
+    assert plan.kernel == cuda_backend.K2_KERNEL == "split"
+    assert plan.scratch_size == 5 * (2 + 2) * 2 * 3 and plan.work_size == 5 * 6 * 2 * 3
+    assert launch_plan(pb, "forward").work_size == 5 * 4 * 2 * 3
+    fused = launch_plan(pb, "adjoint", kernel="fused")
+    assert fused.work_size == 0 and fused.scratch_size == plan.scratch_size
+    assert launch_plan(pb, "adjoint", kernel="general").kernel == "general"
     pb1 = make_problem(np.zeros((1, 5, 4)), windows=BAND2_SETS["left-tap"])
     assert pb1.windows.bandwidth == 1
-    # k = 1, but the k <= 2 routine still stores two factors per row
+    # k = 1, but the k <= 2 routines still store two factors per row
     assert launch_plan(pb1, "forward").scratch_size == 5 * (2 + 1) * 1 * 2
-    assert launch_plan(pb1, "forward", band2=False).scratch_size == 5 * (1 + 1) * 1 * 2
+    assert launch_plan(pb1, "forward", kernel="general").scratch_size == 5 * (1 + 1) * 1 * 2
     wide = make_problem(np.zeros((1, 5, 6)), windows=WINDOW_SETS["wide9"])
-    assert not launch_plan(wide, "forward").band2
-    name = cuda_backend.plan_kernel_name(plan, np.float32)
-    assert name == f"mlpg_band2_kernel<float, 3, 2, {cuda_backend.BAND2_PREFETCH}>"
-    assert cuda_backend.plan_kernel_name(launch_plan(wide, "solve"), np.float64) == \
-        kernel_name(np.float64, launch_plan(wide, "solve").maxk)
+    assert launch_plan(wide, "forward").kernel == "general"
+    with pytest.raises(ValueError, match="at most one frame"):
+        launch_plan(wide, "forward", kernel="split")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        launch_plan(pb, "forward", kernel="banded")
+    # the launch sequences (global weights: gradients per (b, d))
+    assert cuda_backend.plan_kernels(plan, np.float32) == [
+        ("mlpg_split_rows_kernel<float, 3, 1>", "frame"),
+        (f"mlpg_split_solve_kernel<float, 2, {pf}>", "sequence"),
+        ("mlpg_split_grads_kernel<float, 3, 0>", "sequence")]
+    per_frame = make_problem(np.zeros((2, 5, 9)), variances=np.ones((2, 5, 9)), windows=DELTA)
+    assert cuda_backend.plan_kernels(launch_plan(per_frame, "adjoint"), np.float64)[-1] == \
+        ("mlpg_split_grads_kernel<double, 3, 1>", "frame")
+    solve = make_problem(None, variances=np.ones((2, 5, 9)), windows=DELTA, static_dim=3,
+                         dtype_from=np.zeros((2, 5, 3)))
+    assert cuda_backend.plan_kernels(launch_plan(solve, "solve"), np.float64) == [
+        ("mlpg_split_rows_kernel<double, 3, 0>", "frame"),
+        (f"mlpg_split_solve_kernel<double, 1, {pf}>", "sequence")]
+    # the split path's kernels are compiled as one module per (dtype, L, depth)
+    for p in (plan, launch_plan(per_frame, "adjoint"), launch_plan(solve, "solve")):
+        for dt in (np.float32, np.float64):
+            group = cuda_backend.split_group(dt, 3, pf)
+            assert all(n in group for n, _ in cuda_backend.plan_kernels(p, dt))
+    assert cuda_backend.plan_kernels(fused, np.float32) == [
+        (f"mlpg_band2_kernel<float, 3, 2, {pf}>", "sequence")]
+    assert cuda_backend.plan_kernels(launch_plan(wide, "solve"), np.float64) == [
+        (kernel_name(np.float64, launch_plan(wide, "solve").maxk), "sequence")]
 
 
-# every window set at the GPU's default depth 8; the other depths the harness
-# builds (1: no ring; 3: not a divisor of the lengths) on three sets
-BAND2_CASES = [pytest.param(w, 8, id=f"{k}-pf8") for k, w in BAND2_SETS.items()] + [
-    pytest.param(BAND2_SETS[k], pf, id=f"{k}-pf{pf}")
+# both k <= 2 kernels, every window set at the GPU's default depth 8; the
+# other depths the harness builds (1: no ring; 3: not a divisor of the
+# lengths) on three sets with the default kernel
+BAND2_CASES = [pytest.param(w, 8, kern, id=f"{kern}-{k}-pf8")
+               for kern in ("split", "fused") for k, w in BAND2_SETS.items()] + [
+    pytest.param(BAND2_SETS[k], pf, "split", id=f"split-{k}-pf{pf}")
     for k in ("delta", "right-tap", "L4") for pf in (1, 3)]
 
 
 @pytest.mark.parametrize("form", WEIGHT_FORMS)
 @pytest.mark.parametrize("boundary", BOUNDARIES)
-@pytest.mark.parametrize("windows,pf", BAND2_CASES)
+@pytest.mark.parametrize("windows,pf,kernel", BAND2_CASES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_band2_routine_matches_reference(harness, rng, dtype, windows, pf, boundary, form):
-    """The k <= 2 routine: lengths 0..3 (shorter than the ring), around and
+def test_band2_routines_match_reference(harness, rng, dtype, windows, pf, kernel, boundary,
+                                        form):
+    """The k <= 2 routines: lengths 0..3 (shorter than the ring), around and
     across multiples of the prefetch depth."""
     L, D, T = len(windows), 3, 19
     lengths = [T, 0, 1, 2, 3, 8, 9, 16, 17]
     shape = (len(lengths), T, L * D)
     means = rng.standard_normal(shape).astype(dtype)
     wkw = make_weights(rng, form, shape, L, D, dtype)
-    check_all(harness, rng, dtype, windows, boundary, means, wkw, lengths, pf=pf)
+    check_all(harness, rng, dtype, windows, boundary, means, wkw, lengths, pf=pf,
+              kernel=kernel)
 
 
 @pytest.mark.parametrize("mode", ["forward", "solve", "adjoint"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_band2_routine_equals_general_routine(harness, rng, dtype, mode):
-    """Both routines on the same DELTA problem: the same numbers to rounding."""
+def test_band2_routines_equal_general_routine(harness, rng, dtype, mode):
+    """All three routines on the same DELTA problem: the same numbers to rounding."""
     B, T, D = 3, 200, 5
     means = (rng.standard_normal((B, T, 3 * D)) * 2 + 1).astype(dtype)
     var = rng.uniform(0.1, 3.0, (B, T, 3 * D)).astype(dtype)
@@ -296,10 +334,12 @@ def test_band2_routine_equals_general_routine(harness, rng, dtype, mode):
                       lengths=[T, 150, 7], **({"static_dim": D, "dtype_from": g}
                                               if mode == "solve" else {}))
     args = () if mode == "forward" else (g,)
-    b2 = host_run(harness, mode, pb, *args)
     gen = host_run(harness, mode, pb, *args, maxk=2)
-    for x, y in zip(b2 if mode == "adjoint" else [b2], gen if mode == "adjoint" else [gen]):
-        assert_close(mode, x, y, RTOL[dtype])
+    for kernel in ("split", "fused"):
+        b2 = host_run(harness, mode, pb, *args, kernel=kernel)
+        for x, y in zip(b2 if mode == "adjoint" else [b2],
+                        gen if mode == "adjoint" else [gen]):
+            assert_close(f"{kernel} {mode}", x, y, RTOL[dtype])
 
 
 @pytest.mark.parametrize("maxk", [16, 32])
@@ -448,6 +488,19 @@ def test_nvcc_compiles_kernels(tmp_path, arch):
     names = [kernel_name(dt, m) for dt in (np.float32, np.float64) for m in MAXK_VALUES]
     names += [cuda_backend.band2_kernel_name(dt, L, mode, cuda_backend.BAND2_PREFETCH)
               for dt in (np.float32, np.float64) for L in range(1, 5) for mode in (0, 1, 2)]
+    # every split-path kernel the backend may launch
+    for dt in (np.float32, np.float64):
+        for L in range(1, 5):
+            pb = make_problem(np.zeros((1, 4, 3 * L), dt),
+                              variances=np.ones((1, 4, 3 * L), dt),
+                              windows=as_windows([[1]] + [[-0.5, 0, 0.5]] * (L - 1)))
+            pbg = make_problem(np.zeros((1, 4, 3 * L), dt), variances=np.ones(3 * L, dt),
+                               windows=pb.windows)
+            for mode in ("forward", "solve", "adjoint"):
+                for p in (pb, pbg):
+                    names += [n for n, _ in cuda_backend.plan_kernels(
+                        launch_plan(p, mode, kernel="split"), dt)]
+    names = sorted(set(names))
     probe.write_text(f'#include "{CU_FILE}"\n' + "".join(
         f"void* probe_{i} = (void*)&{n};\n" for i, n in enumerate(names)))
     cmd = [nvcc, "-std=c++17", f"-arch={arch}", "-c", str(probe), "-o",

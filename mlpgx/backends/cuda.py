@@ -51,12 +51,19 @@ BLOCK = 128
 #: Windows the k <= 2 kernel takes: at most this many, each reaching at most
 #: one frame to each side (``MLPG_B2_MAX_WINDOWS`` in the source).
 BAND2_MAX_WINDOWS = 4
-#: Prefetch depth of the k <= 2 kernel: frames whose loads are in flight
+#: Prefetch depth of the k <= 2 kernels: frames whose loads are in flight
 #: ahead of the serial LDL^T recurrence (template parameter ``PF``).  The
 #: environment variable ``MLPGX_CUDA_PREFETCH`` overrides it (for tuning).
 BAND2_PREFETCH = int(os.environ.get("MLPGX_CUDA_PREFETCH", "8"))
-#: Set to False to send every window set to the general kernel (tests, A/B).
-USE_BAND2 = True
+#: Which kernel takes the windows :func:`band2_fits` accepts: ``"split"`` (rows
+#: of R and r, and the adjoint's gradients, one thread per frame; only the
+#: LDL^T recurrence one thread per sequence and dimension), ``"fused"``
+#: (everything in one thread per sequence and dimension) or ``"general"``
+#: (the kernel for any width).  Environment variable ``MLPGX_CUDA_K2_KERNEL``.
+K2_KERNEL = os.environ.get("MLPGX_CUDA_K2_KERNEL", "split")
+K2_KERNELS = ("split", "fused", "general")
+#: Threads per block of the per-frame kernels of the split path.
+FRAME_BLOCK = 256
 #: Status value meaning "no failure" (the kernel keeps the smallest failing key).
 NO_FAILURE = np.iinfo(np.uint64).max
 
@@ -88,14 +95,22 @@ class LaunchPlan(NamedTuple):
     weight_kind: np.int32
     global_weights: np.int32
     pivot_rtol: np.float64
-    band2: bool = False
+    kernel: str = "general"
 
     @property
     def scratch_size(self) -> int:
         """Entries of the ``(T, k + nrhs, B*D)`` scratch buffer (``k = 2`` for
-        the k <= 2 kernel, which always stores two factors per row)."""
-        per_frame = (2 if self.band2 else int(self.k)) + self.nrhs
+        the k <= 2 kernels, which always store two factors per row)."""
+        per_frame = (int(self.k) if self.kernel == "general" else 2) + self.nrhs
         return int(self.T) * per_frame * int(self.B) * int(self.D)
+
+    @property
+    def work_size(self) -> int:
+        """Float64 entries of the split path's work buffer: the rows of R and
+        r ``(T, 4, B*D)``, then (adjoint) c and v ``(T, 2, B*D)``; 0 otherwise."""
+        if self.kernel != "split":
+            return 0
+        return int(self.T) * (4 + 2 * (self.nrhs - 1)) * int(self.B) * int(self.D)
 
     @property
     def scalars(self) -> tuple:
@@ -129,11 +144,12 @@ def band2_fits(windows) -> bool:
             and windows.max_right <= 1)
 
 
-def launch_plan(problem: Problem, mode: str, *, band2: Optional[bool] = None) -> LaunchPlan:
+def launch_plan(problem: Problem, mode: str, *, kernel: Optional[str] = None) -> LaunchPlan:
     """The tables, ring size and typed scalars of a launch for ``problem``.
 
-    ``band2``: run the k <= 2 kernel; by default whenever :func:`band2_fits`
-    the windows and :data:`USE_BAND2` is set.
+    ``kernel``: ``"general"``, ``"fused"`` or ``"split"`` (the last two only
+    for windows :func:`band2_fits`); by default :data:`K2_KERNEL` for such
+    windows and ``"general"`` for the others.
 
     Raises ``ValueError`` when the windows are wider than the largest
     instantiated ring (``MAXK = max(MAXK_VALUES)``).
@@ -156,7 +172,19 @@ def launch_plan(problem: Problem, mode: str, *, band2: Optional[bool] = None) ->
         P=np.int64(P), mode=np.int32(MODES[mode]), weight_kind=np.int32(WEIGHT_KINDS[kind]),
         global_weights=np.int32(bool(problem.global_weights)),
         pivot_rtol=np.float64(PIVOT_RTOL),
-        band2=bool(USE_BAND2 and band2_fits(wins)) if band2 is None else bool(band2))
+        kernel=_pick_kernel(wins, kernel))
+
+
+def _pick_kernel(windows, kernel: Optional[str]) -> str:
+    fits = band2_fits(windows)
+    if kernel is None:
+        kernel = K2_KERNEL if fits else "general"
+    if kernel not in K2_KERNELS:
+        raise ValueError(f"kernel must be one of {K2_KERNELS}; got {kernel!r}")
+    if kernel != "general" and not fits:
+        raise ValueError(f"the {kernel!r} kernel needs at most {BAND2_MAX_WINDOWS} windows "
+                         f"reaching at most one frame to either side")
+    return kernel
 
 
 def failure_message(key: int, T: int, D: int) -> str:
@@ -182,11 +210,24 @@ def band2_kernel_name(dtype, n_windows: int, mode: int, prefetch: int) -> str:
             f"{int(prefetch)}>")
 
 
-def plan_kernel_name(plan: LaunchPlan, dtype) -> str:
-    """The kernel a launch of ``plan`` runs."""
-    if plan.band2:
-        return band2_kernel_name(dtype, int(plan.L), int(plan.mode), BAND2_PREFETCH)
-    return kernel_name(dtype, plan.maxk)
+def plan_kernels(plan: LaunchPlan, dtype) -> list:
+    """The kernels a launch of ``plan`` runs, in order, each as ``(name_expression,
+    threads per)``: ``"frame"`` (one thread per (b, t, d)) or ``"sequence"``
+    (one per (b, d))."""
+    ct, L, mode = _CTYPES[np.dtype(dtype)], int(plan.L), int(plan.mode)
+    if plan.kernel == "fused":
+        return [(band2_kernel_name(dtype, L, mode, BAND2_PREFETCH), "sequence")]
+    if plan.kernel == "general":
+        return [(kernel_name(dtype, plan.maxk), "sequence")]
+    has_means = int(mode != MODES["solve"])
+    steps = [(f"mlpg_split_rows_kernel<{ct}, {L}, {has_means}>", "frame"),
+             (f"mlpg_split_solve_kernel<{ct}, {mode}, {BAND2_PREFETCH}>", "sequence")]
+    if mode == MODES["adjoint"]:
+        # global weights: their gradient sums over frames, one thread per (b, d)
+        per_frame = int(not (plan.weight_kind != WEIGHT_KINDS[None] and plan.global_weights))
+        steps.append((f"mlpg_split_grads_kernel<{ct}, {L}, {per_frame}>",
+                      "frame" if per_frame else "sequence"))
+    return steps
 
 
 # -- CuPy side ---------------------------------------------------------------
@@ -202,17 +243,28 @@ def _import_cupy():
 
 
 @functools.lru_cache(maxsize=None)
-def _raw_module(name: str):
-    """The compiled module of one kernel instantiation (CuPy compiles per
-    device on first launch and keeps its own on-disk cache)."""
+def _raw_module(names: tuple):
+    """The compiled module of a group of kernel instantiations (CuPy compiles
+    per device on first launch and keeps its own on-disk cache)."""
     cp = _import_cupy()
     return cp.RawModule(code=kernel_source(), options=("-std=c++17",),
-                        name_expressions=[name])
+                        name_expressions=list(names))
 
 
-def _kernel(name: str):
+def _kernel(name: str, group: tuple = ()):
+    """Kernel ``name``, compiled together with the names in ``group`` (one
+    NVRTC run for the kernels a path launches in turn)."""
     with _MODULE_LOCK:  # RawModule compilation is not re-entrant per module
-        return _raw_module(name).get_function(name)
+        return _raw_module(tuple(group) or (name,)).get_function(name)
+
+
+def split_group(dtype, n_windows: int, prefetch: int) -> tuple:
+    """Every split-path kernel for one dtype, window count and prefetch depth
+    (compiled as one module: the three modes and both weight layouts)."""
+    ct = _CTYPES[np.dtype(dtype)]
+    return tuple([f"mlpg_split_rows_kernel<{ct}, {n_windows}, {h}>" for h in (0, 1)]
+                 + [f"mlpg_split_solve_kernel<{ct}, {m}, {prefetch}>" for m in (0, 1, 2)]
+                 + [f"mlpg_split_grads_kernel<{ct}, {n_windows}, {p}>" for p in (0, 1)])
 
 
 @functools.lru_cache(maxsize=None)
@@ -334,19 +386,24 @@ class CudaBackend(KernelBackend):
         ph = cp.empty(1, dtype=dt)              # placeholder for absent arrays
         ph64 = cp.empty(1, dtype=np.float64)
         scratch = cp.empty(max(plan.scratch_size, 1), dtype=dt)
+        work = cp.empty(max(plan.work_size, 1), dtype=np.float64)
         status = cp.full(1, NO_FAILURE, dtype=np.uint64)
         lengths = cp.asarray(np.ascontiguousarray(pb.lengths, dtype=np.int64))
         device_id = cp.cuda.Device().id
         tabs = _device_tables(plan.tables, device_id)
-        kern = _kernel(plan_kernel_name(plan, dt))
-        nthreads = int(plan.B) * int(plan.D)
-        block = block_size(nthreads, _multiprocessors(device_id))
-        grid = ((nthreads + block - 1) // block,)
         pick = lambda a, p: a if a is not None else p  # noqa: E731
-        kern(grid, (block,), (
-            pick(means, ph), pick(weights, ph), pick(rhs, ph), pick(out, ph),
-            pick(gmeans, ph), pick(gweights, ph), pick(gw_acc, ph64), scratch, status,
-            lengths, *tabs, *plan.scalars))
+        args = (pick(means, ph), pick(weights, ph), pick(rhs, ph), pick(out, ph),
+                pick(gmeans, ph), pick(gweights, ph), pick(gw_acc, ph64), scratch, work,
+                status, lengths, *tabs, *plan.scalars)
+        per_sequence = int(plan.B) * int(plan.D)
+        group = split_group(dt, int(plan.L), BAND2_PREFETCH) if plan.kernel == "split" else ()
+        for name, per in plan_kernels(plan, dt):
+            if per == "frame":
+                nthreads, block = per_sequence * int(plan.T), FRAME_BLOCK
+            else:
+                nthreads = per_sequence
+                block = block_size(nthreads, _multiprocessors(device_id))
+            _kernel(name, group)(((nthreads + block - 1) // block,), (block,), args)
         # the launch's one host synchronisation (the current stream): the
         # LinAlgError below needs the status word
         key = int(status.get()[0])

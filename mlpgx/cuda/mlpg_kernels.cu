@@ -62,6 +62,7 @@ struct MlpgArgs {
     S* grad_weights;         // (B, T, L*D); adjoint, per-frame weights
     double* gw_acc;          // (B, L*D); adjoint, global weights
     S* scratch;              // (T, k + nrhs, B*D)
+    double* work;            // split k <= 2 kernels: rows (T, 4, B*D), then x (T, 2, B*D)
     mlpg_u64* status;        // 1 entry, initialised to ~0: smallest failing b*T*D + t*D + d
     const mlpg_i64* lengths; // (B,)
     const mlpg_i64* win_left;    // (L,)
@@ -307,6 +308,61 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
 #define MLPG_UNROLL
 #endif
 
+// Reciprocals, correctly rounded as 1 / x is (so the GPU and the host build
+// agree bit for bit), through the cheaper reciprocal intrinsics on the GPU.
+__host__ __device__ inline float mlpg_rcp(float x) {
+#ifdef __CUDA_ARCH__
+    return __frcp_rn(x);
+#else
+    return 1.0f / x;
+#endif
+}
+__host__ __device__ inline double mlpg_rcp(double x) {
+#ifdef __CUDA_ARCH__
+    return __drcp_rn(x);
+#else
+    return 1.0 / x;
+#endif
+}
+
+// The precision a stored weight stands for (KIND_VARIANCE or KIND_PRECISION);
+// the reciprocal of a variance is taken in its storage type, like the CPU
+// backend: 1 / +inf = 0.
+template <typename S>
+__host__ __device__ inline double mlpg_weight_precision(int kind, S w) {
+    return (kind == MLPG_KIND_VARIANCE) ? (double)mlpg_rcp(w) : (double)w;
+}
+
+// The three taps w(-1), w(0), w(+1) of each window (zeros where a window
+// does not reach), its boundary margins as an active range zlo <= t < zhi
+// for a sequence of n frames, and, with global weights, its precision for
+// static dimension d (1 otherwise).
+template <int L>
+struct MlpgTaps {
+    double wm[L], w0[L], wp[L], qglob[L];
+    mlpg_i64 zlo[L], zhi[L];
+};
+
+template <typename S, int L>
+__host__ __device__ inline void mlpg_load_taps(const MlpgArgs<S>& A, mlpg_i64 n, mlpg_i64 d,
+                                               MlpgTaps<L>& W) {
+    MLPG_UNROLL
+    for (int l = 0; l < L; ++l) {
+        const mlpg_i64 left = A.win_left[l], width = A.win_width[l];
+        const double* c = A.coeffs + A.win_offset[l];
+        // tap at offset o (frame t + o) is c[o + left]
+        W.wm[l] = (left - 1 >= 0 && left - 1 < width) ? c[left - 1] : 0.0;
+        W.w0[l] = (left < width) ? c[left] : 0.0;
+        W.wp[l] = (left + 1 < width) ? c[left + 1] : 0.0;
+        W.zlo[l] = A.zero_lo[l] > 0 ? A.zero_lo[l] : 0;
+        W.zhi[l] = n - A.zero_hi[l];
+        if (W.zhi[l] > n) W.zhi[l] = n;
+        W.qglob[l] = 1.0;
+        if (A.weight_kind != MLPG_KIND_UNIT && A.global_weights)
+            W.qglob[l] = mlpg_weight_precision(A.weight_kind, A.weights[l * A.D + d]);
+    }
+}
+
 template <typename S, int L, int MODE, int PF>
 __host__ __device__ int mlpg_sequence_band2(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d) {
     constexpr bool HAS_MEANS = MODE != MLPG_MODE_SOLVE;
@@ -320,26 +376,10 @@ __host__ __device__ int mlpg_sequence_band2(const MlpgArgs<S>& A, mlpg_i64 b, ml
     const bool per_frame = kind != MLPG_KIND_UNIT && !A.global_weights;
 
     // padded taps, boundary margins and (global weights) precisions of each window
-    double wm[L], w0[L], wp[L];
-    mlpg_i64 zlo[L], zhi[L];
-    double qglob[L];
-    MLPG_UNROLL
-    for (int l = 0; l < L; ++l) {
-        const mlpg_i64 left = A.win_left[l], width = A.win_width[l];
-        const double* c = A.coeffs + A.win_offset[l];
-        // tap at offset o (frame t + o) is c[o + left]
-        wm[l] = (left - 1 >= 0 && left - 1 < width) ? c[left - 1] : 0.0;
-        w0[l] = (left < width) ? c[left] : 0.0;
-        wp[l] = (left + 1 < width) ? c[left + 1] : 0.0;
-        zlo[l] = A.zero_lo[l] > 0 ? A.zero_lo[l] : 0;
-        zhi[l] = n - A.zero_hi[l];              // active for zlo <= t < zhi (< n)
-        if (zhi[l] > n) zhi[l] = n;
-        qglob[l] = 1.0;
-        if (kind != MLPG_KIND_UNIT && A.global_weights) {
-            const S w = A.weights[l * D + d];
-            qglob[l] = (kind == MLPG_KIND_VARIANCE) ? (double)((S)1 / w) : (double)w;
-        }
-    }
+    MlpgTaps<L> W;
+    mlpg_load_taps(A, n, d, W);
+    const double *wm = W.wm, *w0 = W.w0, *wp = W.wp, *qglob = W.qglob;
+    const mlpg_i64 *zlo = W.zlo, *zhi = W.zhi;
     const S* mean_row = A.means + b * T * LD + d;     // + t * LD + l * D
     const S* weight_row = A.weights + b * T * LD + d;
     const S* g_row = A.rhs + b * T * D + d;           // + t * D
@@ -389,7 +429,7 @@ __host__ __device__ int mlpg_sequence_band2(const MlpgArgs<S>& A, mlpg_i64 b, ml
                     double q = qglob[l];
                     if (per_frame) {
                         const S w = rw[j][l];
-                        q = (kind == MLPG_KIND_VARIANCE) ? (double)((S)1 / w) : (double)w;
+                        q = mlpg_weight_precision(kind, w);
                     }
                     if (q == 0.0) continue;    // no constraint: the mean is not read
                     x_smm += q * wm[l] * wm[l];
@@ -431,7 +471,7 @@ __host__ __device__ int mlpg_sequence_band2(const MlpgArgs<S>& A, mlpg_i64 b, ml
                     mlpg_report_failure(A.status, (mlpg_u64)((b * T + i) * D + d));
                     return 1;
                 }
-                const double dinv = 1.0 / piv;
+                const double dinv = mlpg_rcp(piv);
                 double rv[NR];
                 int q = 0;
                 if (HAS_MEANS) rv[q++] = x_rm + c_r0 + p_rp;
@@ -531,7 +571,7 @@ __host__ __device__ int mlpg_sequence_band2(const MlpgArgs<S>& A, mlpg_i64 b, ml
                         double q = qglob[l];
                         if (per_frame) {
                             const S w = gw[j][l];
-                            q = (kind == MLPG_KIND_VARIANCE) ? (double)((S)1 / w) : (double)w;
+                            q = mlpg_weight_precision(kind, w);
                         }
                         // dL/dmu = q W v;  dL/dq = (W v)(mu - W c);  dL/dvar = -q^2 dL/dq
                         A.grad_means[o] = (S)(q * Wv);
@@ -577,11 +617,262 @@ __host__ __device__ int mlpg_sequence_band2(const MlpgArgs<S>& A, mlpg_i64 b, ml
     return 0;
 }
 
+// ---------------------------------------------------------------------------
+// The same k <= 2 solve split in three, so that everything but the LDL^T
+// recurrence runs with one thread per (b, t, d) instead of one per (b, d):
+//
+//   1. mlpg_split_rows (per frame): row i of R and r from the frames i - 1,
+//      i, i + 1 (the formulas above), in double, into the rows buffer
+//      work[(i * 4 + j) * B*D + b*D + d], j = R[i, i], R[i, i-1], R[i, i-2], r[i].
+//   2. mlpg_split_solve (per sequence and dimension): the LDL^T recurrence,
+//      forward and back substitution, reading the rows PF frames ahead; the
+//      solution goes to out, or (adjoint) c and v to the x buffer
+//      work[T * 4 * B*D + (t * 2 + j) * B*D + b*D + d] in double.
+//   3. mlpg_split_grads (adjoint only; per frame, or per sequence and
+//      dimension for global weights, whose gradient sums over frames): the
+//      gradients of frame t from c and v at t - 1 .. t + 1.
+//
+// One thread per (b, d) leaves the GPU nearly idle for typical batches (a
+// few thousand threads for over a hundred multiprocessors), and each of
+// those threads then spends most of its time on the loads, reciprocals and
+// tap products of the frame sums; the split hands those to B*T*D threads and
+// leaves the serial thread about twenty floating-point operations a frame.
+// Numbers are those of mlpg_sequence_band2 up to the order of the sums.
+
+template <typename S, int L, bool HAS_MEANS>
+__host__ __device__ void mlpg_split_rows(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 i,
+                                         mlpg_i64 d) {
+    const mlpg_i64 n = A.lengths[b];
+    if (i >= n) return;
+    const mlpg_i64 T = A.T, D = A.D, LD = (mlpg_i64)L * D, BD = A.B * D;
+    const int kind = A.weight_kind;
+    const bool per_frame = kind != MLPG_KIND_UNIT && !A.global_weights;
+    MlpgTaps<L> W;
+    mlpg_load_taps(A, n, d, W);
+    double Rii = 0.0, R1 = 0.0, R2 = 0.0, r = 0.0;
+    MLPG_UNROLL
+    for (int o = -1; o <= 1; ++o) {            // frame f = i + o
+        const mlpg_i64 f = i + o;
+        if (f < 0 || f >= n) continue;
+        MLPG_UNROLL
+        for (int l = 0; l < L; ++l) {
+            if (f < W.zlo[l] || f >= W.zhi[l]) continue;
+            const mlpg_i64 at = (b * T + f) * LD + l * D + d;
+            const double q = per_frame ? mlpg_weight_precision(kind, A.weights[at])
+                                       : W.qglob[l];
+            if (q == 0.0) continue;            // no constraint: the mean is not read
+            const double qm = HAS_MEANS ? q * (double)A.means[at] : 0.0;
+            // frame f's window row reaches frames f - 1, f, f + 1 with w(-1), w(0),
+            // w(+1); row i is frame f + (-o), i.e. tap -o of it
+            if (o == -1) {                     // f = i - 1: taps w(+1) (i), w(0) (i-1), w(-1) (i-2)
+                Rii += q * W.wp[l] * W.wp[l];
+                R1 += q * W.wp[l] * W.w0[l];
+                R2 += q * W.wp[l] * W.wm[l];
+                r += qm * W.wp[l];
+            } else if (o == 0) {               // f = i: taps w(0) (i), w(-1) (i-1)
+                Rii += q * W.w0[l] * W.w0[l];
+                R1 += q * W.w0[l] * W.wm[l];
+                r += qm * W.w0[l];
+            } else {                           // f = i + 1: tap w(-1) (i)
+                Rii += q * W.wm[l] * W.wm[l];
+                r += qm * W.wm[l];
+            }
+        }
+    }
+    double* row = A.work + i * 4 * BD + b * D + d;
+    row[0] = Rii;
+    row[BD] = R1;
+    row[2 * BD] = R2;
+    row[3 * BD] = r;
+}
+
+template <typename S, int MODE, int PF>
+__host__ __device__ int mlpg_split_solve(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d) {
+    constexpr bool HAS_MEANS = MODE != MLPG_MODE_SOLVE;
+    constexpr bool HAS_G = MODE != MLPG_MODE_FORWARD;
+    constexpr int NR = (MODE == MLPG_MODE_ADJOINT) ? 2 : 1;
+    constexpr int SS = 2 + NR;                 // scratch entries per frame
+    const mlpg_i64 T = A.T, D = A.D, BD = A.B * D, bd = b * D + d;
+    const mlpg_i64 n = A.lengths[b];
+    const double* rows = A.work + bd;          // + (i * 4 + j) * BD
+    double* xs = A.work + T * 4 * BD + bd;     // + (t * 2 + j) * BD
+    const S* g_row = A.rhs + b * T * D + d;    // + t * D
+    S* sc_row = A.scratch + bd;                // + (t * SS + j) * BD
+
+    // ---- forward: ring slot i % PF holds row i (and g[i])
+    double fR0[PF], fR1[PF], fR2[PF], fr[PF], fg[PF];
+    MLPG_UNROLL
+    for (int j = 0; j < PF; ++j) {
+        fR0[j] = fR1[j] = fR2[j] = fr[j] = fg[j] = 0.0;
+        if (j < n) {
+            const double* row = rows + j * 4 * BD;
+            fR0[j] = row[0]; fR1[j] = row[BD]; fR2[j] = row[2 * BD];
+            if (HAS_MEANS) fr[j] = row[3 * BD];
+            if (HAS_G) fg[j] = (double)g_row[j * D];
+        }
+    }
+    double L1_prev = 0, dinv1 = 0, dinv2 = 0;  // L[i-1, i-2], 1/D[i-1], 1/D[i-2]
+    double y1[NR], y2[NR];
+    MLPG_UNROLL
+    for (int rr = 0; rr < NR; ++rr) { y1[rr] = 0; y2[rr] = 0; }
+    for (mlpg_i64 i0 = 0; i0 < n; i0 += PF) {
+        MLPG_UNROLL
+        for (int j = 0; j < PF; ++j) {
+            const mlpg_i64 i = i0 + j;
+            if (i >= n) break;
+            const double Rii = fR0[j], E2 = fR2[j];
+            const double L2 = E2 * dinv2;
+            const double E1 = fR1[j] - E2 * L1_prev;
+            const double L1 = E1 * dinv1;
+            const double piv = Rii - E2 * L2 - E1 * L1;
+            if (!(piv > A.pivot_rtol * Rii)) {
+                mlpg_report_failure(A.status, (mlpg_u64)((b * T + i) * D + d));
+                return 1;
+            }
+            const double dinv = mlpg_rcp(piv);
+            double rv[NR];
+            int q = 0;
+            if (HAS_MEANS) rv[q++] = fr[j];
+            if (HAS_G) rv[q++] = fg[j];
+            // refill the slot with row i + PF
+            const mlpg_i64 f = i + PF;
+            if (f < n) {
+                const double* row = rows + f * 4 * BD;
+                fR0[j] = row[0]; fR1[j] = row[BD]; fR2[j] = row[2 * BD];
+                if (HAS_MEANS) fr[j] = row[3 * BD];
+                if (HAS_G) fg[j] = (double)g_row[f * D];
+            }
+            S* sc = sc_row + i * SS * BD;
+            sc[0] = (S)L1;
+            sc[BD] = (S)L2;
+            MLPG_UNROLL
+            for (int rr = 0; rr < NR; ++rr) {
+                const double y = rv[rr] - L1 * y1[rr] - L2 * y2[rr];
+                sc[(2 + rr) * BD] = (S)(y * dinv);
+                y2[rr] = y1[rr];
+                y1[rr] = y;
+            }
+            L1_prev = L1;
+            dinv2 = dinv1;
+            dinv1 = dinv;
+        }
+    }
+
+    // ---- back substitution: slot m % PF holds row n - 1 - m's factors
+    S sL1[PF], sL2[PF], sz[PF][NR];
+    MLPG_UNROLL
+    for (int j = 0; j < PF; ++j) {
+        const mlpg_i64 i = n - 1 - j;
+        sL1[j] = sL2[j] = (S)0;
+        MLPG_UNROLL
+        for (int rr = 0; rr < NR; ++rr) sz[j][rr] = (S)0;
+        if (i >= 0) {
+            const S* sc = sc_row + i * SS * BD;
+            sL1[j] = sc[0];
+            sL2[j] = sc[BD];
+            MLPG_UNROLL
+            for (int rr = 0; rr < NR; ++rr) sz[j][rr] = sc[(2 + rr) * BD];
+        }
+    }
+    double x1[NR], x2[NR];                     // rows i + 1, i + 2 (0 beyond n)
+    double L1_next = 0, L2_next = 0, L2_next2 = 0;   // as in mlpg_sequence_band2
+    MLPG_UNROLL
+    for (int rr = 0; rr < NR; ++rr) { x1[rr] = 0; x2[rr] = 0; }
+    for (mlpg_i64 m0 = 0; m0 < n; m0 += PF) {
+        MLPG_UNROLL
+        for (int j = 0; j < PF; ++j) {
+            const mlpg_i64 m = m0 + j;
+            if (m >= n) break;
+            const mlpg_i64 i = n - 1 - m;
+            const double fL1 = (double)sL1[j], fL2 = (double)sL2[j];
+            double x0[NR];
+            MLPG_UNROLL
+            for (int rr = 0; rr < NR; ++rr)
+                x0[rr] = (double)sz[j][rr] - L1_next * x1[rr] - L2_next2 * x2[rr];
+            const mlpg_i64 mi = i - PF;
+            if (mi >= 0) {
+                const S* sc = sc_row + mi * SS * BD;
+                sL1[j] = sc[0];
+                sL2[j] = sc[BD];
+                MLPG_UNROLL
+                for (int rr = 0; rr < NR; ++rr) sz[j][rr] = sc[(2 + rr) * BD];
+            }
+            if (MODE == MLPG_MODE_ADJOINT) {
+                MLPG_UNROLL
+                for (int rr = 0; rr < NR; ++rr) xs[(i * 2 + rr) * BD] = x0[rr];
+            } else {
+                A.out[(b * T + i) * D + d] = (S)x0[0];
+            }
+            MLPG_UNROLL
+            for (int rr = 0; rr < NR; ++rr) { x2[rr] = x1[rr]; x1[rr] = x0[rr]; }
+            L2_next2 = L2_next;
+            L2_next = fL2;
+            L1_next = fL1;
+        }
+    }
+    mlpg_zero_tail(A, b, d, n);
+    return 0;
+}
+
+// Adjoint gradients of frames t0 .. t1 - 1 (< the length) of (b, d) from c and
+// v in the x buffer; global weights: their gradient summed over those frames
+// is added to gw_acc (so a launch gives each (b, d) to one thread).
+template <typename S, int L>
+__host__ __device__ void mlpg_split_grads(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d,
+                                          mlpg_i64 t0, mlpg_i64 t1) {
+    const mlpg_i64 n = A.lengths[b];
+    if (t1 > n) t1 = n;
+    if (t0 >= t1) return;
+    const mlpg_i64 T = A.T, D = A.D, LD = (mlpg_i64)L * D, BD = A.B * D;
+    const int kind = A.weight_kind;
+    const bool per_frame = kind != MLPG_KIND_UNIT && !A.global_weights;
+    MlpgTaps<L> W;
+    mlpg_load_taps(A, n, d, W);
+    const double* xs = A.work + T * 4 * BD + b * D + d;   // + (t * 2 + j) * BD
+    double gacc[L];
+    MLPG_UNROLL
+    for (int l = 0; l < L; ++l) gacc[l] = 0.0;
+    for (mlpg_i64 t = t0; t < t1; ++t) {
+        double c[3], v[3];                     // frames t - 1, t, t + 1 (0 outside)
+        MLPG_UNROLL
+        for (int o = 0; o < 3; ++o) {
+            const mlpg_i64 f = t - 1 + o;
+            const bool in = f >= 0 && f < n;
+            c[o] = in ? xs[(f * 2) * BD] : 0.0;
+            v[o] = in ? xs[(f * 2 + 1) * BD] : 0.0;
+        }
+        MLPG_UNROLL
+        for (int l = 0; l < L; ++l) {
+            const mlpg_i64 o = (b * T + t) * LD + l * D + d;
+            if (t < W.zlo[l] || t >= W.zhi[l]) {
+                A.grad_means[o] = (S)0;
+                if (per_frame) A.grad_weights[o] = (S)0;
+                continue;
+            }
+            const double Wc = W.wm[l] * c[0] + W.w0[l] * c[1] + W.wp[l] * c[2];
+            const double Wv = W.wm[l] * v[0] + W.w0[l] * v[1] + W.wp[l] * v[2];
+            const double q = per_frame ? mlpg_weight_precision(kind, A.weights[o])
+                                       : W.qglob[l];
+            // dL/dmu = q W v;  dL/dq = (W v)(mu - W c);  dL/dvar = -q^2 dL/dq
+            A.grad_means[o] = (S)(q * Wv);
+            if (kind == MLPG_KIND_UNIT) continue;
+            double gq = Wv * ((double)A.means[o] - Wc);
+            if (kind == MLPG_KIND_VARIANCE) gq = -q * q * gq;
+            if (per_frame) A.grad_weights[o] = (S)gq;
+            else gacc[l] += gq;
+        }
+    }
+    if (kind != MLPG_KIND_UNIT && A.global_weights) {
+        MLPG_UNROLL
+        for (int l = 0; l < L; ++l) A.gw_acc[b * LD + l * D + d] += gacc[l];
+    }
+}
+
 // The kernels' parameter list (pointers, then scalars with explicit types:
 // the host passes long long / int / double) and the MlpgArgs made from it.
 #define MLPG_KERNEL_PARAMS(S)                                                          \
     const S *means, const S *weights, const S *rhs, S *out, S *grad_means,            \
-        S *grad_weights, double *gw_acc, S *scratch, mlpg_u64 *status,                 \
+        S *grad_weights, double *gw_acc, S *scratch, double *work, mlpg_u64 *status,   \
         const mlpg_i64 *lengths, const mlpg_i64 *win_left, const mlpg_i64 *win_width,  \
         const mlpg_i64 *win_offset, const double *coeffs, const mlpg_i64 *zero_lo,     \
         const mlpg_i64 *zero_hi, mlpg_i64 B, mlpg_i64 T, mlpg_i64 D, mlpg_i64 L,       \
@@ -593,7 +884,7 @@ __host__ __device__ inline MlpgArgs<S> mlpg_args(MLPG_KERNEL_PARAMS(S)) {
     MlpgArgs<S> A;
     A.means = means; A.weights = weights; A.rhs = rhs; A.out = out;
     A.grad_means = grad_means; A.grad_weights = grad_weights; A.gw_acc = gw_acc;
-    A.scratch = scratch; A.status = status; A.lengths = lengths;
+    A.scratch = scratch; A.work = work; A.status = status; A.lengths = lengths;
     A.win_left = win_left; A.win_width = win_width; A.win_offset = win_offset;
     A.coeffs = coeffs; A.zero_lo = zero_lo; A.zero_hi = zero_hi;
     A.B = B; A.T = T; A.D = D; A.L = L; A.k = k; A.P = P;
@@ -603,7 +894,7 @@ __host__ __device__ inline MlpgArgs<S> mlpg_args(MLPG_KERNEL_PARAMS(S)) {
 }
 
 #define MLPG_KERNEL_ARGS                                                               \
-    means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch, status,      \
+    means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch, work, status, \
         lengths, win_left, win_width, win_offset, coeffs, zero_lo, zero_hi, B, T, D,   \
         L, k, P, mode, weight_kind, global_weights, pivot_rtol
 
@@ -625,6 +916,38 @@ __global__ void mlpg_band2_kernel(MLPG_KERNEL_PARAMS(S)) {
     const mlpg_i64 gid = (mlpg_i64)blockIdx.x * (mlpg_i64)blockDim.x + (mlpg_i64)threadIdx.x;
     if (gid >= B * D) return;
     mlpg_sequence_band2<S, NW, MODE, PF>(mlpg_args<S>(MLPG_KERNEL_ARGS), gid / D, gid % D);
+}
+
+// The split k <= 2 kernels.  Per-frame kernels: one thread per (b, t, d),
+// consecutive threads consecutive d.
+template <typename S, int NW, int HAS_MEANS>
+__global__ void mlpg_split_rows_kernel(MLPG_KERNEL_PARAMS(S)) {
+    const mlpg_i64 gid = (mlpg_i64)blockIdx.x * (mlpg_i64)blockDim.x + (mlpg_i64)threadIdx.x;
+    if (gid >= B * T * D) return;
+    const mlpg_i64 d = gid % D, bt = gid / D;
+    mlpg_split_rows<S, NW, HAS_MEANS != 0>(mlpg_args<S>(MLPG_KERNEL_ARGS), bt / T, bt % T, d);
+}
+
+template <typename S, int MODE, int PF>
+__global__ void mlpg_split_solve_kernel(MLPG_KERNEL_PARAMS(S)) {
+    const mlpg_i64 gid = (mlpg_i64)blockIdx.x * (mlpg_i64)blockDim.x + (mlpg_i64)threadIdx.x;
+    if (gid >= B * D) return;
+    mlpg_split_solve<S, MODE, PF>(mlpg_args<S>(MLPG_KERNEL_ARGS), gid / D, gid % D);
+}
+
+// PER_FRAME 1: one thread per (b, t, d); 0: one per (b, d) over every frame
+// (global weights: the gradient sums over frames without atomics).
+template <typename S, int NW, int PER_FRAME>
+__global__ void mlpg_split_grads_kernel(MLPG_KERNEL_PARAMS(S)) {
+    const mlpg_i64 gid = (mlpg_i64)blockIdx.x * (mlpg_i64)blockDim.x + (mlpg_i64)threadIdx.x;
+    if (PER_FRAME) {
+        if (gid >= B * T * D) return;
+        const mlpg_i64 d = gid % D, bt = gid / D, t = bt % T;
+        mlpg_split_grads<S, NW>(mlpg_args<S>(MLPG_KERNEL_ARGS), bt / T, d, t, t + 1);
+    } else {
+        if (gid >= B * D) return;
+        mlpg_split_grads<S, NW>(mlpg_args<S>(MLPG_KERNEL_ARGS), gid / D, gid % D, 0, T);
+    }
 }
 
 #ifdef MLPGX_EXPLICIT_INSTANTIATION
@@ -649,5 +972,18 @@ MLPGX_INST_B2_L(double, 1) MLPGX_INST_B2_L(double, 2) MLPGX_INST_B2_L(double, 3)
 MLPGX_INST_B2_L(double, 4)
 #undef MLPGX_INST_B2_L
 #undef MLPGX_INST_B2
+#define MLPGX_INST_SPLIT_L(S, L) \
+    template __global__ void mlpg_split_rows_kernel<S, L, 0>(MLPG_KERNEL_PARAMS(S)); \
+    template __global__ void mlpg_split_rows_kernel<S, L, 1>(MLPG_KERNEL_PARAMS(S)); \
+    template __global__ void mlpg_split_grads_kernel<S, L, 0>(MLPG_KERNEL_PARAMS(S)); \
+    template __global__ void mlpg_split_grads_kernel<S, L, 1>(MLPG_KERNEL_PARAMS(S));
+#define MLPGX_INST_SPLIT(S) MLPGX_INST_SPLIT_L(S, 1) MLPGX_INST_SPLIT_L(S, 2) \
+    MLPGX_INST_SPLIT_L(S, 3) MLPGX_INST_SPLIT_L(S, 4) \
+    template __global__ void mlpg_split_solve_kernel<S, 0, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S)); \
+    template __global__ void mlpg_split_solve_kernel<S, 1, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S)); \
+    template __global__ void mlpg_split_solve_kernel<S, 2, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S));
+MLPGX_INST_SPLIT(float) MLPGX_INST_SPLIT(double)
+#undef MLPGX_INST_SPLIT
+#undef MLPGX_INST_SPLIT_L
 #endif
 #endif  // __CUDACC__
