@@ -33,49 +33,6 @@ static int run_typed(int maxk, const MlpgArgs<S>& A) {
     return failed;
 }
 
-// The k <= 2 routine for every (L, mode) and the prefetch depths the tests
-// use (1: no ring; 3: a depth that does not divide typical lengths; 8: the
-// GPU default).
-template <typename S, int L, int MODE>
-static int run_band2_pf(int pf, const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d) {
-    switch (pf) {
-        case 1: return mlpg_sequence_band2<S, L, MODE, 1>(A, b, d);
-        case 3: return mlpg_sequence_band2<S, L, MODE, 3>(A, b, d);
-        case 8: return mlpg_sequence_band2<S, L, MODE, 8>(A, b, d);
-        default: return -1;
-    }
-}
-
-template <typename S, int L>
-static int run_band2_mode(int pf, const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d) {
-    switch (A.mode) {
-        case MLPG_MODE_FORWARD: return run_band2_pf<S, L, MLPG_MODE_FORWARD>(pf, A, b, d);
-        case MLPG_MODE_SOLVE: return run_band2_pf<S, L, MLPG_MODE_SOLVE>(pf, A, b, d);
-        case MLPG_MODE_ADJOINT: return run_band2_pf<S, L, MLPG_MODE_ADJOINT>(pf, A, b, d);
-        default: return -1;
-    }
-}
-
-template <typename S>
-static int run_band2_typed(int pf, const MlpgArgs<S>& A) {
-    int failed = 0;
-    for (mlpg_i64 b = 0; b < A.B; ++b) {
-        for (mlpg_i64 d = 0; d < A.D; ++d) {
-            int st;
-            switch (A.L) {
-                case 1: st = run_band2_mode<S, 1>(pf, A, b, d); break;
-                case 2: st = run_band2_mode<S, 2>(pf, A, b, d); break;
-                case 3: st = run_band2_mode<S, 3>(pf, A, b, d); break;
-                case 4: st = run_band2_mode<S, 4>(pf, A, b, d); break;
-                default: return -1;
-            }
-            if (st < 0) return -1;
-            failed |= st;
-        }
-    }
-    return failed;
-}
-
 // The split k <= 2 routines, in the order of their launches: rows for every
 // (b, t, d), the solve for every (b, d), then (adjoint) the gradients, per
 // frame, or per (b, d) over all frames for global weights.
@@ -92,18 +49,17 @@ static int run_split_l(int pf, const MlpgArgs<S>& A) {
     for (mlpg_i64 b = 0; b < A.B; ++b)
         for (mlpg_i64 d = 0; d < A.D; ++d) {
             int st = -1;
+#define MLPGX_CASE(M, PF) \
+    case M * 100 + PF: st = mlpg_split_solve<S, M, PF>(A, b, d); break;
             switch (A.mode * 100 + pf) {
-                case MLPG_MODE_FORWARD * 100 + 1: st = mlpg_split_solve<S, MLPG_MODE_FORWARD, 1>(A, b, d); break;
-                case MLPG_MODE_FORWARD * 100 + 3: st = mlpg_split_solve<S, MLPG_MODE_FORWARD, 3>(A, b, d); break;
-                case MLPG_MODE_FORWARD * 100 + 8: st = mlpg_split_solve<S, MLPG_MODE_FORWARD, 8>(A, b, d); break;
-                case MLPG_MODE_SOLVE * 100 + 1: st = mlpg_split_solve<S, MLPG_MODE_SOLVE, 1>(A, b, d); break;
-                case MLPG_MODE_SOLVE * 100 + 3: st = mlpg_split_solve<S, MLPG_MODE_SOLVE, 3>(A, b, d); break;
-                case MLPG_MODE_SOLVE * 100 + 8: st = mlpg_split_solve<S, MLPG_MODE_SOLVE, 8>(A, b, d); break;
-                case MLPG_MODE_ADJOINT * 100 + 1: st = mlpg_split_solve<S, MLPG_MODE_ADJOINT, 1>(A, b, d); break;
-                case MLPG_MODE_ADJOINT * 100 + 3: st = mlpg_split_solve<S, MLPG_MODE_ADJOINT, 3>(A, b, d); break;
-                case MLPG_MODE_ADJOINT * 100 + 8: st = mlpg_split_solve<S, MLPG_MODE_ADJOINT, 8>(A, b, d); break;
+                MLPGX_CASE(MLPG_MODE_FORWARD, 1) MLPGX_CASE(MLPG_MODE_FORWARD, 3)
+                MLPGX_CASE(MLPG_MODE_FORWARD, 8) MLPGX_CASE(MLPG_MODE_SOLVE, 1)
+                MLPGX_CASE(MLPG_MODE_SOLVE, 3) MLPGX_CASE(MLPG_MODE_SOLVE, 8)
+                MLPGX_CASE(MLPG_MODE_ADJOINT, 1) MLPGX_CASE(MLPG_MODE_ADJOINT, 3)
+                MLPGX_CASE(MLPG_MODE_ADJOINT, 8)
                 default: return -1;
             }
+#undef MLPGX_CASE
             failed |= st;
         }
     if (failed || A.mode != MLPG_MODE_ADJOINT) return failed;
@@ -131,7 +87,7 @@ static int run_split_typed(int pf, const MlpgArgs<S>& A) {
 }
 
 template <typename S>
-static int run_typed_any(int band2, int size, const void* means, const void* weights,
+static int run_typed_any(int split, int size, const void* means, const void* weights,
                          const void* rhs, void* out, void* grad_means, void* grad_weights,
                          double* gw_acc, void* scratch, double* work, mlpg_u64* status,
                          const mlpg_i64* lengths, const mlpg_i64* win_left,
@@ -145,17 +101,16 @@ static int run_typed_any(int band2, int size, const void* means, const void* wei
         (S*)grad_weights, gw_acc, (S*)scratch, work, status, lengths, win_left, win_width,
         win_offset, coeffs, zero_lo, zero_hi, B, T, D, L, k, P, mode, weight_kind,
         global_weights, pivot_rtol);
-    if (band2 == 2) return run_split_typed<S>(size, A);
-    return band2 ? run_band2_typed<S>(size, A) : run_typed<S>(size, A);
+    return split ? run_split_typed<S>(size, A) : run_typed<S>(size, A);
 }
 
 extern "C" {
 
-// is_double: 0 float, 1 double.  band2: 0 runs the general routine with ring
-// size `size` (maxk), 1 the fused k <= 2 routine and 2 the split one, with
-// prefetch depth `size` (1, 3 or 8).  Returns -1 for an unsupported size or L, else 0 / 1 (some sequence
+// is_double: 0 float, 1 double.  split: 0 runs the general routine with ring
+// size `size` (maxk), 1 the split k <= 2 routines with prefetch depth `size`
+// (1, 3 or 8).  Returns -1 for an unsupported size or L, else 0 / 1 (some sequence
 // failed; *status holds the smallest b*T*D + t*D + d).
-int mlpgx_host_run(int is_double, int band2, int size, const void* means,
+int mlpgx_host_run(int is_double, int split, int size, const void* means,
                    const void* weights, const void* rhs, void* out, void* grad_means,
                    void* grad_weights, double* gw_acc, void* scratch, double* work,
                    mlpg_u64* status,
@@ -165,7 +120,7 @@ int mlpgx_host_run(int is_double, int band2, int size, const void* means,
                    mlpg_i64 B, mlpg_i64 T, mlpg_i64 D, mlpg_i64 L, mlpg_i64 k, mlpg_i64 P,
                    int mode, int weight_kind, int global_weights, double pivot_rtol) {
     return (is_double ? run_typed_any<double> : run_typed_any<float>)(
-        band2, size, means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch, work,
+        split, size, means, weights, rhs, out, grad_means, grad_weights, gw_acc, scratch, work,
         status, lengths, win_left, win_width, win_offset, coeffs, zero_lo, zero_hi, B, T, D,
         L, k, P, mode, weight_kind, global_weights, pivot_rtol);
 }

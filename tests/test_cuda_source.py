@@ -95,7 +95,7 @@ def _ptr(a):
 
 
 #: the harness's code for each kernel of the backend
-HARNESS_KERNEL = {"general": 0, "fused": 1, "split": 2}
+HARNESS_KERNEL = {"general": 0, "split": 1}
 
 
 def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8, kernel=None):
@@ -246,7 +246,7 @@ BAND2_SETS = {
 }
 
 
-def test_band2_rule():
+def test_split_rule():
     for name, w in BAND2_SETS.items():
         assert cuda_backend.band2_fits(w), name
     for name in ("asym", "skew", "delta+3rd", "wide9", "even"):
@@ -258,9 +258,8 @@ def test_band2_rule():
     assert plan.kernel == cuda_backend.K2_KERNEL == "split"
     assert plan.scratch_size == 5 * (2 + 2) * 2 * 3 and plan.work_size == 5 * 6 * 2 * 3
     assert launch_plan(pb, "forward").work_size == 5 * 4 * 2 * 3
-    fused = launch_plan(pb, "adjoint", kernel="fused")
-    assert fused.work_size == 0 and fused.scratch_size == plan.scratch_size
-    assert launch_plan(pb, "adjoint", kernel="general").kernel == "general"
+    general = launch_plan(pb, "adjoint", kernel="general")
+    assert general.kernel == "general" and general.work_size == 0
     pb1 = make_problem(np.zeros((1, 5, 4)), windows=BAND2_SETS["left-tap"])
     assert pb1.windows.bandwidth == 1
     # k = 1, but the k <= 2 routines still store two factors per row
@@ -290,42 +289,36 @@ def test_band2_rule():
         for dt in (np.float32, np.float64):
             group = cuda_backend.split_group(dt, 3, pf)
             assert all(n in group for n, _ in cuda_backend.plan_kernels(p, dt))
-    assert cuda_backend.plan_kernels(fused, np.float32) == [
-        (f"mlpg_band2_kernel<float, 3, 2, {pf}>", "sequence")]
     assert cuda_backend.plan_kernels(launch_plan(wide, "solve"), np.float64) == [
         (kernel_name(np.float64, launch_plan(wide, "solve").maxk), "sequence")]
 
 
-# both k <= 2 kernels, every window set at the GPU's default depth 8; the
-# other depths the harness builds (1: no ring; 3: not a divisor of the
-# lengths) on three sets with the default kernel
-BAND2_CASES = [pytest.param(w, 8, kern, id=f"{kern}-{k}-pf8")
-               for kern in ("split", "fused") for k, w in BAND2_SETS.items()] + [
-    pytest.param(BAND2_SETS[k], pf, "split", id=f"split-{k}-pf{pf}")
+# every window set at the GPU's default depth 8; the other depths the
+# harness builds (1: no ring; 3: not a divisor of the lengths) on three sets
+BAND2_CASES = [pytest.param(w, 8, id=f"{k}-pf8") for k, w in BAND2_SETS.items()] + [
+    pytest.param(BAND2_SETS[k], pf, id=f"{k}-pf{pf}")
     for k in ("delta", "right-tap", "L4") for pf in (1, 3)]
 
 
 @pytest.mark.parametrize("form", WEIGHT_FORMS)
 @pytest.mark.parametrize("boundary", BOUNDARIES)
-@pytest.mark.parametrize("windows,pf,kernel", BAND2_CASES)
+@pytest.mark.parametrize("windows,pf", BAND2_CASES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_band2_routines_match_reference(harness, rng, dtype, windows, pf, kernel, boundary,
-                                        form):
-    """The k <= 2 routines: lengths 0..3 (shorter than the ring), around and
-    across multiples of the prefetch depth."""
+def test_split_routines_match_reference(harness, rng, dtype, windows, pf, boundary, form):
+    """The k <= 2 (split) routines: lengths 0..3 (shorter than the ring),
+    around and across multiples of the prefetch depth."""
     L, D, T = len(windows), 3, 19
     lengths = [T, 0, 1, 2, 3, 8, 9, 16, 17]
     shape = (len(lengths), T, L * D)
     means = rng.standard_normal(shape).astype(dtype)
     wkw = make_weights(rng, form, shape, L, D, dtype)
-    check_all(harness, rng, dtype, windows, boundary, means, wkw, lengths, pf=pf,
-              kernel=kernel)
+    check_all(harness, rng, dtype, windows, boundary, means, wkw, lengths, pf=pf)
 
 
 @pytest.mark.parametrize("mode", ["forward", "solve", "adjoint"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_band2_routines_equal_general_routine(harness, rng, dtype, mode):
-    """All three routines on the same DELTA problem: the same numbers to rounding."""
+def test_split_routines_equal_general_routine(harness, rng, dtype, mode):
+    """Both paths on the same DELTA problem: the same numbers to rounding."""
     B, T, D = 3, 200, 5
     means = (rng.standard_normal((B, T, 3 * D)) * 2 + 1).astype(dtype)
     var = rng.uniform(0.1, 3.0, (B, T, 3 * D)).astype(dtype)
@@ -335,11 +328,10 @@ def test_band2_routines_equal_general_routine(harness, rng, dtype, mode):
                                               if mode == "solve" else {}))
     args = () if mode == "forward" else (g,)
     gen = host_run(harness, mode, pb, *args, maxk=2)
-    for kernel in ("split", "fused"):
-        b2 = host_run(harness, mode, pb, *args, kernel=kernel)
-        for x, y in zip(b2 if mode == "adjoint" else [b2],
-                        gen if mode == "adjoint" else [gen]):
-            assert_close(f"{kernel} {mode}", x, y, RTOL[dtype])
+    split = host_run(harness, mode, pb, *args, kernel="split")
+    for x, y in zip(split if mode == "adjoint" else [split],
+                    gen if mode == "adjoint" else [gen]):
+        assert_close(mode, x, y, RTOL[dtype])
 
 
 @pytest.mark.parametrize("maxk", [16, 32])
@@ -486,8 +478,6 @@ def test_nvcc_compiles_kernels(tmp_path, arch):
     # the names the backend passes to RawModule(name_expressions=...) resolve
     probe = tmp_path / "probe.cu"
     names = [kernel_name(dt, m) for dt in (np.float32, np.float64) for m in MAXK_VALUES]
-    names += [cuda_backend.band2_kernel_name(dt, L, mode, cuda_backend.BAND2_PREFETCH)
-              for dt in (np.float32, np.float64) for L in range(1, 5) for mode in (0, 1, 2)]
     # every split-path kernel the backend may launch
     for dt in (np.float32, np.float64):
         for L in range(1, 5):

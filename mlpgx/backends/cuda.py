@@ -1,13 +1,22 @@
-"""The ``"cuda"`` backend: the fused banded MLPG solver on NVIDIA GPUs (CuPy).
+"""The ``"cuda"`` backend: the banded MLPG solver on NVIDIA GPUs (CuPy).
 
 CuPy arrays in, CuPy arrays out (the problem's dtype, on the inputs' device).
-The kernels (:mod:`mlpgx.cuda`, ``mlpg_kernels.cu``) run one thread per
-(sequence, static dimension), sequential over frames, with the algorithm of
-the CPU backend: ``R`` and ``r`` formed on the fly, banded ``L D L^T`` with
-double-precision rings, both substitutions and the adjoint gradients; the
-factor rows go to a ``(T, k + nrhs, B*D)`` scratch buffer (coalesced).  They
-are compiled with ``cupy.RawModule`` (NVRTC) on first use, one module per
-(storage dtype, ring size ``MAXK``), and cached.
+The kernels (:mod:`mlpgx.cuda`, ``mlpg_kernels.cu``) follow the algorithm of
+the CPU backend: ``R`` and ``r`` formed from the inputs, banded ``L D L^T``
+in double precision, both substitutions and the adjoint gradients, with the
+factor rows in a ``(T, k + nrhs, B*D)`` scratch buffer (coalesced).  Two
+paths:
+
+- windows reaching at most one frame to either side (static + delta +
+  delta-delta; :func:`band2_fits`): the *split* path.  The rows of ``R`` and
+  ``r`` (and, for the adjoint, the gradients) are computed with one thread
+  per (sequence, frame, dimension); only the ``L D L^T`` recurrence runs one
+  thread per (sequence, dimension), reading the rows several frames ahead;
+- any other windows: the general kernel, everything in one thread per
+  (sequence, dimension), sequential over frames.
+
+They are compiled with ``cupy.RawModule`` (NVRTC) on first use, one module
+per kernel group, and cached.
 
 Streams and synchronisation: everything (uploads of the lengths and window
 tables, the launch, the status read-back) goes to CuPy's *current* stream,
@@ -57,11 +66,10 @@ BAND2_MAX_WINDOWS = 4
 BAND2_PREFETCH = int(os.environ.get("MLPGX_CUDA_PREFETCH", "8"))
 #: Which kernel takes the windows :func:`band2_fits` accepts: ``"split"`` (rows
 #: of R and r, and the adjoint's gradients, one thread per frame; only the
-#: LDL^T recurrence one thread per sequence and dimension), ``"fused"``
-#: (everything in one thread per sequence and dimension) or ``"general"``
+#: LDL^T recurrence one thread per sequence and dimension) or ``"general"``
 #: (the kernel for any width).  Environment variable ``MLPGX_CUDA_K2_KERNEL``.
 K2_KERNEL = os.environ.get("MLPGX_CUDA_K2_KERNEL", "split")
-K2_KERNELS = ("split", "fused", "general")
+K2_KERNELS = ("split", "general")
 #: Threads per block of the per-frame kernels of the split path.
 FRAME_BLOCK = 256
 #: Status value meaning "no failure" (the kernel keeps the smallest failing key).
@@ -137,7 +145,7 @@ def window_tables(windows, zero_lo: tuple, zero_hi: tuple) -> WindowTables:
 
 
 def band2_fits(windows) -> bool:
-    """Whether the k <= 2 kernel (``mlpg_band2_kernel``) can run ``windows``:
+    """Whether the k <= 2 kernels (``mlpg_split_*``) can run ``windows``:
     at most :data:`BAND2_MAX_WINDOWS` windows, none reaching more than one
     frame to either side (static + delta + delta-delta and its subsets)."""
     return (len(windows) <= BAND2_MAX_WINDOWS and windows.max_left <= 1
@@ -147,9 +155,9 @@ def band2_fits(windows) -> bool:
 def launch_plan(problem: Problem, mode: str, *, kernel: Optional[str] = None) -> LaunchPlan:
     """The tables, ring size and typed scalars of a launch for ``problem``.
 
-    ``kernel``: ``"general"``, ``"fused"`` or ``"split"`` (the last two only
-    for windows :func:`band2_fits`); by default :data:`K2_KERNEL` for such
-    windows and ``"general"`` for the others.
+    ``kernel``: ``"general"`` or ``"split"`` (only for windows
+    :func:`band2_fits`); by default :data:`K2_KERNEL` for such windows and
+    ``"general"`` for the others.
 
     Raises ``ValueError`` when the windows are wider than the largest
     instantiated ring (``MAXK = max(MAXK_VALUES)``).
@@ -204,19 +212,11 @@ def kernel_name(dtype, maxk: int) -> str:
     return f"mlpg_kernel<{_CTYPES[np.dtype(dtype)]}, {int(maxk)}>"
 
 
-def band2_kernel_name(dtype, n_windows: int, mode: int, prefetch: int) -> str:
-    """The ``name_expressions`` entry of the k <= 2 kernel."""
-    return (f"mlpg_band2_kernel<{_CTYPES[np.dtype(dtype)]}, {int(n_windows)}, {int(mode)}, "
-            f"{int(prefetch)}>")
-
-
 def plan_kernels(plan: LaunchPlan, dtype) -> list:
     """The kernels a launch of ``plan`` runs, in order, each as ``(name_expression,
     threads per)``: ``"frame"`` (one thread per (b, t, d)) or ``"sequence"``
     (one per (b, d))."""
     ct, L, mode = _CTYPES[np.dtype(dtype)], int(plan.L), int(plan.mode)
-    if plan.kernel == "fused":
-        return [(band2_kernel_name(dtype, L, mode, BAND2_PREFETCH), "sequence")]
     if plan.kernel == "general":
         return [(kernel_name(dtype, plan.maxk), "sequence")]
     has_means = int(mode != MODES["solve"])

@@ -1,5 +1,6 @@
-// mlpgx CUDA kernels: the fused banded MLPG solver, one thread per
-// (sequence b, static dimension d).
+// mlpgx CUDA kernels: the banded MLPG solver.  The general kernel runs one
+// thread per (sequence b, static dimension d) for windows of any width; the
+// split k <= 2 kernels (below) serve the static + delta + delta-delta sets.
 //
 // The algorithm is the one of the CPU backend (mlpgx/_ext/_solver_impl.pxi,
 // docs/math.md).  For one sequence of n frames and one static dimension,
@@ -26,11 +27,11 @@
 // and out (B, T, D); gw_acc (B, L*D) double (global-weight gradient, summed
 // over b on the host: every entry belongs to exactly one thread, no atomics).
 //
-// The per-sequence routine mlpg_sequence is __host__ __device__ and uses no
-// CUDA-only construct, so the test suite compiles it with a host C++
-// compiler (tests/cuda_host_harness.cpp) and checks it against the reference
-// backend without a GPU.  Only the __global__ entry point below is
-// CUDA-specific.
+// The routines (mlpg_sequence, mlpg_split_*) are __host__ __device__ and use
+// no CUDA-only construct (intrinsics behind __CUDA_ARCH__ only), so the test
+// suite compiles them with a host C++ compiler (tests/cuda_host_harness.cpp)
+// and checks them against the reference backend without a GPU.  Only the
+// __global__ entry points at the end are CUDA-specific.
 //
 // No #include: NVRTC (cupy.RawModule) has no C library headers.
 
@@ -289,17 +290,9 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
 // where each frame f contributes the precision-weighted tap products
 // smm[f] = sum_l q_l[f] w_l(-1)^2, s0m[f] = sum_l q_l[f] w_l(0) w_l(-1), ...,
 // rm[f] = sum_l q_l[f] mu_l[f] w_l(-1), ... (q_l[f]: the boundary-masked
-// precision; frames outside [0, n) contribute nothing).  Frame sums depend
-// only on the inputs, not on the factorisation, so the loads that feed them
-// are issued PF steps ahead into a register ring (static slots: the step
-// loop is unrolled PF times), and the only serial dependence left is the
-// LDL^T recurrence itself.  With one thread per (b, d) and typical B*D of a
-// few thousand, the GPU has few threads to hide memory latency with; these
-// prefetches are what gives each thread many loads in flight.
-//
-// Same results as mlpg_sequence (double arithmetic, factors stored in S),
-// scratch laid out (T, 2 + nrhs, B*D): L[i, i-1], L[i, i-2], then y / D of
-// each right-hand side.
+// precision; frames outside [0, n) contribute nothing).  Rows of R and r
+// thus depend only on the inputs, not on the factorisation: only the LDL^T
+// recurrence is serial.
 #define MLPG_B2_MAX_WINDOWS 4
 
 #ifdef __CUDACC__
@@ -363,269 +356,18 @@ __host__ __device__ inline void mlpg_load_taps(const MlpgArgs<S>& A, mlpg_i64 n,
     }
 }
 
-template <typename S, int L, int MODE, int PF>
-__host__ __device__ int mlpg_sequence_band2(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d) {
-    constexpr bool HAS_MEANS = MODE != MLPG_MODE_SOLVE;
-    constexpr bool HAS_G = MODE != MLPG_MODE_FORWARD;
-    constexpr int NR = (MODE == MLPG_MODE_ADJOINT) ? 2 : 1;
-    constexpr int SS = 2 + NR;                 // scratch entries per frame
-    const mlpg_i64 T = A.T, D = A.D, LD = (mlpg_i64)L * D;
-    const mlpg_i64 BD = A.B * D, bd = b * D + d;
-    const mlpg_i64 n = A.lengths[b];
-    const int kind = A.weight_kind;
-    const bool per_frame = kind != MLPG_KIND_UNIT && !A.global_weights;
-
-    // padded taps, boundary margins and (global weights) precisions of each window
-    MlpgTaps<L> W;
-    mlpg_load_taps(A, n, d, W);
-    const double *wm = W.wm, *w0 = W.w0, *wp = W.wp, *qglob = W.qglob;
-    const mlpg_i64 *zlo = W.zlo, *zhi = W.zhi;
-    const S* mean_row = A.means + b * T * LD + d;     // + t * LD + l * D
-    const S* weight_row = A.weights + b * T * LD + d;
-    const S* g_row = A.rhs + b * T * D + d;           // + t * D
-    S* sc_row = A.scratch + bd;                       // + (t * SS + j) * BD
-
-    // ---- forward sweep.  Step m consumes frame m (its sums and right-hand
-    // side) and then forms and factors row i = m - 1, which needs frames
-    // i - 1, i, i + 1 = m.  Ring slot m % PF holds frame m's raw inputs.
-    S rmu[PF][L], rw[PF][L], rg[PF];
-    MLPG_UNROLL
-    for (int j = 0; j < PF; ++j) {
-        MLPG_UNROLL
-        for (int l = 0; l < L; ++l) { rmu[j][l] = (S)0; rw[j][l] = (S)1; }
-        rg[j] = (S)0;
-        if (j < n) {
-            MLPG_UNROLL
-            for (int l = 0; l < L; ++l) {
-                if (HAS_MEANS) rmu[j][l] = mean_row[j * LD + l * D];
-                if (per_frame) rw[j][l] = weight_row[j * LD + l * D];
-            }
-            if (HAS_G) rg[j] = g_row[j * D];
-        }
-    }
-    // frame sums of frames i - 1 (p: "previous"), i (c) and i + 1 (x: "next")
-    double p_spp = 0, p_sp0 = 0, p_spm = 0, p_rp = 0;
-    double c_spp = 0, c_sp0 = 0, c_spm = 0, c_rp = 0, c_s00 = 0, c_s0m = 0, c_r0 = 0;
-    double c_g = 0;
-    // factor state of rows i - 1 and i - 2
-    double L1_prev = 0;                 // L[i-1, i-2]
-    double dinv1 = 0, dinv2 = 0;        // 1 / D[i-1], 1 / D[i-2]
-    double y1[NR], y2[NR];              // y[i-1], y[i-2]
-    MLPG_UNROLL
-    for (int rr = 0; rr < NR; ++rr) { y1[rr] = 0; y2[rr] = 0; }
-
-    for (mlpg_i64 m0 = 0; m0 <= n; m0 += PF) {
-        MLPG_UNROLL
-        for (int j = 0; j < PF; ++j) {
-            const mlpg_i64 m = m0 + j;
-            if (m > n) break;
-            // frame m's sums (nothing beyond the sequence), then refill the slot
-            double x_smm = 0, x_s00 = 0, x_spp = 0, x_s0m = 0, x_sp0 = 0, x_spm = 0;
-            double x_rm = 0, x_r0 = 0, x_rp = 0, x_g = 0;
-            if (m < n) {
-                MLPG_UNROLL
-                for (int l = 0; l < L; ++l) {
-                    if (m < zlo[l] || m >= zhi[l]) continue;
-                    double q = qglob[l];
-                    if (per_frame) {
-                        const S w = rw[j][l];
-                        q = mlpg_weight_precision(kind, w);
-                    }
-                    if (q == 0.0) continue;    // no constraint: the mean is not read
-                    x_smm += q * wm[l] * wm[l];
-                    x_s00 += q * w0[l] * w0[l];
-                    x_spp += q * wp[l] * wp[l];
-                    x_s0m += q * w0[l] * wm[l];
-                    x_sp0 += q * wp[l] * w0[l];
-                    x_spm += q * wp[l] * wm[l];
-                    if (HAS_MEANS) {
-                        const double qm = q * (double)rmu[j][l];
-                        x_rm += qm * wm[l];
-                        x_r0 += qm * w0[l];
-                        x_rp += qm * wp[l];
-                    }
-                }
-                if (HAS_G) x_g = (double)rg[j];
-                const mlpg_i64 f = m + PF;
-                if (f < n) {
-                    MLPG_UNROLL
-                    for (int l = 0; l < L; ++l) {
-                        if (HAS_MEANS) rmu[j][l] = mean_row[f * LD + l * D];
-                        if (per_frame) rw[j][l] = weight_row[f * LD + l * D];
-                    }
-                    if (HAS_G) rg[j] = g_row[f * D];
-                }
-            }
-            if (m >= 1) {
-                const mlpg_i64 i = m - 1;
-                const double Rii = x_smm + c_s00 + p_spp;
-                const double R1 = c_s0m + p_sp0;        // R[i, i-1]
-                const double R2 = p_spm;                // R[i, i-2]
-                // (rows before 0 have dinv = 0: their L entries vanish)
-                const double E2 = R2;
-                const double L2 = E2 * dinv2;
-                const double E1 = R1 - E2 * L1_prev;
-                const double L1 = E1 * dinv1;
-                const double piv = Rii - E2 * L2 - E1 * L1;
-                if (!(piv > A.pivot_rtol * Rii)) {
-                    mlpg_report_failure(A.status, (mlpg_u64)((b * T + i) * D + d));
-                    return 1;
-                }
-                const double dinv = mlpg_rcp(piv);
-                double rv[NR];
-                int q = 0;
-                if (HAS_MEANS) rv[q++] = x_rm + c_r0 + p_rp;
-                if (HAS_G) rv[q++] = c_g;
-                S* sc = sc_row + i * SS * BD;
-                sc[0] = (S)L1;
-                sc[BD] = (S)L2;
-                MLPG_UNROLL
-                for (int rr = 0; rr < NR; ++rr) {
-                    const double y = rv[rr] - L1 * y1[rr] - L2 * y2[rr];
-                    sc[(2 + rr) * BD] = (S)(y * dinv);
-                    y2[rr] = y1[rr];
-                    y1[rr] = y;
-                }
-                L1_prev = L1;
-                dinv2 = dinv1;
-                dinv1 = dinv;
-            }
-            // shift the frame sums: i + 1 becomes the current row's frame
-            p_spp = c_spp; p_sp0 = c_sp0; p_spm = c_spm; p_rp = c_rp;
-            c_spp = x_spp; c_sp0 = x_sp0; c_spm = x_spm; c_rp = x_rp;
-            c_s00 = x_s00; c_s0m = x_s0m; c_r0 = x_r0; c_g = x_g;
-            (void)x_smm; (void)x_rm;
-        }
-    }
-
-    // ---- back substitution, from the end.  Step m solves row i = n - 1 - m
-    // (needs L[i+1, i], L[i+2, i] and the solutions of rows i + 1, i + 2) and,
-    // in adjoint mode, then forms the gradients of frame t = i + 1, whose
-    // windows reach frames i .. i + 2.  Ring slot m % PF holds row i's
-    // factors (and frame t's means and weights); step n (row -1) only emits
-    // frame 0.
-    constexpr bool GRADS = MODE == MLPG_MODE_ADJOINT;
-    S sL1[PF], sL2[PF], sz[PF][NR], gmu[PF][L], gw[PF][L];
-    MLPG_UNROLL
-    for (int j = 0; j < PF; ++j) {
-        const mlpg_i64 i = n - 1 - j, t = i + 1;
-        sL1[j] = sL2[j] = (S)0;
-        MLPG_UNROLL
-        for (int rr = 0; rr < NR; ++rr) sz[j][rr] = (S)0;
-        if (i >= 0) {
-            const S* sc = sc_row + i * SS * BD;
-            sL1[j] = sc[0];
-            sL2[j] = sc[BD];
-            MLPG_UNROLL
-            for (int rr = 0; rr < NR; ++rr) sz[j][rr] = sc[(2 + rr) * BD];
-        }
-        MLPG_UNROLL
-        for (int l = 0; l < L; ++l) { gmu[j][l] = (S)0; gw[j][l] = (S)1; }
-        if (GRADS && t >= 0 && t < n) {
-            MLPG_UNROLL
-            for (int l = 0; l < L; ++l) {
-                gmu[j][l] = mean_row[t * LD + l * D];
-                if (per_frame) gw[j][l] = weight_row[t * LD + l * D];
-            }
-        }
-    }
-    double x1[NR], x2[NR];       // solutions of rows i + 1, i + 2 (0 beyond n)
-    // L1_next = L[i+1, i] (row i+1's first factor), L2_next2 = L[i+2, i] (row
-    // i+2's second factor); L2_next = L[i+1, i-1] becomes L2_next2 next step
-    double L1_next = 0, L2_next = 0, L2_next2 = 0;
-    MLPG_UNROLL
-    for (int rr = 0; rr < NR; ++rr) { x1[rr] = 0; x2[rr] = 0; }
-    double x0[NR];
-    double gacc[L];
-    MLPG_UNROLL
-    for (int l = 0; l < L; ++l) gacc[l] = 0.0;
-    for (mlpg_i64 m0 = 0; m0 <= n; m0 += PF) {
-        MLPG_UNROLL
-        for (int j = 0; j < PF; ++j) {
-            const mlpg_i64 m = m0 + j;
-            if (m > n) break;
-            const mlpg_i64 i = n - 1 - m;
-            const double fL1 = (double)sL1[j], fL2 = (double)sL2[j];
-            MLPG_UNROLL
-            for (int rr = 0; rr < NR; ++rr) x0[rr] = 0.0;
-            if (i >= 0) {
-                MLPG_UNROLL
-                for (int rr = 0; rr < NR; ++rr)
-                    x0[rr] = (double)sz[j][rr] - L1_next * x1[rr] - L2_next2 * x2[rr];
-                if (!GRADS) A.out[(b * T + i) * D + d] = (S)x0[0];
-            }
-            if (GRADS) {
-                const mlpg_i64 t = i + 1;      // frames t - 1, t, t + 1 = i, i + 1, i + 2
-                if (t < n) {
-                    MLPG_UNROLL
-                    for (int l = 0; l < L; ++l) {
-                        const mlpg_i64 o = (b * T + t) * LD + l * D + d;
-                        if (t < zlo[l] || t >= zhi[l]) {
-                            A.grad_means[o] = (S)0;
-                            if (per_frame) A.grad_weights[o] = (S)0;
-                            continue;
-                        }
-                        const double Wc = wm[l] * x0[0] + w0[l] * x1[0] + wp[l] * x2[0];
-                        const double Wv = wm[l] * x0[NR - 1] + w0[l] * x1[NR - 1]
-                                          + wp[l] * x2[NR - 1];
-                        double q = qglob[l];
-                        if (per_frame) {
-                            const S w = gw[j][l];
-                            q = mlpg_weight_precision(kind, w);
-                        }
-                        // dL/dmu = q W v;  dL/dq = (W v)(mu - W c);  dL/dvar = -q^2 dL/dq
-                        A.grad_means[o] = (S)(q * Wv);
-                        if (kind == MLPG_KIND_UNIT) continue;
-                        double gq = Wv * ((double)gmu[j][l] - Wc);
-                        if (kind == MLPG_KIND_VARIANCE) gq = -q * q * gq;
-                        if (per_frame) A.grad_weights[o] = (S)gq;
-                        else gacc[l] += gq;
-                    }
-                }
-            }
-            // refill the slot with step m + PF
-            {
-                const mlpg_i64 mi = i - PF, mt = mi + 1;
-                if (mi >= 0) {
-                    const S* sc = sc_row + mi * SS * BD;
-                    sL1[j] = sc[0];
-                    sL2[j] = sc[BD];
-                    MLPG_UNROLL
-                    for (int rr = 0; rr < NR; ++rr) sz[j][rr] = sc[(2 + rr) * BD];
-                }
-                if (GRADS && mt >= 0 && mt < n) {
-                    MLPG_UNROLL
-                    for (int l = 0; l < L; ++l) {
-                        gmu[j][l] = mean_row[mt * LD + l * D];
-                        if (per_frame) gw[j][l] = weight_row[mt * LD + l * D];
-                    }
-                }
-            }
-            MLPG_UNROLL
-            for (int rr = 0; rr < NR; ++rr) { x2[rr] = x1[rr]; x1[rr] = x0[rr]; }
-            L2_next2 = L2_next;
-            L2_next = fL2;
-            L1_next = fL1;
-        }
-    }
-    if (GRADS && kind != MLPG_KIND_UNIT && A.global_weights) {
-        MLPG_UNROLL
-        for (int l = 0; l < L; ++l) A.gw_acc[b * LD + l * D + d] += gacc[l];
-    }
-
-    mlpg_zero_tail(A, b, d, n);
-    return 0;
-}
-
 // ---------------------------------------------------------------------------
-// The same k <= 2 solve split in three, so that everything but the LDL^T
+// The k <= 2 solve is split in three, so that everything but the LDL^T
 // recurrence runs with one thread per (b, t, d) instead of one per (b, d):
 //
 //   1. mlpg_split_rows (per frame): row i of R and r from the frames i - 1,
 //      i, i + 1 (the formulas above), in double, into the rows buffer
 //      work[(i * 4 + j) * B*D + b*D + d], j = R[i, i], R[i, i-1], R[i, i-2], r[i].
 //   2. mlpg_split_solve (per sequence and dimension): the LDL^T recurrence,
-//      forward and back substitution, reading the rows PF frames ahead; the
+//      forward and back substitution, reading the rows PF frames ahead
+//      into a register ring (static slots: the loop is unrolled PF times);
+//      factors stored in S in the scratch buffer (T, 2 + nrhs, B*D):
+//      L[i, i-1], L[i, i-2], then y / D of each right-hand side; the
 //      solution goes to out, or (adjoint) c and v to the x buffer
 //      work[T * 4 * B*D + (t * 2 + j) * B*D + b*D + d] in double.
 //   3. mlpg_split_grads (adjoint only; per frame, or per sequence and
@@ -637,7 +379,10 @@ __host__ __device__ int mlpg_sequence_band2(const MlpgArgs<S>& A, mlpg_i64 b, ml
 // those threads then spends most of its time on the loads, reciprocals and
 // tap products of the frame sums; the split hands those to B*T*D threads and
 // leaves the serial thread about twenty floating-point operations a frame.
-// Numbers are those of mlpg_sequence_band2 up to the order of the sums.
+// (Measured on an H100, benchmarks/results/gpu-kernels-*: 1.2-2.4x faster
+// than doing all of it in the per-sequence thread, which was 4-8x faster than
+// the general kernel.)  Numbers are those of mlpg_sequence up to the order
+// of the sums: double arithmetic, factors stored in S.
 
 template <typename S, int L, bool HAS_MEANS>
 __host__ __device__ void mlpg_split_rows(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 i,
@@ -775,7 +520,9 @@ __host__ __device__ int mlpg_split_solve(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_
         }
     }
     double x1[NR], x2[NR];                     // rows i + 1, i + 2 (0 beyond n)
-    double L1_next = 0, L2_next = 0, L2_next2 = 0;   // as in mlpg_sequence_band2
+    // L1_next = L[i+1, i] (row i+1's first factor), L2_next2 = L[i+2, i] (row
+    // i+2's second factor); L2_next = L[i+1, i-1] becomes L2_next2 next step
+    double L1_next = 0, L2_next = 0, L2_next2 = 0;
     MLPG_UNROLL
     for (int rr = 0; rr < NR; ++rr) { x1[rr] = 0; x2[rr] = 0; }
     for (mlpg_i64 m0 = 0; m0 < n; m0 += PF) {
@@ -908,16 +655,6 @@ __global__ void mlpg_kernel(MLPG_KERNEL_PARAMS(S)) {
     mlpg_sequence<S, MAXK>(mlpg_args<S>(MLPG_KERNEL_ARGS), gid / D, gid % D);
 }
 
-// The k <= 2 kernel (mlpg_sequence_band2): the number of windows NW, the mode
-// and the prefetch depth are template parameters so that every ring lives in
-// registers (NW must equal the L argument).
-template <typename S, int NW, int MODE, int PF>
-__global__ void mlpg_band2_kernel(MLPG_KERNEL_PARAMS(S)) {
-    const mlpg_i64 gid = (mlpg_i64)blockIdx.x * (mlpg_i64)blockDim.x + (mlpg_i64)threadIdx.x;
-    if (gid >= B * D) return;
-    mlpg_sequence_band2<S, NW, MODE, PF>(mlpg_args<S>(MLPG_KERNEL_ARGS), gid / D, gid % D);
-}
-
 // The split k <= 2 kernels.  Per-frame kernels: one thread per (b, t, d),
 // consecutive threads consecutive d.
 template <typename S, int NW, int HAS_MEANS>
@@ -959,19 +696,9 @@ MLPGX_INST(float, 32)
 MLPGX_INST(double, 2) MLPGX_INST(double, 4) MLPGX_INST(double, 8) MLPGX_INST(double, 16)
 MLPGX_INST(double, 32)
 #undef MLPGX_INST
-#define MLPGX_INST_B2(S, L, M) template __global__ void \
-    mlpg_band2_kernel<S, L, M, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S));
 #ifndef MLPGX_B2_PF
 #define MLPGX_B2_PF 8
 #endif
-#define MLPGX_INST_B2_L(S, L) MLPGX_INST_B2(S, L, 0) MLPGX_INST_B2(S, L, 1) \
-    MLPGX_INST_B2(S, L, 2)
-MLPGX_INST_B2_L(float, 1) MLPGX_INST_B2_L(float, 2) MLPGX_INST_B2_L(float, 3)
-MLPGX_INST_B2_L(float, 4)
-MLPGX_INST_B2_L(double, 1) MLPGX_INST_B2_L(double, 2) MLPGX_INST_B2_L(double, 3)
-MLPGX_INST_B2_L(double, 4)
-#undef MLPGX_INST_B2_L
-#undef MLPGX_INST_B2
 #define MLPGX_INST_SPLIT_L(S, L) \
     template __global__ void mlpg_split_rows_kernel<S, L, 0>(MLPG_KERNEL_PARAMS(S)); \
     template __global__ void mlpg_split_rows_kernel<S, L, 1>(MLPG_KERNEL_PARAMS(S)); \
