@@ -300,6 +300,19 @@ BAND2_CASES = [pytest.param(w, 8, id=f"{k}-pf8") for k, w in BAND2_SETS.items()]
     for k in ("delta", "right-tap", "L4") for pf in (1, 3)]
 
 
+def test_block_size_spreads_small_grids():
+    """Per-sequence kernels: blocks shrink (to one warp at least) until the
+    grid covers every multiprocessor twice; large grids keep BLOCK."""
+    bs = cuda_backend.block_size
+    assert bs(32 * 187, 132) == 32          # a training batch: 187 blocks of a warp
+    assert bs(60, 132) == 32                # B = 1
+    assert bs(1_000_000, 132) == cuda_backend.BLOCK
+    assert bs(64 * 264, 132) == 64          # just enough blocks of 64
+    for n in (1, 100, 5000, 40_000, 10**6):
+        b = bs(n, 132)
+        assert 32 <= b <= cuda_backend.BLOCK and b % 32 == 0
+
+
 @pytest.mark.parametrize("form", WEIGHT_FORMS)
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("windows,pf", BAND2_CASES)
