@@ -318,7 +318,8 @@ class CudaBackend(KernelBackend):
     #: ``mlpgx.torch`` hands CUDA tensors to it through DLPack (no copies) and
     #: launches on torch's current stream; see :mod:`mlpgx.torch`.
     torch_devices = ("cuda",)
-    description = "CUDA banded LDL^T (CuPy RawModule), one thread per sequence and dimension"
+    description = ("CUDA banded LDL^T (CuPy RawModule): rows and gradients per frame, the "
+                   "recurrence per sequence and dimension")
 
     def __init__(self):
         self._availability: Optional[Tuple[bool, str]] = None
