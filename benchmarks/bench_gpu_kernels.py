@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -34,33 +33,13 @@ import mlpgx  # noqa: E402
 from mlpgx.backends import cuda as cuda_backend  # noqa: E402
 from mlpgx.windows import DELTA  # noqa: E402
 from _common import RESULTS, machine_info, today, write_results  # noqa: E402
+from bench_gpu import cuda_median_ms, device_slug, relative_error  # noqa: E402
 
 CASES = [(32, 1000, 187), (1, 5000, 60)]
 #: (label, K2_KERNEL, prefetch depth)
 VARIANTS = [("general", "general", 8), ("split pf=1", "split", 1), ("split pf=4", "split", 4), ("split pf=8", "split", 8),
             ("split pf=16", "split", 16)]
 TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
-
-
-def scaled_error(got, ref):
-    ref = np.asarray(ref, dtype=np.float64)
-    scale = max(float(np.max(np.abs(ref))), 1e-300)
-    return float(np.max(np.abs(np.asarray(got, dtype=np.float64) - ref))) / scale
-
-
-def timed(cp, fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    cp.cuda.get_current_stream().synchronize()
-    times = []
-    for _ in range(reps):
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, stop))
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -94,16 +73,17 @@ def main(argv=None):
                     cuda_backend.K2_KERNEL, cuda_backend.BAND2_PREFETCH = kernel, pf
                     c = mlpgx.mlpg(md, vd, backend="cuda", **kw)
                     gm, gv = mlpgx.mlpg_adjoint(gd, md, vd, backend="cuda", **kw)
-                    err = max(scaled_error(cp.asnumpy(c), c_ref),
-                              scaled_error(cp.asnumpy(gm), gm_ref),
-                              scaled_error(cp.asnumpy(gv), gv_ref))
+                    err = max(relative_error(cp.asnumpy(c), c_ref),
+                              relative_error(cp.asnumpy(gm), gm_ref),
+                              relative_error(cp.asnumpy(gv), gv_ref))
                     if not err <= TOL[dt]:
                         raise AssertionError(f"{label} B={B} T={T} D={D} {dt.name}: "
                                              f"scaled error {err:.3g} > {TOL[dt]:g}")
-                    fwd = timed(cp, lambda: mlpgx.mlpg(md, vd, backend="cuda", **kw),
-                                args.warmup, args.reps)
-                    adj = timed(cp, lambda: mlpgx.mlpg_adjoint(gd, md, vd, backend="cuda",
-                                                               **kw), args.warmup, args.reps)
+                    fwd = cuda_median_ms(lambda: mlpgx.mlpg(md, vd, backend="cuda", **kw),
+                                         "cupy", args.warmup, args.reps)
+                    adj = cuda_median_ms(
+                        lambda: mlpgx.mlpg_adjoint(gd, md, vd, backend="cuda", **kw),
+                        "cupy", args.warmup, args.reps)
                     rows.append(dict(B=B, T=T, D=D, dtype=dt.name, variant=label,
                                      fwd_ms=fwd, adjoint_ms=adj, max_scaled_error=err))
                     print(f"  B={B} T={T} D={D} {dt.name} {label}: fwd {fwd:.3f} ms, "
@@ -129,11 +109,11 @@ def main(argv=None):
               f"{args.reps} after {args.warmup} warm-up; every variant checked against "
               f"backend='cython' first")
     print(header + "\n\n" + text)
-    slug = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
     payload = dict(machine=machine_info(gpu=name, cupy=cp.__version__), date=today(),
                    reps=args.reps, warmup=args.warmup, rows=rows)
     json.dumps(payload)
-    write_results(f"gpu-kernels-{slug}", f"mlpgx cuda kernels A/B on {name}", payload,
+    write_results(f"gpu-kernels-{device_slug(name)}", f"mlpgx cuda kernels A/B on {name}",
+                  payload,
                   [(None, header), (None, text)], out_dir=args.out_dir)
     return 0
 

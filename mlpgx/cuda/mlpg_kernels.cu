@@ -103,18 +103,66 @@ __host__ __device__ inline bool mlpg_active(const MlpgArgs<S>& A, mlpg_i64 l, ml
     return t >= 0 && t < n && t >= A.zero_lo[l] && t < n - A.zero_hi[l];
 }
 
-// Precision of window l, frame t of sequence b, dimension d (before the
-// boundary rule).  Variances divide in the storage type, like the CPU
+// Reciprocals, correctly rounded as 1 / x is (so the GPU and the host build
+// agree bit for bit), through the cheaper reciprocal intrinsics on the GPU.
+__host__ __device__ inline float mlpg_rcp(float x) {
+#ifdef __CUDA_ARCH__
+    return __frcp_rn(x);
+#else
+    return 1.0f / x;
+#endif
+}
+__host__ __device__ inline double mlpg_rcp(double x) {
+#ifdef __CUDA_ARCH__
+    return __drcp_rn(x);
+#else
+    return 1.0 / x;
+#endif
+}
+
+// The precision a stored weight stands for (KIND_VARIANCE or KIND_PRECISION);
+// the reciprocal of a variance is taken in its storage type, like the CPU
 // backend: 1 / +inf = 0.
+template <typename S>
+__host__ __device__ inline double mlpg_weight_precision(int kind, S w) {
+    return (kind == MLPG_KIND_VARIANCE) ? (double)mlpg_rcp(w) : (double)w;
+}
+
+// Precision of window l, frame t of sequence b, dimension d (before the
+// boundary rule).
 template <typename S>
 __host__ __device__ inline double mlpg_precision(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 t,
                                                  mlpg_i64 l, mlpg_i64 d) {
     if (A.weight_kind == MLPG_KIND_UNIT) return 1.0;
     const mlpg_i64 LD = A.L * A.D;
     const mlpg_i64 idx = A.global_weights ? (l * A.D + d) : ((b * A.T + t) * LD + l * A.D + d);
-    const S w = A.weights[idx];
-    if (A.weight_kind == MLPG_KIND_VARIANCE) return (double)((S)1 / w);
-    return (double)w;
+    return mlpg_weight_precision(A.weight_kind, A.weights[idx]);
+}
+
+// The adjoint's outputs for window l at frame t (flat index o = (b*T + t)*L*D
+// + l*D + d) from the precision q and (W_l c)_t, (W_l v)_t:
+//     dL/dmu = q W v;  dL/dq = (W v)(mu - W c);  dL/dvar = -q^2 dL/dq.
+// Per-frame weights get their gradient stored; for global weights it is
+// returned, for the caller to sum over frames (0 otherwise).
+template <typename S>
+__host__ __device__ inline double mlpg_store_grads(const MlpgArgs<S>& A, mlpg_i64 o, double q,
+                                                   double Wc, double Wv, bool per_frame) {
+    A.grad_means[o] = (S)(q * Wv);
+    if (A.weight_kind == MLPG_KIND_UNIT) return 0.0;
+    double gq = Wv * ((double)A.means[o] - Wc);
+    if (A.weight_kind == MLPG_KIND_VARIANCE) gq = -q * q * gq;
+    if (!per_frame) return gq;
+    A.grad_weights[o] = (S)gq;
+    return 0.0;
+}
+
+// The adjoint's outputs for window l at frame t when the boundary rule drops
+// the window there: zero.
+template <typename S>
+__host__ __device__ inline void mlpg_zero_grads(const MlpgArgs<S>& A, mlpg_i64 o,
+                                                bool per_frame) {
+    A.grad_means[o] = (S)0;
+    if (per_frame) A.grad_weights[o] = (S)0;
 }
 
 // Frames n .. T-1 (beyond sequence b's length) of the outputs of (b, d) are 0.
@@ -125,11 +173,8 @@ __host__ __device__ inline void mlpg_zero_tail(const MlpgArgs<S>& A, mlpg_i64 b,
     const bool per_frame = A.weight_kind != MLPG_KIND_UNIT && !A.global_weights;
     for (mlpg_i64 t = n; t < T; ++t) {
         if (A.mode == MLPG_MODE_ADJOINT) {
-            for (mlpg_i64 l = 0; l < A.L; ++l) {
-                const mlpg_i64 o = (b * T + t) * LD + l * D + d;
-                A.grad_means[o] = (S)0;
-                if (per_frame) A.grad_weights[o] = (S)0;
-            }
+            for (mlpg_i64 l = 0; l < A.L; ++l)
+                mlpg_zero_grads(A, (b * T + t) * LD + l * D + d, per_frame);
         } else {
             A.out[(b * T + t) * D + d] = (S)0;
         }
@@ -207,7 +252,7 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
             mlpg_report_failure(A.status, (mlpg_u64)((b * T + i) * D + d));
             return 1;
         }
-        const double dinv = 1.0 / piv;
+        const double dinv = mlpg_rcp(piv);
         const int slot = (int)(i & RM);
         S* sc = A.scratch + i * SS * BD + bd;
         for (int rr = 0; rr < nr; ++rr) {
@@ -246,8 +291,7 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
                 const mlpg_i64 o = (b * T + t) * LD + l * D + d;
                 const bool per_frame = A.weight_kind != MLPG_KIND_UNIT && !A.global_weights;
                 if (!mlpg_active(A, l, t, n)) {
-                    A.grad_means[o] = (S)0;
-                    if (per_frame) A.grad_weights[o] = (S)0;
+                    mlpg_zero_grads(A, o, per_frame);
                     continue;
                 }
                 // W_l c and W_l v at frame t
@@ -260,14 +304,10 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
                     Wc += c[u] * xring[j & SM][0];
                     Wv += c[u] * xring[j & SM][1];
                 }
-                const double p = mlpg_precision(A, b, t, l, d);
-                // dL/dmu = p W v;  dL/dp = (W v)(mu - W c);  dL/dvar = -p^2 dL/dp
-                A.grad_means[o] = (S)(p * Wv);
-                if (A.weight_kind == MLPG_KIND_UNIT) continue;
-                double gp = Wv * ((double)A.means[o] - Wc);
-                if (A.weight_kind == MLPG_KIND_VARIANCE) gp = -p * p * gp;
-                if (per_frame) A.grad_weights[o] = (S)gp;
-                else A.gw_acc[b * LD + l * D + d] += gp;
+                const double gq = mlpg_store_grads(A, o, mlpg_precision(A, b, t, l, d), Wc, Wv,
+                                                   per_frame);
+                if (A.weight_kind != MLPG_KIND_UNIT && A.global_weights)
+                    A.gw_acc[b * LD + l * D + d] += gq;
             }
         }
     }
@@ -300,31 +340,6 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
 #else
 #define MLPG_UNROLL
 #endif
-
-// Reciprocals, correctly rounded as 1 / x is (so the GPU and the host build
-// agree bit for bit), through the cheaper reciprocal intrinsics on the GPU.
-__host__ __device__ inline float mlpg_rcp(float x) {
-#ifdef __CUDA_ARCH__
-    return __frcp_rn(x);
-#else
-    return 1.0f / x;
-#endif
-}
-__host__ __device__ inline double mlpg_rcp(double x) {
-#ifdef __CUDA_ARCH__
-    return __drcp_rn(x);
-#else
-    return 1.0 / x;
-#endif
-}
-
-// The precision a stored weight stands for (KIND_VARIANCE or KIND_PRECISION);
-// the reciprocal of a variance is taken in its storage type, like the CPU
-// backend: 1 / +inf = 0.
-template <typename S>
-__host__ __device__ inline double mlpg_weight_precision(int kind, S w) {
-    return (kind == MLPG_KIND_VARIANCE) ? (double)mlpg_rcp(w) : (double)w;
-}
 
 // The three taps w(-1), w(0), w(+1) of each window (zeros where a window
 // does not reach), its boundary margins as an active range zlo <= t < zhi
@@ -592,21 +607,14 @@ __host__ __device__ void mlpg_split_grads(const MlpgArgs<S>& A, mlpg_i64 b, mlpg
         for (int l = 0; l < L; ++l) {
             const mlpg_i64 o = (b * T + t) * LD + l * D + d;
             if (t < W.zlo[l] || t >= W.zhi[l]) {
-                A.grad_means[o] = (S)0;
-                if (per_frame) A.grad_weights[o] = (S)0;
+                mlpg_zero_grads(A, o, per_frame);
                 continue;
             }
             const double Wc = W.wm[l] * c[0] + W.w0[l] * c[1] + W.wp[l] * c[2];
             const double Wv = W.wm[l] * v[0] + W.w0[l] * v[1] + W.wp[l] * v[2];
             const double q = per_frame ? mlpg_weight_precision(kind, A.weights[o])
                                        : W.qglob[l];
-            // dL/dmu = q W v;  dL/dq = (W v)(mu - W c);  dL/dvar = -q^2 dL/dq
-            A.grad_means[o] = (S)(q * Wv);
-            if (kind == MLPG_KIND_UNIT) continue;
-            double gq = Wv * ((double)A.means[o] - Wc);
-            if (kind == MLPG_KIND_VARIANCE) gq = -q * q * gq;
-            if (per_frame) A.grad_weights[o] = (S)gq;
-            else gacc[l] += gq;
+            gacc[l] += mlpg_store_grads(A, o, q, Wc, Wv, per_frame);
         }
     }
     if (kind != MLPG_KIND_UNIT && A.global_weights) {
