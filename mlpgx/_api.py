@@ -240,7 +240,7 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
         g = array_namespace(g).where(_msd.unvoiced_frames(problem.voiced, problem.lengths),
                                      g.dtype.type(0), g)
         if check_finite:
-            _check_finite(_strip(problem, g), "grad_output")
+            _check_finite(_strip(problem, g), "grad_output", problem.num_threads)
     else:
         g = frames_array(grad_output, problem, "grad_output", check_finite)
     b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,

@@ -69,26 +69,42 @@ def _first_bad_index(mask):
     return tuple(int(i) for i in idx)
 
 
-def _sum_is_finite(x) -> bool:
-    """One reduction pass and no temporary: ``True`` proves every entry
-    finite (``False``: a bad value, or an overflowing sum)."""
+def _compiled_scan(x, check: str, num_threads):
+    """The compiled one-pass scan (``mlpgx/_ext/mlpgx_scan.h``) for NumPy
+    arrays it takes; ``None`` for others (CuPy arrays, other layouts)."""
+    if type(x) is np.ndarray and x.dtype in _NATIVE and x.flags.c_contiguous:
+        from ._ext import solver
+        return solver.scan_valid(x, check, num_threads)
+    return None
+
+
+def _all_finite(x, num_threads=None) -> bool:
+    """One pass and no temporary: ``True`` proves every entry finite
+    (``False``: a bad value; on CuPy, also an overflowing sum)."""
+    ok = _compiled_scan(x, "finite", num_threads)
+    if ok is not None:
+        return ok
     with np.errstate(all="ignore"):
         return math.isfinite(float(x.sum()))
 
 
-def _weights_ok(w, kind: str) -> bool:
+def _weights_ok(w, kind: str, num_threads=None) -> bool:
     """One pass: ``True`` proves the weights valid (see :func:`_check_weights`)."""
     if w.size == 0:
         return True
+    ok = _compiled_scan(w, "positive" if kind == "variance" else "nonnegative", num_threads)
+    if ok is not None:
+        return ok
     if kind == "variance":
         return bool(w.min() > 0)     # min() propagates NaN
-    return bool(w.min() >= 0) and _sum_is_finite(w)
+    return bool(w.min() >= 0) and _all_finite(w)
 
 
-def _check_finite(x: np.ndarray, name: str) -> None:
-    # the element-wise scan only runs when the sum is not finite
+def _check_finite(x: np.ndarray, name: str, num_threads=None) -> None:
+    # the element-wise scan that locates a bad entry only runs when the
+    # one-pass check fails
     xp = array_namespace(x)
-    if _sum_is_finite(x):
+    if _all_finite(x, num_threads):
         return
     bad = ~xp.isfinite(x)
     if bad.any():
@@ -96,23 +112,20 @@ def _check_finite(x: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must be finite; {name}{list(idx)} = {x[idx]!r}")
 
 
-def _check_weights(w: np.ndarray, kind: str, name: str) -> None:
-    if w.size == 0:
+def _check_weights(w: np.ndarray, kind: str, name: str, num_threads=None) -> None:
+    if _weights_ok(w, kind, num_threads):
         return
     if kind == "variance":
-        # min() propagates NaN, so one pass catches NaN, 0 and negatives
-        if not (w.min() > 0):
-            idx = _first_bad_index(~(w > 0))
-            raise ValueError(
-                f"{name} must be positive (+inf allowed: no constraint); "
-                f"{name}{list(idx)} = {w[idx]!r}")
-    else:
-        if not (w.min() >= 0):
-            idx = _first_bad_index(~(w >= 0))
-            raise ValueError(f"{name} must be >= 0; {name}{list(idx)} = {w[idx]!r}")
-        if not math.isfinite(float(w.max())):
-            idx = _first_bad_index(~array_namespace(w).isfinite(w))
-            raise ValueError(f"{name} must be finite; {name}{list(idx)} = {w[idx]!r}")
+        idx = _first_bad_index(~(w > 0))     # NaN, 0 and negatives
+        raise ValueError(
+            f"{name} must be positive (+inf allowed: no constraint); "
+            f"{name}{list(idx)} = {w[idx]!r}")
+    bad = ~(w >= 0)
+    if bad.any():
+        idx = _first_bad_index(bad)
+        raise ValueError(f"{name} must be >= 0; {name}{list(idx)} = {w[idx]!r}")
+    idx = _first_bad_index(~array_namespace(w).isfinite(w))
+    raise ValueError(f"{name} must be finite; {name}{list(idx)} = {w[idx]!r}")
 
 
 def check_boundary(boundary) -> str:
@@ -308,17 +321,17 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         # Entries the voicing rule drops are never read and may hold anything
         # (NaN, a magic number); when they are not all finite, the problem
         # gets a copy with zeros there (so its means are finite everywhere).
-        if keep is not None and not _sum_is_finite(m):
+        if keep is not None and not _all_finite(m, num_threads):
             m = where_kept(keep, m, 0)
         if check_finite:
-            _check_finite(m, "means")
+            _check_finite(m, "means", num_threads)
         m = m.reshape(B, T, LD)
     if w is not None:
         xp = array_namespace(w)
         w = xp.ascontiguousarray(w, dtype=dtype)
-        if keep is not None and w.ndim > 1 and not _weights_ok(w, kind):
+        if keep is not None and w.ndim > 1 and not _weights_ok(w, kind, num_threads):
             w = where_kept(keep, w, 1)   # the same for invalid dropped weights
-        _check_weights(w, kind, wname)
+        _check_weights(w, kind, wname, num_threads)
         if w.ndim > 1:
             w = w.reshape(B, T, LD)
 
@@ -343,5 +356,5 @@ def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarra
                         f"and variances (NumPy or CuPy)")
     a = array_namespace(a).ascontiguousarray(a, dtype=problem.dtype)
     if check_finite:
-        _check_finite(a, name)
+        _check_finite(a, name, problem.num_threads)
     return a.reshape(B, T, D)

@@ -785,3 +785,76 @@ def test_cupy_array_means():
     cupy = pytest.importorskip("cupy")
     with pytest.raises((TypeError, RuntimeError), match="means|cupy|backend"):
         mlpgx.mlpg(cupy.zeros((T, LD)))
+
+
+# --------------------------------------------------------------------------
+# the compiled one-pass scans behind the checks (mlpgx/_ext/mlpgx_scan.h)
+# --------------------------------------------------------------------------
+
+_SCAN_SPECIALS = [1.0, 0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, -1.0, "tiny", "max",
+                  "subnormal"]
+
+
+def _special(value, dtype):
+    info = np.finfo(dtype)
+    return {"tiny": info.tiny, "max": info.max,
+            "subnormal": info.smallest_subnormal}.get(value, value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("check", ["finite", "positive", "nonnegative"])
+def test_scan_valid_agrees_with_numpy(dtype, check):
+    from mlpgx._ext import solver
+    rules = {"finite": np.isfinite,
+             "positive": lambda a: a > 0,
+             "nonnegative": lambda a: (a >= 0) & np.isfinite(a)}
+    n = 3 * solver.SCAN_BLOCK + 5          # several blocks and a short last one
+    for value in _SCAN_SPECIALS:
+        v = np.asarray(_special(value, dtype), dtype=dtype)
+        expected = bool(rules[check](v))
+        for pos in (0, solver.SCAN_BLOCK - 1, solver.SCAN_BLOCK, n - 1):
+            x = np.full(n, 1.5, dtype=dtype)
+            x[pos] = v
+            before = x.copy()
+            for threads in (None, 1, 2):
+                got = solver.scan_valid(x, check, threads)
+                assert got is expected, (value, pos, threads)
+            np.testing.assert_array_equal(x, before)   # read, never written
+        assert solver.scan_valid(v.reshape(1), check) is expected, value
+    assert solver.scan_valid(np.empty(0, dtype=dtype), check) is True
+
+
+def test_scan_valid_rejects_what_it_cannot_scan():
+    from mlpgx._ext import solver
+    with pytest.raises(TypeError, match="C-contiguous"):
+        solver.scan_valid(np.ones((4, 4))[:, ::2], "finite")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        solver.scan_valid(np.ones(4, dtype=np.int64), "finite")
+    with pytest.raises(KeyError):
+        solver.scan_valid(np.ones(4), "even")
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_bad_entry_found_in_a_large_input(threads):
+    # large enough for the scans to split into blocks over threads; the
+    # message still names the first bad entry in the caller's coordinates
+    T_big = 2 * (1 << 16) // LD + 7
+    m = np.random.default_rng(0).standard_normal((2, T_big, LD))
+    v = np.ones_like(m)
+    m[1, T_big - 1, LD - 1] = np.nan
+    info = expect_error(ValueError, "means", "mlpg", m, v, backend="cython",
+                        num_threads=threads)
+    assert f"means[1, {T_big - 1}, {LD - 1}]" in str(info.value)
+    m[1, T_big - 1, LD - 1] = 0.0
+    v[1, 3, 2] = -0.0
+    v[1, 4, 2] = 0.0
+    info = expect_error(ValueError, "variances", "mlpg", m, v, backend="cython",
+                        num_threads=threads)
+    assert "variances[1, 3, 2]" in str(info.value)
+    p = np.ones_like(m)
+    p[0, T_big - 2, 1] = np.inf
+    info = expect_error(ValueError, "precisions", "mlpg", m, precisions=p, backend="cython",
+                        num_threads=threads)
+    assert f"precisions[0, {T_big - 2}, 1]" in str(info.value)
+    p[0, T_big - 2, 1] = -0.0        # a negative zero precision is a zero precision
+    mlpgx.testing.assert_matches_reference(m[:, :40], precisions=p[:, :40], backend="cython")

@@ -80,3 +80,11 @@ ctypedef struct Plan:
     const Py_ssize_t* source_window
     # the k <= 2 kernel's plan, or NULL when the general kernel runs
     const mlpgx_b2plan* band2
+
+cdef extern from "mlpgx_scan.h" nogil:
+    # one-pass validity scans of the validation layer
+    enum: SCAN_FINITE "MLPGX_SCAN_FINITE"
+    enum: SCAN_POSITIVE "MLPGX_SCAN_POSITIVE"
+    enum: SCAN_NONNEG "MLPGX_SCAN_NONNEG"
+    int mlpgx_scan_d(const double* x, Py_ssize_t n, int check)
+    int mlpgx_scan_f(const float* x, Py_ssize_t n, int check)

@@ -792,3 +792,47 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
             f"the frame may be zero: infinite variances, zero precisions or the "
             f"boundary rule; or the system is singular)")
     return "band2" if pl.band2 != NULL else "general"
+
+
+#: Elements per scan block (one OpenMP work item), and the size below which a
+#: scan runs on one thread (OpenMP start-up would cost more than the scan).
+SCAN_BLOCK = 1 << 16
+SCAN_SERIAL_BELOW = 1 << 17
+SCAN_CHECKS = {"finite": SCAN_FINITE, "positive": SCAN_POSITIVE, "nonnegative": SCAN_NONNEG}
+
+
+def scan_valid(x, str check, num_threads=None):
+    """Whether every entry of ``x`` passes ``check``, in one parallel pass.
+
+    ``x``: a C-contiguous float32/float64 NumPy array.  ``check``:
+    ``"finite"`` (no inf or NaN), ``"positive"`` (> 0; +inf allowed, NaN
+    not: variances) or ``"nonnegative"`` (>= 0 and finite: precisions).
+    Only answers yes or no: the validation layer locates a bad entry itself.
+    """
+    cdef int c = SCAN_CHECKS[check]
+    if not cnp.PyArray_Check(x) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x):
+        raise TypeError("scan_valid takes a C-contiguous NumPy array")
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef int typenum = cnp.PyArray_TYPE(arr)
+    if typenum != cnp.NPY_DOUBLE and typenum != cnp.NPY_FLOAT:
+        raise TypeError(f"scan_valid takes float32 or float64, got {arr.dtype}")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(arr)
+    cdef Py_ssize_t block = SCAN_BLOCK
+    cdef Py_ssize_t nblocks = (n + block - 1) // block, blk, lo, nthreads   # (cdivision)
+    cdef int nbad = 0
+    cdef const double* xd = <const double*>cnp.PyArray_DATA(arr)
+    cdef const float* xf = <const float*>cnp.PyArray_DATA(arr)
+    cdef bint is_double = typenum == cnp.NPY_DOUBLE
+    if num_threads is None:
+        nthreads = 1 if n < SCAN_SERIAL_BELOW else max_threads()
+    else:
+        nthreads = int(num_threads)
+    nthreads = max(1, min(nthreads, nblocks))
+    with nogil:
+        for blk in prange(nblocks, num_threads=nthreads, schedule="static"):
+            lo = blk * block
+            if is_double:
+                nbad += mlpgx_scan_d(xd + lo, min(block, n - lo), c)
+            else:
+                nbad += mlpgx_scan_f(xf + lo, min(block, n - lo), c)
+    return nbad == 0
