@@ -54,30 +54,34 @@ typedef struct {
     ptrdiff_t zero_lo[MLPGX_B2_MAX_WINDOWS], zero_hi[MLPGX_B2_MAX_WINDOWS];
 } mlpgx_b2plan;
 
-/* The adjoint's gradient pass runs backwards in time and re-reads the means
- * and weights of frame t as it goes: a descending stream that the hardware
+/* The adjoint's gradient pass (of this kernel and of the general one in
+ * _solver_impl.pxi) runs backwards in time and re-reads the means and
+ * weights of frame t as it goes: a descending stream that the hardware
  * prefetchers of the x86-64 machine we measured on follow poorly.  The pass
- * prefetches frame t - MLPGX_B2_GRAD_PREFETCH.  Measured on a 2-core AMD EPYC
- * (T = 1e4 and 1e5, D = 60, two runs each): the adjoint 1.1-1.2x faster
- * for float32 on 1 thread and 1.1-1.5x on 2 threads, float64 1.1x faster
- * on 2 threads and within 5% (slower) on 1.  8 frames ahead was worse for
- * float64; prefetching the forward sweep's rows or the scratch rows that
- * the back substitution reads gained nothing. */
-#define MLPGX_B2_GRAD_PREFETCH 4
+ * prefetches frame t - MLPGX_GRAD_PREFETCH.  Measured on a 2-core AMD EPYC
+ * (T = 1e4 and 1e5, D = 60, two runs each):
+ *   - this kernel: the adjoint 1.1-1.2x faster for float32 on 1 thread and
+ *     1.1-1.5x on 2 threads; float64 1.1x faster on 2 threads and within 5%
+ *     (slower) on 1;
+ *   - the general kernel (on the same DELTA inputs): float32 1.2-1.4x,
+ *     float64 1.0-1.2x.
+ * 8 frames ahead was worse for float64; prefetching the forward sweep's rows
+ * or the scratch rows that the back substitution reads gained nothing. */
+#define MLPGX_GRAD_PREFETCH 4
 #if defined(__GNUC__) || defined(__clang__)
-#define MLPGX_B2_PREFETCH(p) __builtin_prefetch(p)
+#define MLPGX_PREFETCH(p) __builtin_prefetch(p)
 #else
-#define MLPGX_B2_PREFETCH(p) ((void)(p))
+#define MLPGX_PREFETCH(p) ((void)(p))
 #endif
 
 /* Bring the ``bytes`` bytes from ``p`` on towards the caches, a line at a
  * time.  A last partial line is left out: the rows of a frame's windows are
  * adjacent, so it is mostly the next window's first line (prefetching it
  * too measured slower). */
-static inline void mlpgx_b2_prefetch_span(const void *p, ptrdiff_t bytes) {
+static inline void mlpgx_prefetch_span(const void *p, ptrdiff_t bytes) {
     const char *c = (const char *)p;
     ptrdiff_t o;
-    for (o = 0; o < bytes; o += 64) MLPGX_B2_PREFETCH(c + o);
+    for (o = 0; o < bytes; o += 64) MLPGX_PREFETCH(c + o);
 }
 
 /* Doubles of workspace one call needs (CH columns each). */

@@ -245,12 +245,12 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
         }
         if (NR == 2 && i + 1 < n) {
             const ptrdiff_t t = i + 1;
-            if (t >= MLPGX_B2_GRAD_PREFETCH) {   /* the rows this pass reads next */
-                const ptrdiff_t ahead = t - MLPGX_B2_GRAD_PREFETCH;
+            if (t >= MLPGX_GRAD_PREFETCH && means != NULL) {   /* the rows read next */
+                const ptrdiff_t ahead = t - MLPGX_GRAD_PREFETCH;
                 for (l = 0; l < L; l++) {
-                    mlpgx_b2_prefetch_span(means + ahead * LD + l * D + d0, nd * (ptrdiff_t)sizeof(B2_T));
+                    mlpgx_prefetch_span(means + ahead * LD + l * D + d0, nd * (ptrdiff_t)sizeof(B2_T));
                     if (weights != NULL && pl->w_row_stride != 0)
-                        mlpgx_b2_prefetch_span(weights + ahead * LD + l * D + d0,
+                        mlpgx_prefetch_span(weights + ahead * LD + l * D + d0,
                                                nd * (ptrdiff_t)sizeof(B2_T));
                 }
             }
