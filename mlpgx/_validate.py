@@ -28,6 +28,11 @@ from .windows import as_windows
 
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 
+try:   # the compiled scans; without the extension NumPy's reductions check
+    from ._ext import solver as _solver
+except ImportError:
+    _solver = None
+
 
 def array_namespace(x):
     """The array library of ``x``: ``cupy`` for CuPy arrays (validated on
@@ -72,9 +77,9 @@ def _first_bad_index(mask):
 def _compiled_scan(x, check: str, num_threads):
     """The compiled one-pass scan (``mlpgx/_ext/mlpgx_scan.h``) for NumPy
     arrays it takes; ``None`` for others (CuPy arrays, other layouts)."""
-    if type(x) is np.ndarray and x.dtype in _NATIVE and x.flags.c_contiguous:
-        from ._ext import solver
-        return solver.scan_valid(x, check, num_threads)
+    if (_solver is not None and type(x) is np.ndarray and x.dtype in _NATIVE
+            and x.flags.c_contiguous):
+        return _solver.scan_valid(x, check, num_threads)
     return None
 
 

@@ -834,10 +834,16 @@ def test_scan_valid_rejects_what_it_cannot_scan():
         solver.scan_valid(np.ones(4), "even")
 
 
+@pytest.mark.parametrize("scans", ["compiled", "numpy"])
 @pytest.mark.parametrize("threads", [None, 1, 2])
-def test_bad_entry_found_in_a_large_input(threads):
+def test_bad_entry_found_in_a_large_input(threads, scans, monkeypatch):
     # large enough for the scans to split into blocks over threads; the
-    # message still names the first bad entry in the caller's coordinates
+    # message still names the first bad entry in the caller's coordinates.
+    # "numpy": the checks a build without the extension runs
+    import mlpgx._validate as validate
+    if scans == "numpy":
+        monkeypatch.setattr(validate, "_solver", None)
+    assert (validate._compiled_scan(np.ones(3), "finite", None) is None) == (scans == "numpy")
     T_big = 2 * (1 << 16) // LD + 7
     m = np.random.default_rng(0).standard_normal((2, T_big, LD))
     v = np.ones_like(m)
