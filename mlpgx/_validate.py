@@ -129,8 +129,10 @@ def _check_weights(w: np.ndarray, kind: str, name: str, num_threads=None) -> Non
     if bad.any():
         idx = _first_bad_index(bad)
         raise ValueError(f"{name} must be >= 0; {name}{list(idx)} = {w[idx]!r}")
-    idx = _first_bad_index(~array_namespace(w).isfinite(w))
-    raise ValueError(f"{name} must be finite; {name}{list(idx)} = {w[idx]!r}")
+    bad = ~array_namespace(w).isfinite(w)
+    if bad.any():   # (else only the one-pass sum overflowed: the precisions are valid)
+        idx = _first_bad_index(bad)
+        raise ValueError(f"{name} must be finite; {name}{list(idx)} = {w[idx]!r}")
 
 
 def check_boundary(boundary) -> str:

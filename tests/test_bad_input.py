@@ -148,6 +148,19 @@ def test_check_finite_false_skips_scan(backend, mfunc, bad):
     assert np.array_equal(ro, m, equal_nan=True)
 
 
+@pytest.mark.parametrize("scans", ["compiled", "numpy"])
+def test_overflowing_but_finite_precisions_accepted(scans, monkeypatch):
+    # Without the compiled scans the one-pass check of the precisions is a
+    # sum, which overflows on huge finite values: that must not raise.
+    import mlpgx._validate as validate
+    if scans == "numpy":
+        monkeypatch.setattr(validate, "_solver", None)
+    p = np.ones((T, LD))
+    p[0, 0] = p[1, 0] = 1.5e308
+    res = mlpgx.mlpg(np.zeros((T, LD)), precisions=p, backend="cython")
+    assert np.all(np.isfinite(res))
+
+
 def test_overflowing_but_finite_means_accepted(backend, mfunc):
     # The finiteness scan sums first; an overflowing sum of finite values
     # must not be reported as a non-finite mean.
