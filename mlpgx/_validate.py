@@ -328,17 +328,23 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         # Entries the voicing rule drops are never read and may hold anything
         # (NaN, a magic number); when they are not all finite, the problem
         # gets a copy with zeros there (so its means are finite everywhere).
-        if keep is not None and not _all_finite(m, num_threads):
+        # A passing first scan already proves the means finite.
+        if keep is None:
+            if check_finite:
+                _check_finite(m, "means", num_threads)
+        elif not _all_finite(m, num_threads):
             m = where_kept(keep, m, 0)
-        if check_finite:
-            _check_finite(m, "means", num_threads)
+            if check_finite:
+                _check_finite(m, "means", num_threads)
         m = m.reshape(B, T, LD)
     if w is not None:
         xp = array_namespace(w)
         w = xp.ascontiguousarray(w, dtype=dtype)
-        if keep is not None and w.ndim > 1 and not _weights_ok(w, kind, num_threads):
+        if keep is None or w.ndim == 1:
+            _check_weights(w, kind, wname, num_threads)
+        elif not _weights_ok(w, kind, num_threads):
             w = where_kept(keep, w, 1)   # the same for invalid dropped weights
-        _check_weights(w, kind, wname, num_threads)
+            _check_weights(w, kind, wname, num_threads)
         if w.ndim > 1:
             w = w.reshape(B, T, LD)
 

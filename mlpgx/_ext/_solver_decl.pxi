@@ -15,9 +15,10 @@ cdef extern from "mlpgx_band2.h" nogil:
         double w[4][3]
         Py_ssize_t zero_lo[4]
         Py_ssize_t zero_hi[4]
-    # the adjoint's gradient pass prefetches the rows of this many frames back
-    enum: GRAD_PREFETCH "MLPGX_GRAD_PREFETCH"
-    void mlpgx_prefetch_span(const void* p, Py_ssize_t nbytes)
+    # the adjoint's gradient pass prefetches the rows it reads a few frames on
+    void mlpgx_prefetch_grad_rows(const void* means, const void* weights, Py_ssize_t t,
+                                  int L, Py_ssize_t D, Py_ssize_t LD, Py_ssize_t w_row_stride,
+                                  Py_ssize_t d0, Py_ssize_t nd, Py_ssize_t itemsize)
     Py_ssize_t mlpgx_b2_workspace_doubles(Py_ssize_t CH, int L, int nrhs)
     Py_ssize_t mlpgx_b2_scratch_row(Py_ssize_t CH, int nrhs)
     int mlpgx_b2_run_d(const mlpgx_b2plan* pl, const double* means, const double* weights,

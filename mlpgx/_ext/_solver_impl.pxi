@@ -377,13 +377,9 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
                     o[d] = <floating>src[d]
         t = i + P
         if pl.mode == MODE_ADJOINT and t < n:
-            if t >= GRAD_PREFETCH and means != NULL:   # the rows read next (mlpgx_band2.h)
-                for l in range(L):
-                    mlpgx_prefetch_span(means + (t - GRAD_PREFETCH) * LD + l * D + d0,
-                                        nd * sizeof(floating))
-                    if weights != NULL and pl.w_row_stride != 0:
-                        mlpgx_prefetch_span(weights + (t - GRAD_PREFETCH) * pl.w_row_stride
-                                            + l * D + d0, nd * sizeof(floating))
+            # the rows read next (mlpgx_band2.h)
+            mlpgx_prefetch_grad_rows(means, weights, t, <int>L, D, LD, pl.w_row_stride, d0, nd,
+                                     sizeof(floating))
             for l in range(L):
                 o = gmeans + t * LD + l * D + d0
                 gw = NULL

@@ -84,6 +84,27 @@ static inline void mlpgx_prefetch_span(const void *p, ptrdiff_t bytes) {
     for (o = 0; o < bytes; o += 64) MLPGX_PREFETCH(c + o);
 }
 
+/* The gradient pass at frame t: prefetch the means and (per-frame) weights
+ * of frame t - MLPGX_GRAD_PREFETCH, columns d0 .. d0+nd-1 of each of the L
+ * windows (rows of LD elements of ``itemsize`` bytes; w_row_stride 0 for
+ * global weights, which are not prefetched). */
+static inline void mlpgx_prefetch_grad_rows(const void *means, const void *weights,
+                                            ptrdiff_t t, int L, ptrdiff_t D, ptrdiff_t LD,
+                                            ptrdiff_t w_row_stride, ptrdiff_t d0,
+                                            ptrdiff_t nd, ptrdiff_t itemsize) {
+    const ptrdiff_t ahead = t - MLPGX_GRAD_PREFETCH;
+    int l;
+    if (ahead < 0 || means == NULL)
+        return;
+    for (l = 0; l < L; l++) {
+        const ptrdiff_t col = (l * D + d0) * itemsize;
+        mlpgx_prefetch_span((const char *)means + ahead * LD * itemsize + col, nd * itemsize);
+        if (weights != NULL && w_row_stride != 0)
+            mlpgx_prefetch_span((const char *)weights + ahead * w_row_stride * itemsize + col,
+                                nd * itemsize);
+    }
+}
+
 /* Doubles of workspace one call needs (CH columns each). */
 static inline ptrdiff_t mlpgx_b2_workspace_doubles(ptrdiff_t CH, int L, int nrhs) {
     /* p and p*mu rings (4 slots x L) | 1/D ring (2) | y ring (2 x nrhs)

@@ -245,15 +245,8 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
         }
         if (NR == 2 && i + 1 < n) {
             const ptrdiff_t t = i + 1;
-            if (t >= MLPGX_GRAD_PREFETCH && means != NULL) {   /* the rows read next */
-                const ptrdiff_t ahead = t - MLPGX_GRAD_PREFETCH;
-                for (l = 0; l < L; l++) {
-                    mlpgx_prefetch_span(means + ahead * LD + l * D + d0, nd * (ptrdiff_t)sizeof(B2_T));
-                    if (weights != NULL && pl->w_row_stride != 0)
-                        mlpgx_prefetch_span(weights + ahead * LD + l * D + d0,
-                                               nd * (ptrdiff_t)sizeof(B2_T));
-                }
-            }
+            mlpgx_prefetch_grad_rows(means, weights, t, L, D, LD, pl->w_row_stride, d0, nd,
+                                     (ptrdiff_t)sizeof(B2_T));   /* the rows read next */
             const double *cm = c;                                  /* frame t-1 */
             const double *c0 = cring + (t & 3) * NR * CH;          /* frame t */
             const double *cp = cring + ((t + 1) & 3) * NR * CH;    /* frame t+1 */
