@@ -3,6 +3,7 @@
 cdef extern from "mlpgx_band2.h" nogil:
     # the kernel for windows reaching at most one frame to each side (k <= 2)
     enum: B2_MAX_WINDOWS "MLPGX_B2_MAX_WINDOWS"
+    enum: B2_RING_STRIDE "MLPGX_B2_RS"     # the widest chunk the kernel takes
     ctypedef struct mlpgx_b2plan:
         int L
         int mode

@@ -83,7 +83,8 @@ cdef extern from *:
     int mlpgx_have_openmp() noexcept nogil
 
 #: Widest column chunk a work item keeps in its rings (doubles); keeps the
-#: rings in L1/L2 for any D.
+#: rings in L1/L2 for any D.  At most MLPGX_B2_RS (mlpgx_band2.h), the row
+#: stride of the k <= 2 kernel's rings.
 DEF_CHUNK = 64
 #: Chunks start at multiples of this many columns (whole tiles).
 CHUNK_ALIGN = TILE
@@ -704,7 +705,7 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.chunk = -(-min(width, DEF_CHUNK, D) // TILE) * TILE
     wsz = _workspace_doubles(&pl)
     ssz = T * (pl.k + pl.nrhs) * pl.chunk
-    if wp.band2 and USE_BAND2:
+    if wp.band2 and USE_BAND2 and pl.chunk <= B2_RING_STRIDE:   # always (DEF_CHUNK)
         b2 = wp.b2
         b2.mode = pl.mode
         b2.weight_kind = pl.weight_kind

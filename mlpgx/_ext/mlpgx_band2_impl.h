@@ -50,16 +50,16 @@ MLPGX_B2_INLINE void B2_FN(b2_precisions)(const mlpgx_b2plan *pl, const B2_T *we
     }
 }
 
-/* Ring slot (f & 3) of the precision and precision * mean rings: frame f. */
-MLPGX_B2_INLINE void B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L,
+/* Ring slot SLOT = f & 3 (a compile-time constant) of the precision and
+ * precision * mean rings: frame f. */
+MLPGX_B2_INLINE void B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, const int SLOT,
                                           const B2_T *means, const B2_T *weights,
                                           ptrdiff_t n, ptrdiff_t f, ptrdiff_t d0, ptrdiff_t nd,
                                           double *pring, double *pmring) {
-    const ptrdiff_t CH = pl->CH;
     ptrdiff_t d;
     for (int l = 0; l < L; l++) {
-        double *p = pring + ((f & 3) * L + l) * CH;
-        double *pm = pmring + ((f & 3) * L + l) * CH;
+        double *p = pring + (SLOT * L + l) * MLPGX_B2_RS;
+        double *pm = pmring + (SLOT * L + l) * MLPGX_B2_RS;
         if (!B2_FN(b2_active)(pl, l, f, n)) {
             memset(p, 0, nd * sizeof(double));
             memset(pm, 0, nd * sizeof(double));
@@ -116,6 +116,81 @@ MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, ptrdif
     }
 }
 
+/* Forward sweep, row i (ring slot SLOT = i & 3, a compile-time constant):
+ * load frame i + 1, form row i of R and r, its LDL^T row and the forward
+ * substitution; store L[i, i-1], L[i, i-2] and y[i] / D[i] (per right-hand
+ * side) to the scratch row.  The rings lie in ws (see b2_core) with rows of
+ * MLPGX_B2_RS doubles.  Returns 1 when a pivot is not positive. */
+MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, const int NR,
+                                          const int RHS_R, const int CZ1, const int SLOT,
+                                          ptrdiff_t i, const B2_T *means, const B2_T *weights,
+                                          const B2_T *g, ptrdiff_t n, ptrdiff_t d0,
+                                          ptrdiff_t nd, double *ws, B2_T *scratch,
+                                          const mlpgx_b2coef *cf) {
+    const ptrdiff_t RS = MLPGX_B2_RS, CH = pl->CH;
+    const int NEXT = (SLOT + 1) & 3, PREV = (SLOT + 3) & 3;   /* frames i + 1, i - 1 */
+    double *pring = ws, *pmring = ws + 4 * L * RS;
+    double *dinv_old = pmring + 4 * L * RS + (SLOT & 1) * RS;        /* 1/D[i-2], becomes 1/D[i] */
+    const double *dinv_prev = pmring + 4 * L * RS + (NEXT & 1) * RS;  /* 1/D[i-1] */
+    double *yring = pmring + 4 * L * RS + 2 * RS;
+    double *y_old = yring + (SLOT & 1) * NR * RS;                     /* y[i-2], becomes y[i] */
+    const double *y_prev = yring + (NEXT & 1) * NR * RS;
+    double *lprev = yring + 2 * NR * RS;                              /* L[i-1, i-2] */
+    const B2_T *gi = (g != NULL) ? g + i * pl->D + d0 : NULL;
+    B2_T *sc = scratch + i * mlpgx_b2_scratch_row(CH, NR);
+    const double rtol = cf->rtol;
+    long long bad = 0;   /* 64-bit: the width of the pivot comparison lanes */
+    ptrdiff_t d;
+    int l;
+
+    B2_FN(b2_load_frame)(pl, L, NEXT, means, weights, n, i + 1, d0, nd, pring, pmring);
+    MLPGX_B2_IVDEP
+    for (d = 0; d < nd; d++) {
+        /* the static window: R[i, i] += p_0[i], r[i] += (p mu)_0[i] */
+        double r0 = pring[(SLOT * L) * RS + d], r1 = 0.0, r2 = 0.0;
+        double rhs0 = RHS_R ? pmring[(SLOT * L) * RS + d] : (double)gi[d];
+        double lk2, ek1, lk1, piv, dinv, y;
+        for (l = 1; l < L; l++) {
+            const double pA = pring[(NEXT * L + l) * RS + d];
+            const double pB = pring[(SLOT * L + l) * RS + d];
+            const double pC = pring[(PREV * L + l) * RS + d];
+            r0 += cf->a0[l] * pA + cf->a2[l] * pC;
+            r2 += cf->e2[l] * pC;
+            if (RHS_R)
+                rhs0 += cf->w0[l] * pmring[(NEXT * L + l) * RS + d]
+                      + cf->w2[l] * pmring[(PREV * L + l) * RS + d];
+            if (!(CZ1 && l == 1)) {   /* terms with the centre coefficient w1 */
+                r0 += cf->a1[l] * pB;
+                r1 += cf->b1[l] * pB + cf->b2[l] * pC;
+                if (RHS_R)
+                    rhs0 += cf->w1[l] * pmring[(SLOT * L + l) * RS + d];
+            }
+        }
+        /* L[i, i-2] = R[i, i-2] / D[i-2];
+         * L[i, i-1] = (R[i, i-1] - L[i, i-2] D[i-2] L[i-1, i-2]) / D[i-1];
+         * D[i] = R[i, i] - L[i, i-2]^2 D[i-2] - L[i, i-1]^2 D[i-1] */
+        lk2 = r2 * dinv_old[d];
+        ek1 = r1 - r2 * lprev[d];
+        lk1 = ek1 * dinv_prev[d];
+        piv = r0 - r2 * lk2 - ek1 * lk1;
+        bad |= !(piv > rtol * r0);
+        dinv = 1.0 / piv;
+        dinv_old[d] = dinv;
+        lprev[d] = lk1;
+        y = rhs0 - lk2 * y_old[d] - lk1 * y_prev[d];
+        y_old[d] = y;
+        sc[d] = (B2_T)lk1;
+        sc[CH + d] = (B2_T)lk2;
+        sc[2 * CH + d] = (B2_T)(y * dinv);
+        if (NR == 2) {
+            y = (double)gi[d] - lk2 * y_old[RS + d] - lk1 * y_prev[RS + d];
+            y_old[RS + d] = y;
+            sc[3 * CH + d] = (B2_T)(y * dinv);
+        }
+    }
+    return bad != 0;
+}
+
 /* One sequence, columns d0 .. d0+nd-1 (see mlpgx_b2_run_*).  L windows;
  * NR right-hand sides; RHS_R: the first right-hand side is r (else g);
  * CZ1: window 1's centre coefficient is 0 (the delta window [-0.5, 0, 0.5]),
@@ -126,97 +201,49 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                                    B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
                                    ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd,
                                    double *ws, B2_T *scratch) {
-    const ptrdiff_t CH = pl->CH, D = pl->D, LD = pl->LD;
+    const ptrdiff_t CH = pl->CH, D = pl->D, LD = pl->LD, RS = MLPGX_B2_RS;
     const ptrdiff_t S = mlpgx_b2_scratch_row(CH, NR);
-    const double rtol = pl->pivot_rtol;
-    double *pring = ws;                       /* (4, L, CH) */
-    double *pmring = pring + 4 * L * CH;      /* (4, L, CH) */
-    double *dring = pmring + 4 * L * CH;      /* (2, CH): 1/D of rows i-1, i-2 */
-    double *yring = dring + 2 * CH;           /* (2, NR, CH) */
-    double *lprev = yring + 2 * NR * CH;      /* (CH,): L[i-1, i-2] */
-    double *cring = lprev + CH;               /* (4, NR, CH): solutions c (and v) */
+    /* the workspace: rings of the forward sweep in rows of RS doubles, then
+     * the back substitution's in rows of CH */
+    double *pring = ws;                       /* (4, L, RS): precisions of 4 frames */
+    double *pmring = pring + 4 * L * RS;      /* (4, L, RS): precision * mean */
+    double *dring = pmring + 4 * L * RS;      /* (2, RS): 1/D of rows i-1, i-2 */
+    /* then (2, NR, RS) y ring, (RS,) L[i-1, i-2]: see b2_forward_row */
+    double *cring = dring + 2 * RS + 2 * NR * RS + RS;   /* (4, NR, CH): solutions c (and v) */
     double *zero = cring + 4 * NR * CH;       /* (CH,) zeros */
-    /* products of padded coefficients (index l; window 0 is the static one) */
-    double a0[MLPGX_B2_MAX_WINDOWS], a1[MLPGX_B2_MAX_WINDOWS], a2[MLPGX_B2_MAX_WINDOWS];
-    double b1[MLPGX_B2_MAX_WINDOWS], b2[MLPGX_B2_MAX_WINDOWS], e2[MLPGX_B2_MAX_WINDOWS];
-    double w0[MLPGX_B2_MAX_WINDOWS], w1[MLPGX_B2_MAX_WINDOWS], w2[MLPGX_B2_MAX_WINDOWS];
+    mlpgx_b2coef cf;
+    double *w0 = cf.w0, *w1 = cf.w1, *w2 = cf.w2;
     ptrdiff_t i, d;
     int l;
 
     for (l = 0; l < L; l++) {
         w0[l] = pl->w[l][0]; w1[l] = pl->w[l][1]; w2[l] = pl->w[l][2];
-        a0[l] = w0[l] * w0[l]; a1[l] = w1[l] * w1[l]; a2[l] = w2[l] * w2[l];
-        b1[l] = w1[l] * w0[l]; b2[l] = w2[l] * w1[l]; e2[l] = w2[l] * w0[l];
+        cf.a0[l] = w0[l] * w0[l]; cf.a1[l] = w1[l] * w1[l]; cf.a2[l] = w2[l] * w2[l];
+        cf.b1[l] = w1[l] * w0[l]; cf.b2[l] = w2[l] * w1[l]; cf.e2[l] = w2[l] * w0[l];
     }
-    memset(dring, 0, (2 * CH + 2 * NR * CH + CH + 4 * NR * CH + CH) * sizeof(double));
+    cf.rtol = pl->pivot_rtol;
+    memset(dring, 0, ((2 + 2 * NR + 1) * RS + (4 * NR + 1) * CH) * sizeof(double));
 
     /* ---- forward sweep: row i of R and r, its LDL^T row, forward substitution */
-    B2_FN(b2_load_frame)(pl, L, means, weights, n, -1, d0, nd, pring, pmring);
-    B2_FN(b2_load_frame)(pl, L, means, weights, n, 0, d0, nd, pring, pmring);
-    for (i = 0; i < n; i++) {
-        const double *pa[MLPGX_B2_MAX_WINDOWS], *pb[MLPGX_B2_MAX_WINDOWS], *pc[MLPGX_B2_MAX_WINDOWS];
-        const double *ma[MLPGX_B2_MAX_WINDOWS], *mb[MLPGX_B2_MAX_WINDOWS], *mc[MLPGX_B2_MAX_WINDOWS];
-        double *dinv_old = dring + (i & 1) * CH;          /* 1/D[i-2], becomes 1/D[i] */
-        const double *dinv_prev = dring + ((i + 1) & 1) * CH;   /* 1/D[i-1] */
-        double *y_old = yring + (i & 1) * NR * CH;        /* y[i-2], becomes y[i] */
-        const double *y_prev = yring + ((i + 1) & 1) * NR * CH;
-        const B2_T *gi = (g != NULL) ? g + i * D + d0 : NULL;
-        B2_T *sc = scratch + i * S;
-        long long bad = 0;   /* 64-bit: the width of the pivot comparison lanes */
-
-        B2_FN(b2_load_frame)(pl, L, means, weights, n, i + 1, d0, nd, pring, pmring);
-        for (l = 0; l < L; l++) {
-            pa[l] = pring + (((i + 1) & 3) * L + l) * CH;
-            pb[l] = pring + ((i & 3) * L + l) * CH;
-            pc[l] = pring + (((i - 1) & 3) * L + l) * CH;
-            ma[l] = pmring + (((i + 1) & 3) * L + l) * CH;
-            mb[l] = pmring + ((i & 3) * L + l) * CH;
-            mc[l] = pmring + (((i - 1) & 3) * L + l) * CH;
-        }
-        MLPGX_B2_IVDEP
-        for (d = 0; d < nd; d++) {
-            /* the static window: R[i, i] += p_0[i], r[i] += (p mu)_0[i] */
-            double r0 = pb[0][d], r1 = 0.0, r2 = 0.0;
-            double rhs0 = RHS_R ? mb[0][d] : (double)gi[d];
-            double lk2, ek1, lk1, piv, dinv, y;
-            for (l = 1; l < L; l++) {
-                const double pA = pa[l][d], pB = pb[l][d], pC = pc[l][d];
-                r0 += a0[l] * pA + a2[l] * pC;
-                r2 += e2[l] * pC;
-                if (RHS_R)
-                    rhs0 += w0[l] * ma[l][d] + w2[l] * mc[l][d];
-                if (!(CZ1 && l == 1)) {   /* terms with the centre coefficient w1 */
-                    r0 += a1[l] * pB;
-                    r1 += b1[l] * pB + b2[l] * pC;
-                    if (RHS_R)
-                        rhs0 += w1[l] * mb[l][d];
-                }
-            }
-            /* L[i, i-2] = R[i, i-2] / D[i-2];
-             * L[i, i-1] = (R[i, i-1] - L[i, i-2] D[i-2] L[i-1, i-2]) / D[i-1];
-             * D[i] = R[i, i] - L[i, i-2]^2 D[i-2] - L[i, i-1]^2 D[i-1] */
-            lk2 = r2 * dinv_old[d];
-            ek1 = r1 - r2 * lprev[d];
-            lk1 = ek1 * dinv_prev[d];
-            piv = r0 - r2 * lk2 - ek1 * lk1;
-            bad |= !(piv > rtol * r0);
-            dinv = 1.0 / piv;
-            dinv_old[d] = dinv;
-            lprev[d] = lk1;
-            y = rhs0 - lk2 * y_old[d] - lk1 * y_prev[d];
-            y_old[d] = y;
-            sc[d] = (B2_T)lk1;
-            sc[CH + d] = (B2_T)lk2;
-            sc[2 * CH + d] = (B2_T)(y * dinv);
-            if (NR == 2) {
-                y = (double)gi[d] - lk2 * y_old[CH + d] - lk1 * y_prev[CH + d];
-                y_old[CH + d] = y;
-                sc[3 * CH + d] = (B2_T)(y * dinv);
-            }
-        }
-        if (bad)
-            return 1;   /* the caller reruns the general kernel to name the frame */
+    B2_FN(b2_load_frame)(pl, L, 3, means, weights, n, -1, d0, nd, pring, pmring);
+    B2_FN(b2_load_frame)(pl, L, 0, means, weights, n, 0, d0, nd, pring, pmring);
+    /* rows in groups of 4, one per ring slot, so that the slots are
+     * compile-time constants (see MLPGX_B2_RS) */
+#define B2_FORWARD_ROW(SLOT, row) \
+    B2_FN(b2_forward_row)(pl, L, NR, RHS_R, CZ1, SLOT, row, means, weights, g, n, d0, nd, \
+                          ws, scratch, &cf)
+    for (i = 0; i + 4 <= n; i += 4) {
+        if (B2_FORWARD_ROW(0, i)) return 1;
+        if (B2_FORWARD_ROW(1, i + 1)) return 1;
+        if (B2_FORWARD_ROW(2, i + 2)) return 1;
+        if (B2_FORWARD_ROW(3, i + 3)) return 1;
     }
+    /* the last n % 4 rows (slots 0, 1, 2): a nonzero status makes the caller
+     * rerun the general kernel, which names the frame */
+    if (i < n && B2_FORWARD_ROW(0, i)) return 1;
+    if (i + 1 < n && B2_FORWARD_ROW(1, i + 1)) return 1;
+    if (i + 2 < n && B2_FORWARD_ROW(2, i + 2)) return 1;
+#undef B2_FORWARD_ROW
 
     /* ---- back substitution from the end; in adjoint mode the gradients of
      * frame t = i + 1 are complete once row i is solved */
