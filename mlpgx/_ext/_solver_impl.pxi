@@ -86,6 +86,8 @@ cdef extern from *:
 #: rings in L1/L2 for any D.  At most MLPGX_B2_RS (mlpgx_band2.h), the row
 #: stride of the k <= 2 kernel's rings.
 DEF_CHUNK = 64
+if DEF_CHUNK > B2_RING_STRIDE:
+    raise ImportError("DEF_CHUNK exceeds the k <= 2 kernel's ring stride MLPGX_B2_RS")
 #: Chunks start at multiples of this many columns (whole tiles).
 CHUNK_ALIGN = TILE
 
@@ -705,7 +707,7 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.chunk = -(-min(width, DEF_CHUNK, D) // TILE) * TILE
     wsz = _workspace_doubles(&pl)
     ssz = T * (pl.k + pl.nrhs) * pl.chunk
-    if wp.band2 and USE_BAND2 and pl.chunk <= B2_RING_STRIDE:   # always (DEF_CHUNK)
+    if wp.band2 and USE_BAND2:
         b2 = wp.b2
         b2.mode = pl.mode
         b2.weight_kind = pl.weight_kind

@@ -114,20 +114,32 @@ static inline void mlpgx_prefetch_grad_rows(const void *means, const void *weigh
 #define MLPGX_B2_RS 64
 
 /* Products of the padded coefficients of each window (index l; window 0 is
- * the static one) and the pivot tolerance, as the forward sweep uses them. */
+ * the static one), as the forward sweep uses them. */
 typedef struct {
     double w0[MLPGX_B2_MAX_WINDOWS], w1[MLPGX_B2_MAX_WINDOWS], w2[MLPGX_B2_MAX_WINDOWS];
     double a0[MLPGX_B2_MAX_WINDOWS], a1[MLPGX_B2_MAX_WINDOWS], a2[MLPGX_B2_MAX_WINDOWS];
     double b1[MLPGX_B2_MAX_WINDOWS], b2[MLPGX_B2_MAX_WINDOWS], e2[MLPGX_B2_MAX_WINDOWS];
-    double rtol;
 } mlpgx_b2coef;
+
+/* The workspace of one call, offsets in doubles: the forward sweep's rings
+ * in rows of MLPGX_B2_RS, then the back substitution's in rows of CH:
+ *   p ring (4 slots x L) | p*mu ring (4 x L) | 1/D ring (2: rows i-1, i-2)
+ *   | y ring (2 x nrhs) | L[i-1, i-2] | solution ring (4 x nrhs, rows of CH)
+ *   | a zero row (CH).
+ * (Constants once L and nrhs are, as in the kernel's clones.) */
+static inline ptrdiff_t mlpgx_b2_pm_ring(int L) { return 4 * (ptrdiff_t)L * MLPGX_B2_RS; }
+static inline ptrdiff_t mlpgx_b2_d_ring(int L) { return 8 * (ptrdiff_t)L * MLPGX_B2_RS; }
+static inline ptrdiff_t mlpgx_b2_y_ring(int L) { return mlpgx_b2_d_ring(L) + 2 * MLPGX_B2_RS; }
+static inline ptrdiff_t mlpgx_b2_lprev(int L, int nrhs) {
+    return mlpgx_b2_y_ring(L) + 2 * (ptrdiff_t)nrhs * MLPGX_B2_RS;
+}
+static inline ptrdiff_t mlpgx_b2_c_ring(int L, int nrhs) {
+    return mlpgx_b2_lprev(L, nrhs) + MLPGX_B2_RS;
+}
 
 /* Doubles of workspace one call needs (CH <= MLPGX_B2_RS columns). */
 static inline ptrdiff_t mlpgx_b2_workspace_doubles(ptrdiff_t CH, int L, int nrhs) {
-    /* rows of MLPGX_B2_RS: p and p*mu rings (4 slots x L) | 1/D ring (2)
-     * | y ring (2 x nrhs) | L[i-1, i-2]; rows of CH: solution ring
-     * (4 x nrhs) | a zero row */
-    return MLPGX_B2_RS * (8 * (ptrdiff_t)L + 2 + 2 * nrhs + 1) + CH * (4 * nrhs + 1);
+    return mlpgx_b2_c_ring(L, nrhs) + CH * (4 * (ptrdiff_t)nrhs + 1);
 }
 
 /* Storage elements of scratch per frame (CH columns each). */

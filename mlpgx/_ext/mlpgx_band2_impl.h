@@ -119,8 +119,8 @@ MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, ptrdif
 /* Forward sweep, row i (ring slot SLOT = i & 3, a compile-time constant):
  * load frame i + 1, form row i of R and r, its LDL^T row and the forward
  * substitution; store L[i, i-1], L[i, i-2] and y[i] / D[i] (per right-hand
- * side) to the scratch row.  The rings lie in ws (see b2_core) with rows of
- * MLPGX_B2_RS doubles.  Returns 1 when a pivot is not positive. */
+ * side) to the scratch row.  The rings lie in ws (mlpgx_b2_workspace_doubles)
+ * with rows of MLPGX_B2_RS doubles.  Returns 1 when a pivot is not positive. */
 MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, const int NR,
                                           const int RHS_R, const int CZ1, const int SLOT,
                                           ptrdiff_t i, const B2_T *means, const B2_T *weights,
@@ -129,16 +129,15 @@ MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, c
                                           const mlpgx_b2coef *cf) {
     const ptrdiff_t RS = MLPGX_B2_RS, CH = pl->CH;
     const int NEXT = (SLOT + 1) & 3, PREV = (SLOT + 3) & 3;   /* frames i + 1, i - 1 */
-    double *pring = ws, *pmring = ws + 4 * L * RS;
-    double *dinv_old = pmring + 4 * L * RS + (SLOT & 1) * RS;        /* 1/D[i-2], becomes 1/D[i] */
-    const double *dinv_prev = pmring + 4 * L * RS + (NEXT & 1) * RS;  /* 1/D[i-1] */
-    double *yring = pmring + 4 * L * RS + 2 * RS;
-    double *y_old = yring + (SLOT & 1) * NR * RS;                     /* y[i-2], becomes y[i] */
-    const double *y_prev = yring + (NEXT & 1) * NR * RS;
-    double *lprev = yring + 2 * NR * RS;                              /* L[i-1, i-2] */
+    double *pring = ws, *pmring = ws + mlpgx_b2_pm_ring(L);
+    double *dinv_old = ws + mlpgx_b2_d_ring(L) + (SLOT & 1) * RS;         /* 1/D[i-2], becomes 1/D[i] */
+    const double *dinv_prev = ws + mlpgx_b2_d_ring(L) + (NEXT & 1) * RS;  /* 1/D[i-1] */
+    double *y_old = ws + mlpgx_b2_y_ring(L) + (SLOT & 1) * NR * RS;       /* y[i-2], becomes y[i] */
+    const double *y_prev = ws + mlpgx_b2_y_ring(L) + (NEXT & 1) * NR * RS;
+    double *lprev = ws + mlpgx_b2_lprev(L, NR);                           /* L[i-1, i-2] */
     const B2_T *gi = (g != NULL) ? g + i * pl->D + d0 : NULL;
     B2_T *sc = scratch + i * mlpgx_b2_scratch_row(CH, NR);
-    const double rtol = cf->rtol;
+    const double rtol = pl->pivot_rtol;
     long long bad = 0;   /* 64-bit: the width of the pivot comparison lanes */
     ptrdiff_t d;
     int l;
@@ -201,16 +200,13 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                                    B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
                                    ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd,
                                    double *ws, B2_T *scratch) {
-    const ptrdiff_t CH = pl->CH, D = pl->D, LD = pl->LD, RS = MLPGX_B2_RS;
+    const ptrdiff_t CH = pl->CH, D = pl->D, LD = pl->LD;
     const ptrdiff_t S = mlpgx_b2_scratch_row(CH, NR);
-    /* the workspace: rings of the forward sweep in rows of RS doubles, then
-     * the back substitution's in rows of CH */
-    double *pring = ws;                       /* (4, L, RS): precisions of 4 frames */
-    double *pmring = pring + 4 * L * RS;      /* (4, L, RS): precision * mean */
-    double *dring = pmring + 4 * L * RS;      /* (2, RS): 1/D of rows i-1, i-2 */
-    /* then (2, NR, RS) y ring, (RS,) L[i-1, i-2]: see b2_forward_row */
-    double *cring = dring + 2 * RS + 2 * NR * RS + RS;   /* (4, NR, CH): solutions c (and v) */
-    double *zero = cring + 4 * NR * CH;       /* (CH,) zeros */
+    /* the workspace (mlpgx_b2_workspace_doubles) */
+    double *pring = ws;                               /* (4, L, RS): precisions of 4 frames */
+    double *pmring = ws + mlpgx_b2_pm_ring(L);        /* (4, L, RS): precision * mean */
+    double *cring = ws + mlpgx_b2_c_ring(L, NR);      /* (4, NR, CH): solutions c (and v) */
+    double *zero = cring + 4 * NR * CH;               /* (CH,) zeros */
     mlpgx_b2coef cf;
     double *w0 = cf.w0, *w1 = cf.w1, *w2 = cf.w2;
     ptrdiff_t i, d;
@@ -221,8 +217,9 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
         cf.a0[l] = w0[l] * w0[l]; cf.a1[l] = w1[l] * w1[l]; cf.a2[l] = w2[l] * w2[l];
         cf.b1[l] = w1[l] * w0[l]; cf.b2[l] = w2[l] * w1[l]; cf.e2[l] = w2[l] * w0[l];
     }
-    cf.rtol = pl->pivot_rtol;
-    memset(dring, 0, ((2 + 2 * NR + 1) * RS + (4 * NR + 1) * CH) * sizeof(double));
+    /* every ring but the p and p*mu rings, which the sweep fills first */
+    memset(ws + mlpgx_b2_d_ring(L), 0,
+           (mlpgx_b2_workspace_doubles(CH, L, NR) - mlpgx_b2_d_ring(L)) * sizeof(double));
 
     /* ---- forward sweep: row i of R and r, its LDL^T row, forward substitution */
     B2_FN(b2_load_frame)(pl, L, 3, means, weights, n, -1, d0, nd, pring, pmring);
