@@ -41,13 +41,25 @@ def run_forward(b, problem, unvoiced_value=0.0):
     return _mark_unvoiced(problem, b.forward(_for_backend(b, problem)), unvoiced_value)
 
 
-def run_adjoint(b, problem, g):
+def _adjoint_call(b, problem, g, output):
+    """``b.adjoint``, given ``output`` only when it is there and ``b`` reuses it."""
+    if output is None or not getattr(b, "reuses_output", False):
+        return b.adjoint(problem, g)
+    return b.adjoint(problem, g, output=output)
+
+
+def run_adjoint(b, problem, g, output=None):
     """:meth:`Backend.adjoint` of ``problem`` on backend ``b``, with the
     voicing rule: ``g`` must already be 0 on unvoiced frames; constraints the
-    rule drops get exactly 0."""
+    rule drops get exactly 0.  ``output``: ``None`` or the forward's result
+    for ``problem`` (batched; any values on unvoiced frames), which backends
+    with ``reuses_output`` read instead of solving for it again."""
     if problem.voiced is None:
-        return b.adjoint(problem, g)
-    gm, gw = b.adjoint(_for_backend(b, problem), g)
+        return _adjoint_call(b, problem, g, output)
+    lowered = _for_backend(b, problem)
+    if output is not None and lowered is not problem:
+        output = _msd.lowered_output(problem, output)
+    gm, gw = _adjoint_call(b, lowered, g, output)
     keep = _msd._keep4(problem)
     gm = _msd.where_kept(keep, gm, 0)
     if problem.weights is None:
@@ -182,7 +194,7 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
 
 def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precisions=None,
                  lengths=None, boundary="per-window", voiced=None, msd_rule="hts",
-                 backend="auto", check_finite=True, num_threads=None):
+                 output=None, backend="auto", check_finite=True, num_threads=None):
     r"""Vector-Jacobian product of :func:`mlpg` (its backward pass).
 
     With ``c = R^{-1} r`` the output of :func:`mlpg` and ``g`` the gradient
@@ -197,9 +209,10 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
         \frac{\partial L}{\partial p_l}.
 
     One banded factorisation serves both ``c`` and ``v``; the cost is that of
-    a forward pass plus one more substitution.  Frames whose precision the
-    boundary rule fixes to 0, and frames beyond a sequence's length, get
-    exactly 0.
+    a forward pass plus one more substitution.  A caller that already has
+    ``c`` (the backward pass of a training step) passes it as ``output`` and
+    only ``v`` is solved for.  Frames whose precision the boundary rule fixes
+    to 0, and frames beyond a sequence's length, get exactly 0.
 
     Parameters
     ----------
@@ -209,6 +222,13 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     means, variances, windows, precisions, lengths, boundary, voiced, msd_rule, backend, check_finite, num_threads
         As in :func:`mlpg`.  Constraints dropped by the voicing rule get
         exactly 0.
+    output : array_like, shape (T, D) or (B, T, D), optional
+        The result of :func:`mlpg` for these same inputs and options
+        (whatever its ``unvoiced_value``).  Backends that can
+        (``Backend.reuses_output``: ``"cython"``) read ``c`` from it instead
+        of solving for it again, which makes the call about 15-25% faster;
+        the others ignore it.  It is not checked to be that result: any other
+        array gives the gradient at a different point.
 
     Returns
     -------
@@ -231,6 +251,13 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     >>> lhs = np.vdot(mlpgx.mlpg(dmu, var), g)      # mlpg is linear in the means
     >>> bool(np.isclose(lhs, np.vdot(dmu, gmu)))
     True
+
+    With the forward's output at hand, the same gradients for less work:
+
+    >>> c = mlpgx.mlpg(mu, var)
+    >>> gmu2, gvar2 = mlpgx.mlpg_adjoint(g, mu, var, output=c)
+    >>> bool(np.allclose(gmu2, gmu) and np.allclose(gvar2, gvar))
+    True
     """
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
@@ -243,11 +270,26 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
             _check_finite(_strip(problem, g), "grad_output", problem.num_threads)
     else:
         g = frames_array(grad_output, problem, "grad_output", check_finite)
+    c = None if output is None else _forward_output(problem, output, check_finite)
     b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
                           boundary=problem.boundary)
-    gm, gw = run_adjoint(b, problem, g)
+    gm, gw = run_adjoint(b, problem, g, c)
     gw = gw if problem.global_weights else _strip(problem, gw)
     return _strip(problem, gm), gw
+
+
+def _forward_output(problem, output, check_finite):
+    """``output=`` of :func:`mlpg_adjoint` validated like ``grad_output``
+    (batched, contiguous, the problem's dtype); unvoiced frames carry mlpg's
+    marker and are neither scanned nor read (0 here)."""
+    if problem.voiced is None:
+        return frames_array(output, problem, "output", check_finite)
+    c = frames_array(output, problem, "output", check_finite=False)
+    c = array_namespace(c).where(_msd.unvoiced_frames(problem.voiced, problem.lengths),
+                                 c.dtype.type(0), c)
+    if check_finite:
+        _check_finite(_strip(problem, c), "output", problem.num_threads)
+    return c
 
 
 def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=None,

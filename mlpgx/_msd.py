@@ -169,6 +169,16 @@ def lower(problem):
     return dataclasses.replace(problem, weights=w, voiced=None, voicing_keep=None)
 
 
+def lowered_output(problem, output):
+    """The solution of :func:`lower` ``(problem)`` from ``output``, the result
+    of ``mlpg`` for ``problem`` (batched; any values on unvoiced frames): each
+    unvoiced frame of the lowered problem has unit static precision and no
+    other constraint, so it solves to its static mean exactly."""
+    xp = _xp_of(output)
+    static = problem.means[..., :problem.static_dim]
+    return xp.where(unvoiced_frames(problem.voiced, problem.lengths), static, output)
+
+
 def effective_precisions(problem):
     """All rules applied: ``(precisions, frame_mask)``.
 

@@ -67,7 +67,9 @@ class VerifyReport:
         Scaled tolerance every comparison must meet.
     results : dict of str to Comparison
         ``"forward"``, ``"grad_means"`` and, with weights,
-        ``"grad_variances"`` / ``"grad_precisions"``.
+        ``"grad_variances"`` / ``"grad_precisions"``; for a backend whose
+        adjoint reuses the forward's output (``Backend.reuses_output``), the
+        gradients of that path too, as ``"grad_means (output=)"`` etc.
     """
 
     backend: str
@@ -92,7 +94,7 @@ class VerifyReport:
         lines = [f"backend {self.backend!r} vs reference ({self.dtype}, rtol {self.rtol:g}): "
                  f"{'PASS' if self.passed else 'FAIL'}"]
         for name, c in self.results.items():
-            lines.append(f"  {name:<16} max abs {c.max_abs:.3e}  max rel {c.max_rel:.3e}")
+            lines.append(f"  {name:<24} max abs {c.max_abs:.3e}  max rel {c.max_rel:.3e}")
         return "\n".join(lines)
 
 
@@ -112,7 +114,10 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
 
     The forward pass and the adjoint (means and variances/precisions) are
     compared; the reference runs in float64 on the same values (float32
-    inputs are widened exactly), so its error is negligible.
+    inputs are widened exactly), so its error is negligible.  A backend
+    whose adjoint can reuse the forward's output (``output=`` of
+    :func:`mlpgx.mlpg_adjoint`) has that path checked as well, given its own
+    forward result.
 
     Parameters
     ----------
@@ -141,8 +146,9 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     >>> rng = np.random.default_rng(0)
     >>> rep = mlpgx.verify(rng.normal(size=(100, 9)), rng.uniform(0.5, 2, (100, 9)),
     ...                    backend="cython")
-    >>> rep.passed, sorted(rep.results)
-    (True, ['forward', 'grad_means', 'grad_variances'])
+    >>> rep.passed, sorted(rep.results)     # doctest: +NORMALIZE_WHITESPACE
+    (True, ['forward', 'grad_means', 'grad_means (output=)', 'grad_variances',
+            'grad_variances (output=)'])
     """
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, num_threads=num_threads, voiced=voiced,
@@ -169,9 +175,8 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     tol = DEFAULT_RTOL[dtype] if rtol is None else float(rtol)
     g64 = _host(g).astype(np.float64)
     c_ref = ref.forward(wide)
-    results = {"forward": Comparison.of(run_forward(b, problem), c_ref,
-                                        np.max(np.abs(c_ref), initial=0.0))}
-    gm, gw = run_adjoint(b, problem, g)
+    c = run_forward(b, problem)
+    results = {"forward": Comparison.of(c, c_ref, np.max(np.abs(c_ref), initial=0.0))}
     rgm, rgw = ref.adjoint(wide, g64)
     # Natural magnitudes: v and c are accurate relative to their size over
     # the sequence, so dL/dmu = p W v and dL/dp = W v (mu - W c) are judged
@@ -185,10 +190,16 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     else:
         prec = np.broadcast_to(1.0 / wide.weights if wide.weight_kind == "variance"
                                else wide.weights, shape)
-    results["grad_means"] = Comparison.of(gm, rgm, prec * abs_wv)
-    if rgw is not None:
-        power = 2 if problem.weight_kind == "variance" else 0
-        mag = prec ** power * abs_wv * (np.abs(wide.means) + abs_wc)
-        results["grad_variances" if problem.weight_kind == "variance" else "grad_precisions"] = \
-            Comparison.of(gw, rgw, mag.sum(axis=(0, 1)) if problem.global_weights else mag)
+    power = 2 if problem.weight_kind == "variance" else 0
+    mag = prec ** power * abs_wv * (np.abs(wide.means) + abs_wc)
+    gw_name = "grad_variances" if problem.weight_kind == "variance" else "grad_precisions"
+    paths = {"": None}
+    if getattr(b, "reuses_output", False):
+        paths[" (output=)"] = c
+    for suffix, output in paths.items():
+        gm, gw = run_adjoint(b, problem, g, output)
+        results["grad_means" + suffix] = Comparison.of(gm, rgm, prec * abs_wv)
+        if rgw is not None:
+            results[gw_name + suffix] = Comparison.of(
+                gw, rgw, mag.sum(axis=(0, 1)) if problem.global_weights else mag)
     return VerifyReport(backend=b.name, dtype=dtype, rtol=tol, results=results)

@@ -20,6 +20,11 @@ from mlpgx.windows import DELTA, DELTA1, as_windows, regression
 
 from conftest import to_backend, to_numpy
 
+try:
+    from mlpgx._ext import solver as _solver
+except ImportError:   # the extension did not build: the cython backend is skipped
+    _solver = None
+
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
 DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")]
 BOUNDARIES = ["per-window", "nnmnkwii", "none"]
@@ -93,7 +98,24 @@ def check_case(backend, dtype, windows, boundary, means, wkw, lengths, rng):
     gm, gw = mlpgx.mlpg_adjoint(to_backend(g, backend), to_backend(means, backend), **bkw,
                                 **common, backend=backend)
     x = mlpgx.mlpg_solve(to_backend(rhs, backend), **bkw, **common, backend=backend)
-    c, gm, gw, x = map(to_numpy, (c, gm, gw, x))
+    # the adjoint given the forward's output (read-only: it is only read)
+    if isinstance(c, np.ndarray):
+        c.flags.writeable = False
+    gm_o, gw_o = mlpgx.mlpg_adjoint(to_backend(g, backend), to_backend(means, backend), **bkw,
+                                    **common, output=c, backend=backend)
+    c_before = to_numpy(c).copy()
+    c, gm, gw, x, gm_o, gw_o = map(to_numpy, (c, gm, gw, x, gm_o, gw_o))
+    np.testing.assert_array_equal(c, c_before)
+    for a, b in [(gm_o, gm), (gw_o, gw)]:
+        if b is None:
+            assert a is None
+            continue
+        assert a.dtype == b.dtype and a.shape == b.shape
+        cmp = Comparison.of(a, b, np.max(np.abs(b), initial=0.0))
+        assert cmp.max_rel <= rtol, f"adjoint with output= vs without: {cmp}"
+        if backend == "cython" and dtype == np.float64 and _solver.band2_applies(windows):
+            # the k <= 2 kernel computes c the same way in both calls
+            np.testing.assert_array_equal(a, b)
     for name, a, shape in [("mlpg", c, out_shape), ("grad_means", gm, means.shape),
                            ("mlpg_solve", x, out_shape)]:
         assert a.dtype == dtype, (name, a.dtype)
@@ -107,8 +129,10 @@ def check_case(backend, dtype, windows, boundary, means, wkw, lengths, rng):
         assert np.all(np.isfinite(gw))
     if batched and lengths is not None:
         for b, n in enumerate(lengths):
-            for name, a in [("mlpg", c), ("grad_means", gm), ("mlpg_solve", x)] + (
-                    [("grad_" + wname, gw)] if wval is not None and wval.ndim > 1 else []):
+            for name, a in [("mlpg", c), ("grad_means", gm), ("mlpg_solve", x),
+                            ("grad_means, output=", gm_o)] + (
+                    [("grad_" + wname, gw), ("grad_" + wname + ", output=", gw_o)]
+                    if wval is not None and wval.ndim > 1 else []):
                 assert np.all(a[b, n:] == 0), f"{name}: padded frames of sequence {b} not 0"
 
     # 3. the public API against the reference's public API (float64 inputs)

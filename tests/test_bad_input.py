@@ -639,6 +639,78 @@ def test_float32_inputs_unmodified(backend, func):
 
 
 # --------------------------------------------------------------------------
+# output= of mlpg_adjoint (the forward's result)
+# --------------------------------------------------------------------------
+
+def _adjoint_with_output(backend, output, **kw):
+    return mlpgx.mlpg_adjoint(np.ones((T, D)), _readonly(_means()), _readonly(_variances()),
+                              output=output, backend=backend, **kw)
+
+
+@pytest.mark.parametrize("oshape", [(T, D + 1), (T - 1, D), (T,), (1, T, D), (T, LD)])
+def test_output_wrong_shape(backend, oshape):
+    with pytest.raises(ValueError, match="output"):
+        _adjoint_with_output(backend, np.ones(oshape))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_output_non_finite(backend, bad):
+    c = mlpgx.mlpg(_means(), _variances(), backend=backend)
+    c[4, 1] = bad
+    with pytest.raises(ValueError, match=r"output\[4, 1\]"):
+        _adjoint_with_output(backend, _readonly(c))
+    # unchecked on request, like the other inputs: a backend that reads it
+    # gives NaN variance gradients near frame 4 only (the means' gradient
+    # does not read c); the others ignore it
+    gm, gv = _adjoint_with_output(backend, c, check_finite=False)
+    assert np.isfinite(gm).all()
+    if mlpgx.backends.get(backend).reuses_output:
+        assert not np.isfinite(gv[4, 1]) and np.isfinite(gv[:3]).all() and np.isfinite(gv[6:]).all()
+    else:
+        assert np.isfinite(gv).all()
+
+
+@pytest.mark.parametrize("bad", [complex, object, "U3"])
+def test_output_bad_dtype(backend, bad):
+    with pytest.raises(TypeError, match="output"):
+        _adjoint_with_output(backend, np.ones((T, D), dtype=bad))
+
+
+def test_output_layouts_and_dtypes_match_contiguous(backend, tmp_path):
+    """A strided, Fortran-ordered, read-only or memory-mapped output, or one
+    of another float dtype (cast to the problem's), gives the same gradients,
+    and is left as it was."""
+    m, v, g = _means(), _variances(), _means((T, D), seed=7)
+    c = mlpgx.mlpg(m, v, backend=backend)
+    ref = mlpgx.mlpg_adjoint(g, m, v, output=c, backend=backend)
+    for layout in LAYOUTS:
+        cc = _layout(c, layout, tmp_path, "c")
+        res = mlpgx.mlpg_adjoint(g, m, v, output=cc, backend=backend)
+        for r, e in zip(res, ref):
+            np.testing.assert_array_equal(r, e)
+        np.testing.assert_array_equal(cc, c)
+    res = mlpgx.mlpg_adjoint(g, m, v, output=c.astype(np.float32).astype(np.float64).tolist(),
+                             backend=backend)
+    assert res[0].dtype == np.float64
+    # float32 inputs: a float64 output is cast (it is read, never written)
+    m32, v32 = m.astype(np.float32), v.astype(np.float32)
+    c32 = mlpgx.mlpg(m32, v32, backend=backend)
+    a = mlpgx.mlpg_adjoint(g.astype(np.float32), m32, v32, output=c32, backend=backend)
+    b = mlpgx.mlpg_adjoint(g.astype(np.float32), m32, v32, output=c32.astype(np.float64),
+                           backend=backend)
+    for r, e in zip(a, b):
+        assert r.dtype == np.float32
+        np.testing.assert_array_equal(r, e)
+
+
+def test_output_none_is_the_plain_adjoint(backend):
+    m, v, g = _means(), _variances(), _means((T, D), seed=7)
+    for r, e in zip(mlpgx.mlpg_adjoint(g, m, v, output=None, backend=backend),
+                    mlpgx.mlpg_adjoint(g, m, v, backend=backend)):
+        np.testing.assert_array_equal(r, e)
+
+
+# --------------------------------------------------------------------------
 # options: backend, boundary, num_threads
 # --------------------------------------------------------------------------
 

@@ -75,9 +75,11 @@ def test_the_kernel_that_runs(monkeypatch, solver, rng):
     mlpgx.mlpg(x, windows=DELTA)
     mlpgx.mlpg(x, windows=GENERAL_SETS["wide9"])
     mlpgx.mlpg_adjoint(rng.standard_normal((20, 4)), x, np.ones_like(x), windows=DELTA)
+    mlpgx.mlpg_adjoint(rng.standard_normal((20, 4)), x, windows=DELTA,
+                       output=mlpgx.mlpg(x, windows=DELTA))
     solver.USE_BAND2 = False
     mlpgx.mlpg(x, windows=DELTA)
-    assert used == ["band2", "general", "band2", "general"]
+    assert used == ["band2", "general", "band2", "band2", "band2", "general"]
 
 
 def _both(solver, fn):
@@ -113,10 +115,16 @@ def test_agrees_with_general_kernel(name, form, boundary, dtype, solver, rng):
         assert c[0].dtype == dtype
         assert not np.any(c[0][1:][np.arange(T)[None, :] >= lengths[1:, None]])
         adj = _both(solver, lambda: mlpgx.mlpg_adjoint(g, means, **kw, **wkw))
-        for got, want in zip(adj[0], adj[1]):
+        # and given the forward's output (the padding of c[1] is never read)
+        c_padded = c[0].copy()
+        c_padded[np.arange(T)[None, :] >= lengths[:, None]] = np.nan
+        adj_o = _both(solver, lambda: mlpgx.mlpg_adjoint(g, means, **kw, **wkw, output=c_padded,
+                                                         check_finite=False))
+        for got, want in zip(adj[0] + adj_o[0] + adj_o[1], adj[1] * 3):
             if want is None:
                 assert got is None
                 continue
+            assert np.all(np.isfinite(got))
             _close(got, want, dtype)
         if "precisions" in wkw or "variances" in wkw:
             rhs_kw = dict(wkw)

@@ -116,6 +116,40 @@ def test_resolve_rejects_garbage():
 # custom backends
 # --------------------------------------------------------------------------
 
+class ReusingOutput(Counting):
+    """Declares ``reuses_output`` and records what its adjoint is given."""
+
+    name = "reusing"
+    reuses_output = True
+
+    def __init__(self):
+        super().__init__()
+        self.given = []
+
+    def adjoint(self, problem, grad_output, output=None):
+        self.given.append(output)
+        return super().adjoint(problem, grad_output)
+
+
+def test_output_reaches_only_backends_that_reuse_it(reg):
+    b = reg("reusing-test", ReusingOutput)
+    m, v = _problem()
+    g = np.ones((T, D))
+    c = mlpgx.mlpg(m, v, backend="reference")
+    mlpgx.mlpg_adjoint(g, m, v, backend="reusing-test")
+    mlpgx.mlpg_adjoint(g, m, v, output=c.tolist(), backend="reusing-test")
+    assert b.given[0] is None
+    # validated like grad_output: batched, contiguous, the problem's dtype
+    assert b.given[1].shape == (1, T, D) and b.given[1].flags.c_contiguous
+    np.testing.assert_array_equal(b.given[1][0], c)
+    assert B.get("cython").reuses_output and not B.get("reference").reuses_output
+    # verify checks the path that reuses the output too
+    rep = mlpgx.verify(m, v, backend="reusing-test")
+    assert rep.passed and "grad_means (output=)" in rep.results
+    reg("counting-test", Counting)
+    assert "grad_means (output=)" not in mlpgx.verify(m, v, backend="counting-test").results
+
+
 def test_register_custom_and_use_by_name(reg):
     b = reg("counting-test", Counting)          # a class: instantiated
     assert isinstance(b, Counting)
@@ -127,6 +161,11 @@ def test_register_custom_and_use_by_name(reg):
     gm, gv = mlpgx.mlpg_adjoint(g, m, v, backend="counting-test")
     x = mlpgx.mlpg_solve(g, v, backend="counting-test")
     assert b.calls == {"forward": 1, "adjoint": 1, "solve": 1}
+    # its adjoint takes no output=: one given to mlpg_adjoint is not passed on
+    assert not b.reuses_output
+    for r, e in zip(mlpgx.mlpg_adjoint(g, m, v, output=c, backend="counting-test"), (gm, gv)):
+        np.testing.assert_array_equal(r, e)
+    b.calls["adjoint"] -= 1
     np.testing.assert_array_equal(c, mlpgx.mlpg(m, v, backend="reference"))
     np.testing.assert_array_equal(x, mlpgx.mlpg_solve(g, v, backend="reference"))
     # a Backend instance is accepted directly too

@@ -35,6 +35,8 @@ cdef enum SolverMode:
     MODE_FORWARD = 0    # rhs = r from the means; writes c
     MODE_SOLVE = 1      # rhs = the given g; writes x = R^{-1} g
     MODE_ADJOINT = 2    # rhs = (r, g); writes dL/dmu and dL/dweights
+    MODE_ADJOINT_FROM_OUTPUT = 3   # rhs = g, c read from out (the forward's
+                                   # output); writes dL/dmu and dL/dweights
 
 cdef enum WeightKind:
     KIND_VARIANCE = 0
@@ -53,7 +55,7 @@ ctypedef struct Plan:
     Py_ssize_t P            # max left extent
     Py_ssize_t Q            # max right extent
     Py_ssize_t chunk        # capacity (columns) of the per-thread workspace
-    Py_ssize_t nrhs         # 1 (forward, solve) or 2 (adjoint)
+    Py_ssize_t nrhs         # 2 (adjoint), else 1
     Py_ssize_t frame_mask   # precision ring: power of two > P + Q, minus 1
     Py_ssize_t factor_mask  # factor ring: power of two > k, minus 1
     Py_ssize_t sol_mask     # solution ring: power of two > max(P + Q, k), minus 1

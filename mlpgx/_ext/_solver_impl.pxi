@@ -99,7 +99,8 @@ cdef enum:
 #: system is rounding noise of order (k + 1) * eps * R[i, i], far below it.
 PIVOT_RTOL = 1e-13
 
-MODES = {"forward": MODE_FORWARD, "solve": MODE_SOLVE, "adjoint": MODE_ADJOINT}
+MODES = {"forward": MODE_FORWARD, "solve": MODE_SOLVE, "adjoint": MODE_ADJOINT,
+         "adjoint_from_output": MODE_ADJOINT_FROM_OUTPUT}
 WEIGHT_KINDS = {"variance": KIND_VARIANCE, "precision": KIND_PRECISION, None: KIND_UNIT}
 
 
@@ -143,6 +144,11 @@ cdef inline tile _load_tile(const floating* p) noexcept nogil:
         return tile_loadf(p)
     else:
         return tile_load(p)
+
+
+cdef inline bint _writes_gradients(int mode) noexcept nogil:
+    # The adjoint modes write dL/dmu and dL/dweights (the others write out).
+    return mode == MODE_ADJOINT or mode == MODE_ADJOINT_FROM_OUTPUT
 
 
 cdef inline bint _active(const Plan* pl, Py_ssize_t l, Py_ssize_t t, Py_ssize_t n) noexcept nogil:
@@ -221,7 +227,7 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     # ---- frames beyond the sequence's length are 0
     cdef Py_ssize_t t, l
     for t in range(n, pl.T):
-        if pl.mode == MODE_ADJOINT:
+        if _writes_gradients(pl.mode):
             for l in range(pl.L):
                 memset(gmeans + t * pl.LD + l * pl.D + d0, 0, nd * sizeof(floating))
                 if gweights != NULL:
@@ -281,7 +287,15 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
     cdef floating* sc
     cdef const floating* scl
     cdef floating* gw
-    cdef bint has_means = means != NULL
+    cdef const floating* crow
+    # the forward's output given: c is read from out, never solved for
+    cdef bint given = pl.mode == MODE_ADJOINT_FROM_OUTPUT
+    cdef bint grads = _writes_gradients(pl.mode)
+    # the sweep reads the means for r only
+    cdef const floating* sweep_means = means
+    if given:
+        sweep_means = NULL
+    cdef bint has_means = sweep_means != NULL
 
     # padding lanes: precision 1 for every window and frame, everything else 0
     memset(ws, 0, _workspace_doubles(pl) * sizeof(double))
@@ -291,9 +305,9 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
 
     # ---- forward sweep: form row i of R and r, factor it, forward-substitute
     for t in range(-pl.Q, P):
-        _load_frame(pl, means, weights, n, t, d0, nd, pring, pmring)
+        _load_frame(pl, sweep_means, weights, n, t, d0, nd, pring, pmring)
     for i in range(n):
-        _load_frame(pl, means, weights, n, i + P, d0, nd, pring, pmring)
+        _load_frame(pl, sweep_means, weights, n, i + P, d0, nd, pring, pmring)
         if g != NULL:
             gi = g + i * D + d0
             for d in range(nd):
@@ -361,7 +375,7 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
     # ---- back substitution from the end; in adjoint mode frame t = i + P is
     # complete once row i is solved, so its gradients are written right away
     i = n - 1
-    while i >= (-P if pl.mode == MODE_ADJOINT else 0):
+    while i >= (-P if grads else 0):
         if i >= 0:
             islot = i & pl.sol_mask
             bmax = k if k < n - 1 - i else n - 1 - i
@@ -373,13 +387,13 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
                         vacc = tile_fnma(vacc, _load_tile(scratch + (i + b) * S + (b - 1) * CH + jo),
                                        tile_load(sring + (((i + b) & pl.sol_mask) * nr + r) * CH + jo))
                     tile_store(sring + (islot * nr + r) * CH + jo, vacc)
-            if pl.mode != MODE_ADJOINT:
+            if not grads:
                 src = sring + islot * nr * CH
                 o = out + i * D + d0
                 for d in range(nd):
                     o[d] = <floating>src[d]
         t = i + P
-        if pl.mode == MODE_ADJOINT and t < n:
+        if grads and t < n:
             # the rows read next (mlpgx_band2.h)
             mlpgx_prefetch_grad_rows(means, weights, t, <int>L, D, LD, pl.w_row_stride, d0, nd,
                                      sizeof(floating))
@@ -393,7 +407,8 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
                     if gw != NULL:
                         memset(gw, 0, nd * sizeof(floating))
                     continue
-                # W_l c and W_l v at frame t (the solutions are c: 0, v: 1)
+                # W_l c and W_l v at frame t (the solutions are c: 0, v: 1;
+                # v alone when c is given)
                 for jt in range(ntiles):
                     jo = jt * TILE
                     vacc = tile_zero()
@@ -404,10 +419,22 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
                         if j < 0 or j >= n or coef == 0.0:
                             continue
                         src = sring + (j & pl.sol_mask) * nr * CH + jo
-                        vacc = tile_axpy(vacc, coef, tile_load(src))
-                        vpiv = tile_axpy(vpiv, coef, tile_load(src + CH))
+                        if not given:
+                            vacc = tile_axpy(vacc, coef, tile_load(src))
+                        vpiv = tile_axpy(vpiv, coef, tile_load(src + (nr - 1) * CH))
                     tile_store(Wc + jo, vacc)
                     tile_store(Wv + jo, vpiv)
+                if given:
+                    # W_l c from the output's rows (element-wise: a whole
+                    # tile could read past the end of the array)
+                    for u in range(pl.win_width[l]):
+                        j = t - pl.win_left[l] + u
+                        coef = pl.coeffs[pl.win_offset[l] + u]
+                        if j < 0 or j >= n or coef == 0.0:
+                            continue
+                        crow = out + j * D + d0
+                        for d in range(nd):
+                            Wc[d] += coef * crow[d]
                 _precision_row(pl, weights, t, l, d0, nd, prow)
                 mu = means + t * LD + l * D + d0
                 # dL/dmu = p W v;  dL/dp = (W v)(mu - W c);  dL/dvar = -p^2 dL/dp
@@ -655,13 +682,15 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     means (B*T*L*D), weights (B*T*L*D or L*D), g (B*T*D); outputs out
     (B*T*D) for forward/solve, gmeans and gweights (B*T*L*D) or gw_acc
     (B*L*D, float64, zeroed) for adjoint; all of one float dtype (gw_acc
-    float64), lengths intp.  Absent arrays are placeholders flagged by the
+    float64), lengths intp.  Mode ``"adjoint_from_output"`` is the adjoint
+    with ``out`` an input: the forward's output c for these inputs, read
+    instead of solved for (one right-hand side, g).  Absent arrays are placeholders flagged by the
     ``has_*`` arguments.  Raises LinAlgError naming the sequence, frame and
     dimension of a non-positive pivot.  Returns the kernel planned:
     ``"band2"`` (windows reaching at most one frame to each side, see
     mlpgx_band2.h) or ``"general"``.
     """
-    dtype = (out if mode != "adjoint" else gmeans).dtype
+    dtype = (gmeans if mode.startswith("adjoint") else out).dtype
     if dtype == np.float64:
         return _run_typed[double](mode, windows, zero_lo, zero_hi, weight_kind, means, weights,
                                   g, out, gmeans, gweights, gw_acc, lengths, T, D, has_means,
@@ -695,7 +724,7 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.D = D
     pl.LD = L * D
     pl.mode = MODES[mode]
-    pl.nrhs = 2 if pl.mode == MODE_ADJOINT else 1
+    pl.nrhs = 2 if pl.mode == MODE_ADJOINT else 1   # (the output given: g alone)
     pl.weight_kind = WEIGHT_KINDS[weight_kind if has_weights else None]
     pl.w_row_stride = 0 if global_weights else L * D
     pl.w_batch_stride = 0 if global_weights else T * L * D
@@ -735,9 +764,11 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
         wpt = <const floating*>_data(weights, typenum, n_w, False, "weights")
     if has_g:
         gp = <const floating*>_data(g, typenum, B * T * D, False, "g")
-    if pl.mode != MODE_ADJOINT:
+    if not _writes_gradients(pl.mode):
         op = <floating*>_data(out, typenum, B * T * D, True, "out")
     else:
+        if pl.mode == MODE_ADJOINT_FROM_OUTPUT:   # read, never written
+            op = <floating*>_data(out, typenum, B * T * D, False, "out")
         gmp = <floating*>_data(gmeans, typenum, n_in, True, "gmeans")
         if has_gweights:
             gwp = <floating*>_data(gweights, typenum, n_in, True, "gweights")

@@ -44,7 +44,8 @@
 
 typedef struct {
     int L;                  /* windows, 1 .. MLPGX_B2_MAX_WINDOWS; window 0 is [1] */
-    int mode;               /* 0 forward (rhs r), 1 solve (rhs g), 2 adjoint (r and g) */
+    int mode;               /* 0 forward (rhs r), 1 solve (rhs g), 2 adjoint (r and g),
+                             * 3 adjoint with c given in ``out`` (rhs g) */
     int weight_kind;        /* 0 variances, 1 precisions, 2 none (unit) */
     ptrdiff_t D, LD;
     ptrdiff_t w_row_stride; /* 0 for global (per-column) weights */

@@ -87,27 +87,31 @@ MLPGX_B2_INLINE void B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, c
 }
 
 /* The adjoint's gradients of one window at one frame, in one pass:
- * W c and W v from the solutions at frames t-1, t, t+1 (cm, c0, cp; v at
- * offset CH), then gm = p W v and the weight gradient.  KIND: 0 variances,
- * 1 precisions (read from w), 2 unit precisions and no weight gradient;
- * ACC: add the weight gradient to acc (global weights) instead of storing
- * it to gw. */
-MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, ptrdiff_t nd,
-                                           ptrdiff_t CH, double u0, double u1, double u2,
+ * W v and W c at frame t from the solutions at frames t-1, t, t+1, then
+ * gm = p W v and the weight gradient.  v is read from vm, v0, vp (ring rows);
+ * c from the ring rows cm, c0, cp, or with GIVEN from the rows xm, x0, xp of
+ * the forward's output (storage type).  KIND: 0 variances, 1 precisions
+ * (read from w), 2 unit precisions and no weight gradient; ACC: add the
+ * weight gradient to acc (global weights) instead of storing it to gw. */
+MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, const int GIVEN,
+                                           ptrdiff_t nd, double u0, double u1, double u2,
+                                           const double *vm, const double *v0, const double *vp,
                                            const double *cm, const double *c0, const double *cp,
+                                           const B2_T *xm, const B2_T *x0, const B2_T *xp,
                                            const B2_T *w, const B2_T *mu, B2_T *gm, B2_T *gw,
                                            double *acc) {
     ptrdiff_t d;
     MLPGX_B2_IVDEP
     for (d = 0; d < nd; d++) {
-        const double wv = u0 * cm[CH + d] + u1 * c0[CH + d] + u2 * cp[CH + d];
+        const double wv = u0 * vm[d] + u1 * v0[d] + u2 * vp[d];
         double p, wc, dp;
         if (KIND == 2) {
             gm[d] = (B2_T)wv;
             continue;
         }
         p = (KIND == 0) ? B2_FN(b2_recip)(w[d]) : (double)w[d];
-        wc = u0 * cm[d] + u1 * c0[d] + u2 * cp[d];
+        wc = GIVEN ? u0 * (double)xm[d] + u1 * (double)x0[d] + u2 * (double)xp[d]
+                   : u0 * cm[d] + u1 * c0[d] + u2 * cp[d];
         dp = wv * ((double)mu[d] - wc);
         gm[d] = (B2_T)(p * wv);
         if (KIND == 0) dp = -p * p * dp;
@@ -193,9 +197,11 @@ MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, c
 /* One sequence, columns d0 .. d0+nd-1 (see mlpgx_b2_run_*).  L windows;
  * NR right-hand sides; RHS_R: the first right-hand side is r (else g);
  * CZ1: window 1's centre coefficient is 0 (the delta window [-0.5, 0, 0.5]),
- * so the terms it multiplies are left out. */
+ * so the terms it multiplies are left out; GIVEN: the adjoint with the
+ * forward's output given in ``out`` (NR = 1, right-hand side g: c is read,
+ * not solved for). */
 MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const int NR,
-                                   const int RHS_R, const int CZ1,
+                                   const int RHS_R, const int CZ1, const int GIVEN,
                                    const B2_T *means, const B2_T *weights, const B2_T *g,
                                    B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
                                    ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd,
@@ -207,6 +213,8 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
     double *pmring = ws + mlpgx_b2_pm_ring(L);        /* (4, L, RS): precision * mean */
     double *cring = ws + mlpgx_b2_c_ring(L, NR);      /* (4, NR, CH): solutions c (and v) */
     double *zero = cring + 4 * NR * CH;               /* (CH,) zeros */
+    const int GRADS = NR == 2 || GIVEN;               /* the adjoint's gradient pass */
+    const B2_T *sweep_means = RHS_R ? means : NULL;   /* the sweep reads means for r only */
     mlpgx_b2coef cf;
     double *w0 = cf.w0, *w1 = cf.w1, *w2 = cf.w2;
     ptrdiff_t i, d;
@@ -222,12 +230,12 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
            (mlpgx_b2_workspace_doubles(CH, L, NR) - mlpgx_b2_d_ring(L)) * sizeof(double));
 
     /* ---- forward sweep: row i of R and r, its LDL^T row, forward substitution */
-    B2_FN(b2_load_frame)(pl, L, 3, means, weights, n, -1, d0, nd, pring, pmring);
-    B2_FN(b2_load_frame)(pl, L, 0, means, weights, n, 0, d0, nd, pring, pmring);
+    B2_FN(b2_load_frame)(pl, L, 3, sweep_means, weights, n, -1, d0, nd, pring, pmring);
+    B2_FN(b2_load_frame)(pl, L, 0, sweep_means, weights, n, 0, d0, nd, pring, pmring);
     /* rows in groups of 4, one per ring slot, so that the slots are
      * compile-time constants (see MLPGX_B2_RS) */
 #define B2_FORWARD_ROW(SLOT, row) \
-    B2_FN(b2_forward_row)(pl, L, NR, RHS_R, CZ1, SLOT, row, means, weights, g, n, d0, nd, \
+    B2_FN(b2_forward_row)(pl, L, NR, RHS_R, CZ1, SLOT, row, sweep_means, weights, g, n, d0, nd, \
                           ws, scratch, &cf)
     for (i = 0; i + 4 <= n; i += 4) {
         if (B2_FORWARD_ROW(0, i)) return 1;
@@ -244,7 +252,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
 
     /* ---- back substitution from the end; in adjoint mode the gradients of
      * frame t = i + 1 are complete once row i is solved */
-    for (i = n - 1; i >= (NR == 2 ? -1 : 0); i--) {
+    for (i = n - 1; i >= (GRADS ? -1 : 0); i--) {
         double *c = cring + (i & 3) * NR * CH;
         if (i >= 0) {
             const double *c1 = cring + ((i + 1) & 3) * NR * CH;
@@ -253,13 +261,13 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
             const B2_T *l1 = (i + 1 < n) ? scratch + (i + 1) * S : (const B2_T *)zero;
             const B2_T *l2 = (i + 2 < n) ? scratch + (i + 2) * S + CH : (const B2_T *)zero;
             const B2_T *z = scratch + i * S + 2 * CH;
-            B2_T *o = (NR == 1) ? out + i * D + d0 : NULL;
+            B2_T *o = (NR == 1 && !GIVEN) ? out + i * D + d0 : NULL;
             MLPGX_B2_IVDEP
             for (d = 0; d < nd; d++) {
                 double x = (double)z[d] - (double)l1[d] * c1[d] - (double)l2[d] * c2[d];
                 c[d] = x;
-                if (NR == 1) o[d] = (B2_T)x;
-                else {
+                if (NR == 1 && !GIVEN) o[d] = (B2_T)x;
+                if (NR == 2) {
                     x = (double)z[CH + d] - (double)l1[d] * c1[CH + d] - (double)l2[d] * c2[CH + d];
                     c[CH + d] = x;
                 }
@@ -267,13 +275,23 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
         } else {
             memset(c, 0, NR * CH * sizeof(double));   /* c[-1] = v[-1] = 0 */
         }
-        if (NR == 2 && i + 1 < n) {
+        if (GRADS && i + 1 < n) {
             const ptrdiff_t t = i + 1;
             mlpgx_prefetch_grad_rows(means, weights, t, L, D, LD, pl->w_row_stride, d0, nd,
                                      (ptrdiff_t)sizeof(B2_T));   /* the rows read next */
             const double *cm = c;                                  /* frame t-1 */
             const double *c0 = cring + (t & 3) * NR * CH;          /* frame t */
             const double *cp = cring + ((t + 1) & 3) * NR * CH;    /* frame t+1 */
+            /* v: the last right-hand side's solution rows; with GIVEN, c from
+             * the given output (terms outside the sequence multiply zeros) */
+            const double *vm = cm + (NR - 1) * CH, *v0 = c0 + (NR - 1) * CH;
+            const double *vp = cp + (NR - 1) * CH;
+            const B2_T *xm = NULL, *x0 = NULL, *xp = NULL;
+            if (GIVEN) {
+                xm = (t >= 1) ? out + (t - 1) * D + d0 : (const B2_T *)zero;
+                x0 = out + t * D + d0;
+                xp = (t + 1 < n) ? out + (t + 1) * D + d0 : (const B2_T *)zero;
+            }
             double *p = pring;      /* the rings are free now: scratch rows */
             for (l = 0; l < L; l++) {
                 B2_T *gm = gmeans + t * LD + l * D + d0;
@@ -288,27 +306,31 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                 }
                 /* dL/dmu = p W v;  dL/dp = (W v)(mu - W c);  dL/dvar = -p^2 dL/dp;
                  * one pass per window (the precisions recomputed in it) */
+#define B2_GRAD(KIND, ACC, wt, gm, gw, acc) \
+    B2_FN(b2_grad_window)(KIND, ACC, GIVEN, nd, u0, u1, u2, vm, v0, vp, cm, c0, cp, \
+                          xm, x0, xp, wt, mu, gm, gw, acc)
                 if (pl->weight_kind == 2) {
-                    B2_FN(b2_grad_window)(2, 0, nd, CH, u0, u1, u2, cm, c0, cp, NULL, mu, gm, NULL, NULL);
+                    B2_GRAD(2, 0, NULL, gm, NULL, NULL);
                 } else if (gw == NULL && acc == NULL) {
                     B2_FN(b2_precisions)(pl, weights, l, t, d0, nd, p);
-                    B2_FN(b2_grad_window)(2, 0, nd, CH, u0, u1, u2, cm, c0, cp, NULL, mu, gm, NULL, NULL);
+                    B2_GRAD(2, 0, NULL, gm, NULL, NULL);
                     MLPGX_B2_IVDEP
                     for (d = 0; d < nd; d++) gm[d] = (B2_T)(p[d] * (double)gm[d]);
                 } else {
                     const B2_T *wt = weights + t * pl->w_row_stride + l * D + d0;
                     if (pl->weight_kind == 0) {
                         if (gw != NULL)
-                            B2_FN(b2_grad_window)(0, 0, nd, CH, u0, u1, u2, cm, c0, cp, wt, mu, gm, gw, NULL);
+                            B2_GRAD(0, 0, wt, gm, gw, NULL);
                         else
-                            B2_FN(b2_grad_window)(0, 1, nd, CH, u0, u1, u2, cm, c0, cp, wt, mu, gm, NULL, acc);
+                            B2_GRAD(0, 1, wt, gm, NULL, acc);
                     } else {
                         if (gw != NULL)
-                            B2_FN(b2_grad_window)(1, 0, nd, CH, u0, u1, u2, cm, c0, cp, wt, mu, gm, gw, NULL);
+                            B2_GRAD(1, 0, wt, gm, gw, NULL);
                         else
-                            B2_FN(b2_grad_window)(1, 1, nd, CH, u0, u1, u2, cm, c0, cp, wt, mu, gm, NULL, acc);
+                            B2_GRAD(1, 1, wt, gm, NULL, acc);
                     }
                 }
+#undef B2_GRAD
             }
         }
     }
@@ -316,8 +338,8 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
 }
 
 #define B2_CLONE(Lc, NRc, RHSc, CZc) \
-    B2_FN(b2_core)(pl, Lc, NRc, RHSc, CZc, means, weights, g, out, gmeans, gweights, gw_acc, \
-                   n, d0, nd, ws, scratch)
+    B2_FN(b2_core)(pl, Lc, NRc, RHSc, CZc, GIVENc, means, weights, g, out, gmeans, gweights, \
+                   gw_acc, n, d0, nd, ws, scratch)
 #define B2_BY_L(NRc, RHSc) \
     switch (pl->L * 2 + (pl->L > 1 && pl->w[1][1] == 0.0)) { \
     case 2: return B2_CLONE(1, NRc, RHSc, 0); \
@@ -338,13 +360,18 @@ static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
                                B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
                                ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd,
                                double *ws, B2_T *scratch) {
+#define GIVENc 0
     if (pl->mode == 0) {
         B2_BY_L(1, 1)
     } else if (pl->mode == 1) {
         B2_BY_L(1, 0)
-    } else {
+    } else if (pl->mode == 2) {
         B2_BY_L(2, 1)
     }
+#undef GIVENc
+#define GIVENc 1
+    B2_BY_L(1, 0)   /* mode 3 */
+#undef GIVENc
 }
 
 #undef B2_BY_L

@@ -110,6 +110,10 @@ class Backend:
         Whether it applies the voicing (MSD) rule of ``problem.voiced``
         itself.  Otherwise (the default) it receives the equivalent plain
         problem built by :func:`mlpgx._msd.lower` and never sees a mask.
+    reuses_output : bool
+        Whether its :meth:`adjoint` takes ``output=`` (the forward's result
+        for the same problem) and reads ``c`` from it instead of solving for
+        it again.  Backends without it are never given one.
     """
 
     name: str = "base"
@@ -120,6 +124,7 @@ class Backend:
     exact: bool = True
     torch_devices: Tuple[str, ...] = ()
     handles_voicing: bool = False
+    reuses_output: bool = False
     description: str = ""
 
     def availability(self) -> Tuple[bool, str]:
@@ -131,8 +136,15 @@ class Backend:
         frames ``t >= lengths[b]``."""
         raise NotImplementedError(f"backend {self.name!r} has no forward")
 
-    def adjoint(self, problem: Problem, grad_output) -> Tuple[object, Optional[object]]:
+    def adjoint(self, problem: Problem, grad_output,
+                output=None) -> Tuple[object, Optional[object]]:
         """Vector-Jacobian product for ``grad_output`` ``(B, T, D)``.
+
+        ``output`` (only passed to backends with ``reuses_output``): ``None``,
+        or the forward's result ``c`` ``(B, T, D)`` for this problem (its
+        array module and dtype, C-contiguous, finite inside the lengths),
+        read where ``c`` is needed (``dL/dp = (W v)(mu - W c)``) instead of
+        solving ``R c = r`` again.  Only ``v = R^{-1} g`` is solved then.
 
         Returns ``(grad_means, grad_weights)``: ``grad_means`` ``(B, T, L*D)``;
         ``grad_weights`` has the shape of ``problem.weights`` (summed over
@@ -159,7 +171,8 @@ class KernelBackend(Backend):
     """A backend whose three operations are one kernel entry point
     ``_run(mode, problem, frames=None, outputs=None)`` with ``mode`` in
     :data:`OPERATIONS` (``frames`` is the upstream gradient or the right-hand
-    side).  ``outputs``, when given, are preallocated result arrays (see
+    side); a backend with ``reuses_output`` also takes mode
+    ``"adjoint_from_output"`` with the forward's result as ``given_output=``.  ``outputs``, when given, are preallocated result arrays (see
     :func:`allocate_outputs`) that the kernel writes into and returns; a
     backend listing ``"cuda"`` in ``torch_devices`` must accept them
     (``mlpgx.torch`` passes CuPy views of torch-allocated tensors)."""
@@ -170,7 +183,9 @@ class KernelBackend(Backend):
     def forward(self, problem: Problem):
         return self._run("forward", problem)
 
-    def adjoint(self, problem: Problem, grad_output):
+    def adjoint(self, problem: Problem, grad_output, output=None):
+        if output is not None:
+            return self._run("adjoint_from_output", problem, grad_output, given_output=output)
         return self._run("adjoint", problem, grad_output)
 
     def solve(self, problem: Problem, rhs):

@@ -34,6 +34,7 @@ class CythonBackend(KernelBackend):
     name = "cython"
     array_module = "numpy"
     torch_devices = ("cpu",)       # zero-copy through Tensor.numpy()
+    reuses_output = True           # mode "adjoint_from_output" of the solver
     description = "compiled banded LDL^T (Cython, OpenMP), O(T) per dimension"
 
     @property
@@ -54,14 +55,17 @@ class CythonBackend(KernelBackend):
     def _placeholder(cls, dtype):
         return cls._PLACEHOLDERS[np.dtype(dtype)]
 
-    def _run(self, mode: str, pb: Problem, g=None):
+    def _run(self, mode: str, pb: Problem, g=None, given_output=None):
         T, D = pb.n_frames, pb.static_dim
         dt = pb.dtype
         ph = self._placeholder(dt)
         lo, hi = pb.zero_frame_ranges()
         has_means = pb.means is not None
         has_weights = pb.weights is not None
-        out, gmeans, gweights, gw_acc = allocate_outputs(np, mode, pb)
+        adjoint = mode.startswith("adjoint")
+        out, gmeans, gweights, gw_acc = allocate_outputs(np, "adjoint" if adjoint else mode, pb)
+        if given_output is not None:   # read by the kernel, never written
+            out = given_output
         _solver.run(
             mode, pb.windows, lo, hi, pb.weight_kind,
             pb.means.reshape(-1) if has_means else ph,
@@ -76,7 +80,7 @@ class CythonBackend(KernelBackend):
             gweights is not None, gw_acc is not None,
             num_threads=pb.num_threads,
         )
-        if mode != "adjoint":
+        if not adjoint:
             return out
         if gw_acc is not None:
             gweights = gw_acc.sum(axis=0).astype(dt)
