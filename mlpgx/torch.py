@@ -25,7 +25,8 @@ Three ``torch.library.custom_op`` operators, each with a ``register_fake``
 
 ``mlpgx::mlpg``          ``c = R^{-1} r``                   (autograd registered)
 ``mlpgx::mlpg_solve``    ``x = R^{-1} rhs``                 (autograd registered)
-``mlpgx::mlpg_adjoint``  fused ``(dL/dmu, dL/dw)``          (no autograd: first-order fast path)
+``mlpgx::mlpg_adjoint``  fused ``(dL/dmu, dL/dw)``          (no autograd: first-order fast path;
+                         takes the saved output ``c``)
 
 Windows cross the operator boundary as ``int[] lefts, int[] rights,
 float[] coeffs`` (coefficients concatenated), the boundary rule and the
@@ -65,9 +66,10 @@ Backward of ``mlpgx::mlpg`` for an upstream gradient ``g`` (``docs/math.md``)::
 
 with ``m_l`` the 0/1 mask of the boundary rule and the lengths.  When the
 backward runs without ``create_graph`` (grad mode off inside the backward),
-it calls the fused ``mlpgx::mlpg_adjoint`` (one factorisation, the exact
-NumPy adjoint).  With ``create_graph=True`` it evaluates the formula above
-from differentiable pieces: ``mlpgx::mlpg_solve`` (itself differentiable:
+it calls the fused ``mlpgx::mlpg_adjoint`` (the exact NumPy adjoint) with
+the saved output ``c``, so only ``v`` is solved for (``output=`` of
+:func:`mlpgx.mlpg_adjoint`).  With ``create_graph=True`` it evaluates the
+formula above from differentiable pieces: ``mlpgx::mlpg_solve`` (itself differentiable:
 ``dL/drhs = R^{-1} gx``, ``dL/dp_l = -m_l (W_l R^{-1} gx) (W_l x)``), the
 saved output ``c`` (differentiable through ``mlpgx::mlpg``) and window
 applications ``W_l x`` written as zero-padded shifts times constant
@@ -219,13 +221,13 @@ def _solve_op(rhs: torch.Tensor, weights: Optional[torch.Tensor], weight_kind: s
 @torch.library.custom_op("mlpgx::mlpg_adjoint", mutates_args=())
 def _adjoint_op(grad_output: torch.Tensor, means: torch.Tensor, weights: Optional[torch.Tensor],
                 weight_kind: str, lefts: List[int], rights: List[int], coeffs: List[float],
-                lengths: Optional[torch.Tensor], boundary: str,
-                check_finite: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                lengths: Optional[torch.Tensor], boundary: str, check_finite: bool,
+                output: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     wins = _decode(*_args(lefts, rights, coeffs))
     gm, gw = mlpgx.mlpg_adjoint(_np(grad_output), _np(means), windows=wins,
                                 lengths=_cpu_lengths(lengths), boundary=boundary,
-                                backend=_backend_for(means.device), check_finite=check_finite,
-                                **_weights_kw(weights, weight_kind))
+                                output=_np(output), backend=_backend_for(means.device),
+                                check_finite=check_finite, **_weights_kw(weights, weight_kind))
     gw = torch.from_numpy(gw) if gw is not None else means.new_empty(0)
     return torch.from_numpy(gm), gw
 
@@ -335,7 +337,8 @@ def _cuda_solve(rhs, weights, weight_kind, lefts, rights, coeffs, lengths, bound
 
 
 def _cuda_adjoint(grad_output, means, weights, weight_kind, lefts, rights, coeffs, lengths,
-                  boundary, check_finite):
+                  boundary, check_finite, output=None):
+    # (output unused: the cuda backend solves for c itself, Backend.reuses_output)
     gm, gw = _cuda_run("adjoint", grad_output, means, weights, weight_kind, lefts, rights,
                        coeffs, lengths, boundary, check_finite)
     return gm, gw if gw is not None else means.new_empty(0)
@@ -371,7 +374,7 @@ def _(rhs, weights, weight_kind, lefts, rights, coeffs, lengths, boundary, check
 
 @_adjoint_op.register_fake
 def _(grad_output, means, weights, weight_kind, lefts, rights, coeffs, lengths, boundary,
-      check_finite):
+      check_finite, output=None):
     gm = torch.empty_like(means, memory_format=torch.contiguous_format)
     if weights is None:
         return gm, means.new_empty(0)
@@ -461,8 +464,10 @@ def _mlpg_backward(g, means, weights, lengths, out, spec: _Spec, need_m, need_w)
     if not need_m and not need_w:
         return None, None
     if not torch.is_grad_enabled():
-        # first order: the fused adjoint (exactly mlpgx.mlpg_adjoint)
-        gm, gw = _adjoint_op(g, means, weights, *spec.op_args(), lengths, spec.boundary, False)
+        # first order: the fused adjoint (exactly mlpgx.mlpg_adjoint), reading
+        # c from the saved output instead of solving for it again
+        gm, gw = _adjoint_op(g, means, weights, *spec.op_args(), lengths, spec.boundary, False,
+                             out)
         return (gm if need_m else None), (gw if need_w and weights is not None else None)
     unbatched = means.dim() == 2
     g3, w3, n3 = _batched(g, weights, lengths)
@@ -586,15 +591,16 @@ def _vm_single(op):
 
 
 def _adjoint_vmap(info, in_dims, grad_output, means, weights, kind, lefts, rights, coeffs,
-                  lengths, boundary, check_finite):
+                  lengths, boundary, check_finite, output=None):
     V = info.batch_size
     gf, _ = _vm_frames(V, grad_output, in_dims[0])
+    of = None if output is None else _vm_frames(V, output, in_dims[10])[0]
     mf, ps = _vm_frames(V, means, in_dims[1])
     # gradients of global weights are per-sample sums: compute them per frame
     glob = weights is not None and weights.dim() - (in_dims[2] is not None) == 1
     wf = _vm_weights(V, weights, in_dims[2], ps, keep_global=False)
     nf = _vm_lengths(V, lengths, in_dims[7])
-    gm, gw = _adjoint_op(gf, mf, wf, kind, lefts, rights, coeffs, nf, boundary, check_finite)
+    gm, gw = _adjoint_op(gf, mf, wf, kind, lefts, rights, coeffs, nf, boundary, check_finite, of)
     gm = _vm_unfold(V, gm, ps)
     if weights is None:
         gw = gw.new_empty(V, 0)

@@ -100,7 +100,8 @@ def test_inputs_unmodified_and_noncontiguous(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["variance", "precision", "none"])
 def test_grad_equals_numpy_adjoint(rng, dtype, kind):
-    """First-order backward is the fused adjoint: bit for bit."""
+    """First-order backward is the fused adjoint given the saved output, bit
+    for bit; and (float32: to rounding) the adjoint that solves for c."""
     mu, w = _problem(rng, B=3, T=50, D=4, dtype=dtype)
     lengths = [50, 31, 7]
     g = rng.normal(size=(3, 50, 4)).astype(dtype)
@@ -108,13 +109,18 @@ def test_grad_equals_numpy_adjoint(rng, dtype, kind):
     tw = torch.from_numpy(w).requires_grad_()
     out = mt.mlpg(m, windows=ASYM, lengths=lengths, boundary="nnmnkwii", **_kw(kind, tw))
     out.backward(torch.from_numpy(g))
-    gm, gw = mlpgx.mlpg_adjoint(g, mu, windows=ASYM, lengths=lengths, boundary="nnmnkwii",
-                                **_kw(kind, w))
+    common = dict(windows=ASYM, lengths=lengths, boundary="nnmnkwii", **_kw(kind, w))
+    gm, gw = mlpgx.mlpg_adjoint(g, mu, output=out.detach().numpy(), **common)
     np.testing.assert_array_equal(m.grad.numpy(), gm)
     if kind == "none":
         assert tw.grad is None
     else:
         np.testing.assert_array_equal(tw.grad.numpy(), gw)
+    tol = dict(rtol=1e-12, atol=1e-15) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    gm_solved, gw_solved = mlpgx.mlpg_adjoint(g, mu, **common)
+    np.testing.assert_allclose(m.grad.numpy(), gm_solved, **tol)
+    if kind != "none":
+        np.testing.assert_allclose(tw.grad.numpy(), gw_solved, **tol)
 
 
 @pytest.mark.parametrize("global_w", [False, True])
@@ -253,6 +259,10 @@ def test_opcheck(rng, layout):
             l, r, c = _encode(ASYM)
             torch.library.opcheck(_adjoint_op, (g, mu, ww, kind, list(l), list(r), list(c),
                                                 lengths, boundary, False))
+            # with the forward's output given (what the backward passes)
+            c_out = _mlpg_op(mu, ww, kind, list(l), list(r), list(c), lengths, boundary, False)
+            torch.library.opcheck(_adjoint_op, (g, mu, ww, kind, list(l), list(r), list(c),
+                                                lengths, boundary, False, c_out))
     # the kernels read strided / offset inputs correctly
     want = mlpgx.mlpg(mu.numpy(), w.numpy(), ASYM, lengths=lengths.numpy())
     np.testing.assert_array_equal(mt.mlpg(mu, w, ASYM, lengths=lengths).numpy(), want)
@@ -572,6 +582,15 @@ def test_vmap_rule_folds_into_one_kernel_call(rng, monkeypatch):
     assert calls == [("mlpg_adjoint", (10, 11, 2))] and gw.shape == (5, 6)
     want = _loop(lambda g, m: _adjoint_op(g, m, gvar, "variance", list(l), list(r), list(c),
                                           None, "per-window", True), g, mu)
+    _assert_same(gm, want[0])
+    torch.testing.assert_close(gw, want[1], rtol=1e-12, atol=1e-12)
+    calls.clear()
+    # the forward's output, vmapped like the gradient
+    out = torch.func.vmap(lambda m: mt.mlpg(m, gvar, ASYM))(mu)
+    calls.clear()
+    gm, gw = torch.func.vmap(lambda g, m, o: _adjoint_op(
+        g, m, gvar, "variance", list(l), list(r), list(c), None, "per-window", True, o))(g, mu, out)
+    assert calls == [("mlpg_adjoint", (10, 11, 2))] and gw.shape == (5, 6)
     _assert_same(gm, want[0])
     torch.testing.assert_close(gw, want[1], rtol=1e-12, atol=1e-12)
     calls.clear()
