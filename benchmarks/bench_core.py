@@ -16,6 +16,8 @@ floor      one ``np.copy`` of means + variances (read + write the inputs once)
 fwd, adj   ``mlpgx.mlpg`` / ``mlpgx.mlpg_adjoint`` (cython backend, validation included)
 fwd/floor  the target is <= 2 (stretch 1.5) at T >= 1000
 adj/fwd    the target is <= 2
+adj(out)/fwd  the adjoint given the forward's output (``output=``, what a
+           training step's backward does: c is read, only R^{-1} g is solved)
 ns/frame/dim  forward time per frame and static dimension (flatness across T)
 peak/in    peak extra memory of the adjoint call / bytes of means + variances
 reference  the scipy.sparse backend (timed on a few dimensions, scaled to D)
@@ -103,10 +105,14 @@ def bench_case(B, T, D, dtype, threads, with_peers):
     row["fwd_s"] = best_time(lambda: mlpgx.mlpg(means, variances, num_threads=threads), budget)
     row["adj_s"] = best_time(
         lambda: mlpgx.mlpg_adjoint(g, means, variances, num_threads=threads), budget)
+    c = mlpgx.mlpg(means, variances, num_threads=threads)
+    row["adj_out_s"] = best_time(
+        lambda: mlpgx.mlpg_adjoint(g, means, variances, output=c, num_threads=threads), budget)
     row["fwd_nocheck_s"] = best_time(
         lambda: mlpgx.mlpg(means, variances, num_threads=threads, check_finite=False), budget)
     row["fwd_per_floor"] = row["fwd_s"] / row["floor_s"]
     row["adj_per_fwd"] = row["adj_s"] / row["fwd_s"]
+    row["adj_out_per_fwd"] = row["adj_out_s"] / row["fwd_s"]
     row["ns_per_frame_dim"] = row["fwd_s"] / ((B or 1) * T * D) * 1e9
     row["peak_fwd_per_input"] = peak_extra_bytes(
         lambda: mlpgx.mlpg(means, variances, num_threads=threads)) / nbytes
@@ -145,14 +151,15 @@ def fmt_row(r):
     return (f"| {r['B']} | {r['T']:>7} | {r['D']} | {r['dtype']} | {r['threads']} "
             f"| {r['floor_s'] * 1e3:.3f} | {r['fwd_s'] * 1e3:.3f} | {r['adj_s'] * 1e3:.3f} "
             f"| {r['fwd_per_floor']:.2f} | {r['fwd_nocheck_s'] / r['floor_s']:.2f} "
-            f"| {r['adj_per_fwd']:.2f} | {r['ns_per_frame_dim']:.2f} "
+            f"| {r['adj_per_fwd']:.2f} | {r['adj_out_per_fwd']:.2f} "
+            f"| {r['ns_per_frame_dim']:.2f} "
             f"| {r['peak_adj_per_input']:.2f} | {ref} | {sol} | {gen} |")
 
 
 HEADER = ("| B | T | D | dtype | threads | floor ms | fwd ms | adj ms | fwd/floor "
-          "| fwd/floor (no scan) | adj/fwd | ns/frame/dim | peak/in (adj) "
+          "| fwd/floor (no scan) | adj/fwd | adj(out)/fwd | ns/frame/dim | peak/in (adj) "
           "| reference / fwd | solveh loop / fwd | general kernel / fwd |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def plot(rows, path, machine):
@@ -171,6 +178,8 @@ def plot(rows, path, machine):
         ax.loglog(T, [r["floor_s"] * 1e3 for r in one], "k:", label="memory floor (np.copy)")
         ax.loglog(T, [r["fwd_s"] * 1e3 for r in one], "C0-o", label="mlpgx forward, 1 thread")
         ax.loglog(T, [r["adj_s"] * 1e3 for r in one], "C0--s", label="mlpgx adjoint, 1 thread")
+        ax.loglog(T, [r["adj_out_s"] * 1e3 for r in one], "C0:d",
+                  label="mlpgx adjoint given the output, 1 thread")
         if nmax > 1:
             ax.loglog([r["T"] for r in allt], [r["fwd_s"] * 1e3 for r in allt], "C2-o",
                       label=f"mlpgx forward, {nmax} threads")
