@@ -460,6 +460,12 @@ def _solve(rhs, weights, lengths, spec: _Spec):
     return _call(_solve_op, rhs, weights, *spec.op_args(), lengths, spec.boundary, False)
 
 
+#: Whether the first-order backward hands the saved output to the adjoint
+#: (which then reads ``c`` instead of solving for it again).  Only
+#: benchmarks/bench_torch.py and the tests turn it off, to compare.
+_BACKWARD_REUSES_OUTPUT = True
+
+
 def _mlpg_backward(g, means, weights, lengths, out, spec: _Spec, need_m, need_w):
     if not need_m and not need_w:
         return None, None
@@ -467,7 +473,7 @@ def _mlpg_backward(g, means, weights, lengths, out, spec: _Spec, need_m, need_w)
         # first order: the fused adjoint (exactly mlpgx.mlpg_adjoint), reading
         # c from the saved output instead of solving for it again
         gm, gw = _adjoint_op(g, means, weights, *spec.op_args(), lengths, spec.boundary, False,
-                             out)
+                             out if _BACKWARD_REUSES_OUTPUT else None)
         return (gm if need_m else None), (gw if need_w and weights is not None else None)
     unbatched = means.dim() == 2
     g3, w3, n3 = _batched(g, weights, lengths)

@@ -123,6 +123,30 @@ def test_grad_equals_numpy_adjoint(rng, dtype, kind):
         np.testing.assert_allclose(tw.grad.numpy(), gw_solved, **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_without_reusing_output_is_the_same(rng, dtype, monkeypatch):
+    """The switch bench_torch.py compares with: a backward that solves for c
+    again gives the same gradients (to rounding), and the default reuses it
+    (the op is called with the saved output)."""
+    mu, w = _problem(rng, B=2, T=40, D=3, dtype=dtype)
+    g = torch.from_numpy(rng.normal(size=(2, 40, 3)).astype(dtype))
+    seen = []
+    real = mlpgx.mlpg_adjoint
+    monkeypatch.setattr(mlpgx, "mlpg_adjoint", lambda *a, **k: (
+        seen.append(k.get("output") is not None), real(*a, **k))[1])
+    grads = []
+    for reuse in (True, False):
+        monkeypatch.setattr(mt, "_BACKWARD_REUSES_OUTPUT", reuse)
+        m = torch.from_numpy(mu).requires_grad_()
+        tw = torch.from_numpy(w).requires_grad_()
+        mt.mlpg(m, tw, windows=DELTA, lengths=[40, 29]).backward(g)
+        grads.append((m.grad.numpy(), tw.grad.numpy()))
+    assert seen == [True, False]
+    tol = dict(rtol=1e-12, atol=1e-15) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, **tol)
+
+
 @pytest.mark.parametrize("global_w", [False, True])
 @pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("kind", ["variance", "precision"])
