@@ -684,8 +684,8 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     (B*L*D, float64, zeroed) for adjoint; all of one float dtype (gw_acc
     float64), lengths intp.  Mode ``"adjoint_from_output"`` is the adjoint
     with ``out`` an input: the forward's output c for these inputs, read
-    instead of solved for (one right-hand side, g).  Absent arrays are placeholders flagged by the
-    ``has_*`` arguments.  Raises LinAlgError naming the sequence, frame and
+    instead of solved for (one right-hand side, g).  Absent arrays are
+    placeholders flagged by the ``has_*`` arguments.  Raises LinAlgError naming the sequence, frame and
     dimension of a non-positive pivot.  Returns the kernel planned:
     ``"band2"`` (windows reaching at most one frame to each side, see
     mlpgx_band2.h) or ``"general"``.
