@@ -267,15 +267,8 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule)
-    if problem.voiced is not None:   # unvoiced frames of g are never read (may be NaN)
-        g = frames_array(grad_output, problem, "grad_output", check_finite=False)
-        g = array_namespace(g).where(_msd.unvoiced_frames(problem.voiced, problem.lengths),
-                                     g.dtype.type(0), g)
-        if check_finite:
-            _check_finite(_strip(problem, g), "grad_output", problem.num_threads)
-    else:
-        g = frames_array(grad_output, problem, "grad_output", check_finite)
-    c = None if output is None else _forward_output(problem, output, check_finite)
+    g = _output_frames(problem, grad_output, "grad_output", check_finite)
+    c = None if output is None else _output_frames(problem, output, "output", check_finite)
     b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
                           boundary=problem.boundary)
     gm, gw = run_adjoint(b, problem, g, c)
@@ -283,18 +276,20 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     return _strip(problem, gm), gw
 
 
-def _forward_output(problem, output, check_finite):
-    """``output=`` of :func:`mlpg_adjoint` validated like ``grad_output``
-    (batched, contiguous, the problem's dtype); unvoiced frames carry mlpg's
-    marker and are neither scanned nor read (0 here)."""
+def _output_frames(problem, x, name, check_finite):
+    """An array shaped like mlpg's output (``grad_output``, ``output=``)
+    validated by :func:`frames_array` (batched, contiguous, the problem's
+    dtype).  With a voicing mask its unvoiced frames are set to 0 first:
+    mlpg's output is a marker there, so they may hold anything (NaN) and are
+    neither scanned nor read."""
     if problem.voiced is None:
-        return frames_array(output, problem, "output", check_finite)
-    c = frames_array(output, problem, "output", check_finite=False)
-    c = array_namespace(c).where(_msd.unvoiced_frames(problem.voiced, problem.lengths),
-                                 c.dtype.type(0), c)
+        return frames_array(x, problem, name, check_finite)
+    a = frames_array(x, problem, name, check_finite=False)
+    a = array_namespace(a).where(_msd.unvoiced_frames(problem.voiced, problem.lengths),
+                                 a.dtype.type(0), a)
     if check_finite:
-        _check_finite(_strip(problem, c), "output", problem.num_threads)
-    return c
+        _check_finite(_strip(problem, a), name, problem.num_threads)
+    return a
 
 
 def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=None,

@@ -690,7 +690,7 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     ``"band2"`` (windows reaching at most one frame to each side, see
     mlpgx_band2.h) or ``"general"``.
     """
-    dtype = (gmeans if mode.startswith("adjoint") else out).dtype
+    dtype = (gmeans if _writes_gradients(MODES[mode]) else out).dtype
     if dtype == np.float64:
         return _run_typed[double](mode, windows, zero_lo, zero_hi, weight_kind, means, weights,
                                   g, out, gmeans, gweights, gw_acc, lengths, T, D, has_means,

@@ -337,18 +337,18 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
     return 0;
 }
 
-#define B2_CLONE(Lc, NRc, RHSc, CZc) \
-    B2_FN(b2_core)(pl, Lc, NRc, RHSc, CZc, GIVENc, means, weights, g, out, gmeans, gweights, \
+#define B2_CLONE(Lc, NRc, RHSc, CZc, GIVc) \
+    B2_FN(b2_core)(pl, Lc, NRc, RHSc, CZc, GIVc, means, weights, g, out, gmeans, gweights, \
                    gw_acc, n, d0, nd, ws, scratch)
-#define B2_BY_L(NRc, RHSc) \
+#define B2_BY_L(NRc, RHSc, GIVc) \
     switch (pl->L * 2 + (pl->L > 1 && pl->w[1][1] == 0.0)) { \
-    case 2: return B2_CLONE(1, NRc, RHSc, 0); \
-    case 4: return B2_CLONE(2, NRc, RHSc, 0); \
-    case 5: return B2_CLONE(2, NRc, RHSc, 1); \
-    case 6: return B2_CLONE(3, NRc, RHSc, 0); \
-    case 7: return B2_CLONE(3, NRc, RHSc, 1); \
-    case 8: return B2_CLONE(4, NRc, RHSc, 0); \
-    default: return B2_CLONE(4, NRc, RHSc, 1); \
+    case 2: return B2_CLONE(1, NRc, RHSc, 0, GIVc); \
+    case 4: return B2_CLONE(2, NRc, RHSc, 0, GIVc); \
+    case 5: return B2_CLONE(2, NRc, RHSc, 1, GIVc); \
+    case 6: return B2_CLONE(3, NRc, RHSc, 0, GIVc); \
+    case 7: return B2_CLONE(3, NRc, RHSc, 1, GIVc); \
+    case 8: return B2_CLONE(4, NRc, RHSc, 0, GIVc); \
+    default: return B2_CLONE(4, NRc, RHSc, 1, GIVc); \
     }
 
 /* Solve one sequence (pointers at its frame 0) over columns d0 .. d0+nd-1.
@@ -360,18 +360,15 @@ static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
                                B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
                                ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd,
                                double *ws, B2_T *scratch) {
-#define GIVENc 0
     if (pl->mode == 0) {
-        B2_BY_L(1, 1)
+        B2_BY_L(1, 1, 0)
     } else if (pl->mode == 1) {
-        B2_BY_L(1, 0)
+        B2_BY_L(1, 0, 0)
     } else if (pl->mode == 2) {
-        B2_BY_L(2, 1)
+        B2_BY_L(2, 1, 0)
+    } else {
+        B2_BY_L(1, 0, 1)   /* mode 3: the adjoint with c given */
     }
-#undef GIVENc
-#define GIVENc 1
-    B2_BY_L(1, 0)   /* mode 3 */
-#undef GIVENc
 }
 
 #undef B2_BY_L

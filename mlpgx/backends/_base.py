@@ -171,8 +171,8 @@ class KernelBackend(Backend):
     """A backend whose three operations are one kernel entry point
     ``_run(mode, problem, frames=None, outputs=None)`` with ``mode`` in
     :data:`OPERATIONS` (``frames`` is the upstream gradient or the right-hand
-    side); a backend with ``reuses_output`` also takes mode
-    ``"adjoint_from_output"`` with the forward's result as ``given_output=``.  ``outputs``, when given, are preallocated result arrays (see
+    side); a backend with ``reuses_output`` also takes ``given_output=`` (the
+    forward's result) in mode ``"adjoint"``.  ``outputs``, when given, are preallocated result arrays (see
     :func:`allocate_outputs`) that the kernel writes into and returns; a
     backend listing ``"cuda"`` in ``torch_devices`` must accept them
     (``mlpgx.torch`` passes CuPy views of torch-allocated tensors)."""
@@ -184,9 +184,9 @@ class KernelBackend(Backend):
         return self._run("forward", problem)
 
     def adjoint(self, problem: Problem, grad_output, output=None):
-        if output is not None:
-            return self._run("adjoint_from_output", problem, grad_output, given_output=output)
-        return self._run("adjoint", problem, grad_output)
+        if output is None:   # (backends without reuses_output never get one)
+            return self._run("adjoint", problem, grad_output)
+        return self._run("adjoint", problem, grad_output, given_output=output)
 
     def solve(self, problem: Problem, rhs):
         return self._run("solve", problem, rhs)

@@ -62,12 +62,12 @@ class CythonBackend(KernelBackend):
         lo, hi = pb.zero_frame_ranges()
         has_means = pb.means is not None
         has_weights = pb.weights is not None
-        adjoint = mode.startswith("adjoint")
-        out, gmeans, gweights, gw_acc = allocate_outputs(np, "adjoint" if adjoint else mode, pb)
+        out, gmeans, gweights, gw_acc = allocate_outputs(np, mode, pb)
         if given_output is not None:   # read by the kernel, never written
             out = given_output
         _solver.run(
-            mode, pb.windows, lo, hi, pb.weight_kind,
+            "adjoint_from_output" if given_output is not None else mode,
+            pb.windows, lo, hi, pb.weight_kind,
             pb.means.reshape(-1) if has_means else ph,
             pb.weights.reshape(-1) if has_weights else ph,
             g.reshape(-1) if g is not None else ph,
@@ -80,7 +80,7 @@ class CythonBackend(KernelBackend):
             gweights is not None, gw_acc is not None,
             num_threads=pb.num_threads,
         )
-        if not adjoint:
+        if mode != "adjoint":
             return out
         if gw_acc is not None:
             gweights = gw_acc.sum(axis=0).astype(dt)
