@@ -99,11 +99,11 @@ def check_case(backend, dtype, windows, boundary, means, wkw, lengths, rng):
                                 **common, backend=backend)
     x = mlpgx.mlpg_solve(to_backend(rhs, backend), **bkw, **common, backend=backend)
     # the adjoint given the forward's output (read-only: it is only read)
+    c_before = to_numpy(c).copy()
     if isinstance(c, np.ndarray):
         c.flags.writeable = False
     gm_o, gw_o = mlpgx.mlpg_adjoint(to_backend(g, backend), to_backend(means, backend), **bkw,
                                     **common, output=c, backend=backend)
-    c_before = to_numpy(c).copy()
     c, gm, gw, x, gm_o, gw_o = map(to_numpy, (c, gm, gw, x, gm_o, gw_o))
     np.testing.assert_array_equal(c, c_before)
     for a, b in [(gm_o, gm), (gw_o, gw)]:
