@@ -151,7 +151,9 @@ Times mlpgx.mlpg and mlpgx.mlpg_adjoint for every available backend (the
 scipy.sparse reference only up to T=1000) on random inputs of D static
 dimensions with delta windows, next to the memory floor (one np.copy of means
 and variances).  nnmnkwii and diffsptk are timed too when they are installed.
-Times are the best of a few runs, in ms.
+The adj(out) column times the adjoint given the forward's output
+(mlpg_adjoint(..., output=c), what a training step's backward runs) for
+backends that reuse it.  Times are the best of a few runs, in ms.
 
 examples:
   mlpgx bench --quick
@@ -749,13 +751,15 @@ def cmd_bench(args) -> int:
     D, dtype = args.dim, np.dtype(args.dtype)
     Ts = [100, 1000, 10_000] if args.quick else [100, 300, 1000, 3000, 10_000, 30_000, 100_000]
     budget = 0.05 if args.quick else 0.3
-    methods = [(n, n == "reference") for n in mlpgx.backends.available()]
+    methods = [(n, n == "reference", getattr(mlpgx.backends.get(n), "reuses_output", False))
+               for n in mlpgx.backends.available()]
     peers, notes = _peers(D)
     print(f"mlpgx {mlpgx.__version__} bench: D={D}, windows delta, {dtype.name}, "
           f"times in ms (best of a few runs)")
     for n in notes:
         print(f"({n})")
-    head = f"{'method':<12}{'T':>8}{'forward':>11}{'adjoint':>11}{'fwd/floor':>11}{'ns/frame/dim':>14}"
+    head = (f"{'method':<12}{'T':>8}{'forward':>11}{'adjoint':>11}{'adj(out)':>11}"
+            f"{'fwd/floor':>11}{'ns/frame/dim':>14}")
     print(head)
     print("-" * len(head))
     series = {}
@@ -766,28 +770,38 @@ def cmd_bench(args) -> int:
         g = rng.standard_normal((T, D)).astype(dtype)
         floor = _best_time(lambda: (np.copy(means), np.copy(variances)), budget)
         series.setdefault("memory floor", []).append((T, floor, None))
-        print(f"{'floor':<12}{T:>8}{floor * 1e3:>11.3f}{'-':>11}{1.0:>11.2f}"
+        print(f"{'floor':<12}{T:>8}{floor * 1e3:>11.3f}{'-':>11}{'-':>11}{1.0:>11.2f}"
               f"{floor / (T * D) * 1e9:>14.2f}")
+        # adj(out): the adjoint given the forward's output (what a training
+        # step's backward runs), for backends that read it instead of
+        # solving for the trajectory again (Backend.reuses_output)
         rows = [(n, (lambda n=n: mlpgx.mlpg(means, variances, backend=n)),
                  (lambda n=n: mlpgx.mlpg_adjoint(g, means, variances, backend=n)),
-                 1000 if small else None) for n, small in methods]
+                 (lambda c, n=n: mlpgx.mlpg_adjoint(g, means, variances, backend=n, output=c))
+                 if reuses else None,
+                 1000 if small else None) for n, small, reuses in methods]
         rows += [(n, (lambda f=f: f(means, variances, g)),
-                  None if a is None else (lambda a=a: a(means, variances, g)), tmax)
+                  None if a is None else (lambda a=a: a(means, variances, g)), None, tmax)
                  for n, f, a, tmax in peers]
-        for name, fwd, adj, tmax in rows:
+        for name, fwd, adj, adj_given_output, tmax in rows:
             if tmax is not None and T > tmax:
                 continue
             try:
                 tf = _best_time(fwd, budget)
                 ta = _best_time(adj, budget) if adj is not None else None
+                tao = None
+                if adj_given_output is not None:
+                    c = fwd()       # computed once, outside the timed call
+                    tao = _best_time(lambda: adj_given_output(c), budget)
             except Exception as exc:
                 if args.debug:
                     traceback.print_exc()
                 print(f"{name:<12}{T:>8}  error: {_one_line(exc)}")
                 continue
             series.setdefault(name, []).append((T, tf, ta))
-            ta_s = f"{ta * 1e3:>11.3f}" if ta is not None else f"{'-':>11}"
-            print(f"{name:<12}{T:>8}{tf * 1e3:>11.3f}{ta_s}{tf / floor:>11.2f}"
+            ta_s, tao_s = (f"{x * 1e3:>11.3f}" if x is not None else f"{'-':>11}"
+                           for x in (ta, tao))
+            print(f"{name:<12}{T:>8}{tf * 1e3:>11.3f}{ta_s}{tao_s}{tf / floor:>11.2f}"
                   f"{tf / (T * D) * 1e9:>14.2f}", flush=True)
     if plt is not None:
         fig, ax = plt.subplots(figsize=(7, 5))

@@ -273,6 +273,15 @@ def test_bench_quick_with_plot(tmp_path):
             assert ["floor", T] in [r[:2] for r in rows], proc.stdout
             assert ["cython", T] in [r[:2] for r in rows], proc.stdout
         assert "forward" in proc.stdout and "adjoint" in proc.stdout
+        # the adjoint given the forward's output: timed for the backend that
+        # reuses it, '-' for the reference (which solves for c itself)
+        head = next(r for r in rows if r[:2] == ["method", "T"])
+        col = head.index("adj(out)")
+        for r in rows:
+            if r[:1] == ["cython"]:
+                assert float(r[col]) > 0, proc.stdout
+            elif r[:1] in (["reference"], ["floor"]):
+                assert r[col] == "-", proc.stdout
 
 
 def test_demo_with_plot(tmp_path):
