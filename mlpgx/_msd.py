@@ -135,7 +135,8 @@ def where_kept(keep, x, fill):
     entries that the ``(B, T, L, Dm)`` mask ``keep`` drops replaced by
     ``fill`` (a new contiguous array; ``x`` is not modified)."""
     B, T, L = keep.shape[:3]
-    out = _xp_of(x).where(keep, x.reshape(B, T, L, -1), x.dtype.type(fill))
+    # (the last axis spelt out: -1 cannot be inferred for an empty batch)
+    out = _xp_of(x).where(keep, x.reshape(B, T, L, x.shape[-1] // L), x.dtype.type(fill))
     return out.reshape(x.shape)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
 
 import numpy as np
 
@@ -27,6 +28,15 @@ from ._problem import BOUNDARIES, Problem
 from .windows import as_windows
 
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: The smallest variance of each dtype whose reciprocal (the precision, which
+#: the kernels compute in the storage type) is finite: a subnormal.  Below
+#: it 1/variance overflows to inf, which would read as a singular system.
+#: (mlpgx/_ext/mlpgx_scan.h tests the same bit patterns.)
+SMALLEST_VARIANCE = {
+    np.dtype(np.float32): np.array(0x00200001, np.uint32).view(np.float32)[()],
+    np.dtype(np.float64): np.array(0x0004000000000001, np.uint64).view(np.float64)[()],
+}
 
 try:   # the compiled scans; without the extension NumPy's reductions check
     from ._ext import solver as _solver
@@ -93,6 +103,12 @@ def _all_finite(x, num_threads=None) -> bool:
         return math.isfinite(float(x.sum()))
 
 
+def _smallest_variance(dtype):
+    # (only float32 and float64 reach the kernels; the CuPy path may ask
+    # about others, which are checked against float64's bound)
+    return SMALLEST_VARIANCE.get(np.dtype(dtype), SMALLEST_VARIANCE[np.dtype(np.float64)])
+
+
 def _weights_ok(w, kind: str, num_threads=None) -> bool:
     """One pass: ``True`` proves the weights valid (see :func:`_check_weights`)."""
     if w.size == 0:
@@ -101,7 +117,7 @@ def _weights_ok(w, kind: str, num_threads=None) -> bool:
     if ok is not None:
         return ok
     if kind == "variance":
-        return bool(w.min() > 0)     # min() propagates NaN
+        return bool(w.min() >= _smallest_variance(w.dtype))     # min() propagates NaN
     return bool(w.min() >= 0) and _all_finite(w)
 
 
@@ -121,7 +137,12 @@ def _check_weights(w: np.ndarray, kind: str, name: str, num_threads=None) -> Non
     if _weights_ok(w, kind, num_threads):
         return
     if kind == "variance":
-        idx = _first_bad_index(~(w > 0))     # NaN, 0 and negatives
+        tiny = _smallest_variance(w.dtype)
+        idx = _first_bad_index(~(w >= tiny))     # NaN, 0, negatives and tiny ones
+        if w[idx] > 0:
+            raise ValueError(
+                f"{name} must be at least {tiny!r} in {w.dtype} (its reciprocal, the "
+                f"precision, overflows below that); {name}{list(idx)} = {w[idx]!r}")
         raise ValueError(
             f"{name} must be positive (+inf allowed: no constraint); "
             f"{name}{list(idx)} = {w[idx]!r}")
@@ -133,6 +154,23 @@ def _check_weights(w: np.ndarray, kind: str, name: str, num_threads=None) -> Non
     if bad.any():   # (else only the one-pass sum overflowed: the precisions are valid)
         idx = _first_bad_index(bad)
         raise ValueError(f"{name} must be finite; {name}{list(idx)} = {w[idx]!r}")
+
+
+def _padding_filled(x, lengths: np.ndarray, fill):
+    """A copy of ``x`` (``(B, T, C)``, or ``(T, C)`` for one sequence) with
+    the padding frames ``t >= lengths[b]`` set to ``fill``.  Those frames are
+    never read, so may hold anything (zero-padded variances, NaN); the
+    validation layer replaces them only when a scan fails, so that it
+    reports the entries that count and every backend gets valid values."""
+    xp = array_namespace(x)
+    T = x.shape[-2]
+    inside = xp.arange(T)[None, :] < xp.asarray(lengths)[:, None]      # (B, T)
+    out = xp.where(inside[:, :, None], x.reshape((-1,) + x.shape[-2:]), x.dtype.type(fill))
+    return out.reshape(x.shape)
+
+
+def _has_padding(lengths: np.ndarray, T: int) -> bool:
+    return lengths.size > 0 and int(lengths.min()) < T
 
 
 def check_boundary(boundary) -> str:
@@ -171,8 +209,20 @@ def check_unvoiced_value(unvoiced_value) -> float:
     return check_real(unvoiced_value, "unvoiced_value", finite=False)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _check_num_threads(num_threads):
-    return None if num_threads is None else check_int(num_threads, "num_threads", 1)
+    """An int >= 1, capped at :func:`usable_cpus`: more threads than CPUs
+    only oversubscribe them, and OpenMP cannot start tens of thousands."""
+    if num_threads is None:
+        return None
+    return min(check_int(num_threads, "num_threads", 1), usable_cpus())
 
 
 def _lengths(lengths, batch: int, T: int, batched: bool) -> np.ndarray:
@@ -181,6 +231,8 @@ def _lengths(lengths, batch: int, T: int, batched: bool) -> np.ndarray:
     if array_namespace(lengths) is not np:   # lengths live on the host
         lengths = lengths.get()
     arr = np.asarray(lengths)
+    if arr.size == 0 and arr.dtype.kind == "f":   # [] or () for an empty batch
+        arr = arr.astype(np.intp)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
     if not batched:
@@ -239,7 +291,7 @@ def _voiced(voiced, xp, B: int, T: int, D: int, batched: bool):
         per_dim = "(B, T, D)" if batched else "(T, D)"
         raise ValueError(f"voiced must have shape {per_utt} = {lead} (one flag per frame) "
                          f"or {per_dim} = {lead + (D,)} (per static dimension); got {v.shape}")
-    return xp.array(v.reshape((B, T, -1)), dtype=bool)
+    return xp.array(v.reshape((B, T, v.shape[-1])), dtype=bool)   # (-1 fails on size 0)
 
 
 def _weights(variances, precisions):
@@ -265,6 +317,8 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     wins = as_windows(windows)
     L = len(wins)
     boundary = check_boundary(boundary)
+    if not isinstance(check_finite, (bool, np.bool_)):
+        raise TypeError(f"check_finite must be a bool; got {check_finite!r}")
     msd_rule = check_msd_rule(msd_rule)
     if voiced is not None and means is None:
         raise ValueError("voiced is only supported with means (not for a pure solve)")
@@ -315,6 +369,7 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     B = (m.shape[0] if m is not None else ref.shape[0]) if batched else 1
     lens = _lengths(lengths, B, T, batched)
 
+    padded = _has_padding(lens, T)
     vmask = keep = None
     if voiced is not None:
         vmask = _voiced(voiced, array_namespace(m), B, T, D, batched)
@@ -329,21 +384,29 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         # (NaN, a magic number); when they are not all finite, the problem
         # gets a copy with zeros there (so its means are finite everywhere).
         # A passing first scan already proves the means finite.
+        # Padding frames (t >= lengths[b]) are not read either: replaced by
+        # zeros too when not all finite.
         if keep is None:
-            if check_finite:
+            if check_finite and not _all_finite(m, num_threads):
+                if padded:
+                    m = _padding_filled(m, lens, 0)
                 _check_finite(m, "means", num_threads)
         elif not _all_finite(m, num_threads):
             m = where_kept(keep, m, 0)
+            if padded:
+                m = _padding_filled(m, lens, 0)
             if check_finite:
                 _check_finite(m, "means", num_threads)
         m = m.reshape(B, T, LD)
     if w is not None:
         xp = array_namespace(w)
         w = xp.ascontiguousarray(w, dtype=dtype)
-        if keep is None or w.ndim == 1:
-            _check_weights(w, kind, wname, num_threads)
-        elif not _weights_ok(w, kind, num_threads):
-            w = where_kept(keep, w, 1)   # the same for invalid dropped weights
+        # the same for invalid weights that are never read: 1 there
+        if not _weights_ok(w, kind, num_threads):
+            if keep is not None and w.ndim > 1:
+                w = where_kept(keep, w, 1)
+            if padded and w.ndim > 1:
+                w = _padding_filled(w, lens, 1)
             _check_weights(w, kind, wname, num_threads)
         if w.ndim > 1:
             w = w.reshape(B, T, LD)
@@ -368,6 +431,8 @@ def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarra
         raise TypeError(f"{name} must come from the same array library as the means "
                         f"and variances (NumPy or CuPy)")
     a = array_namespace(a).ascontiguousarray(a, dtype=problem.dtype)
-    if check_finite:
+    if check_finite and not _all_finite(a, problem.num_threads):
+        if _has_padding(problem.lengths, T):   # padding frames are not read
+            a = _padding_filled(a, problem.lengths, 0)
         _check_finite(a, name, problem.num_threads)
     return a.reshape(B, T, D)

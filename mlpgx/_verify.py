@@ -10,7 +10,7 @@ import numpy as np
 from . import _msd
 from . import backends as _backends
 from ._api import run_adjoint, run_forward
-from ._validate import array_namespace, frames_array, make_problem
+from ._validate import array_namespace, check_int, check_real, frames_array, make_problem
 from .windows import DELTA
 
 #: Default scaled tolerances by dtype: ``max|x - ref| <= rtol * max|ref|``.
@@ -150,6 +150,12 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     (True, ['forward', 'grad_means', 'grad_means (output=)', 'grad_variances',
             'grad_variances (output=)'])
     """
+    if rtol is not None:
+        rtol = check_real(rtol, "rtol")
+        if rtol < 0:
+            raise ValueError(f"rtol must be >= 0; got {rtol}")
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        seed = check_int(seed, "seed", 0)
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, num_threads=num_threads, voiced=voiced,
                            msd_rule=msd_rule)
@@ -172,7 +178,7 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
         g = array_namespace(g).where(_msd.unvoiced_frames(problem.voiced, problem.lengths),
                                      g.dtype.type(0), g)
     dtype = problem.dtype.name
-    tol = DEFAULT_RTOL[dtype] if rtol is None else float(rtol)
+    tol = DEFAULT_RTOL[dtype] if rtol is None else rtol
     g64 = _host(g).astype(np.float64)
     c_ref = ref.forward(wide)
     c = run_forward(b, problem)

@@ -21,6 +21,7 @@ import collections.abc
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Sequence, Union
@@ -438,6 +439,10 @@ def _regression_coeffs(width: int, order: int) -> tuple:
     return tuple(0.0 if abs(v) < 1e-15 * top else v for v in out)
 
 
+#: The widest regression window :func:`regression` builds (each side).
+MAX_REGRESSION_WIDTH = 10_000
+
+
 def _regression(widths, name: str) -> WindowSet:
     if isinstance(widths, (str, bytes)) or not isinstance(
             widths, (collections.abc.Sequence, np.ndarray)):
@@ -459,6 +464,12 @@ def _regression(widths, name: str) -> WindowSet:
         if n < 1:
             raise ValueError(
                 f"{where}: a regression width must be >= 1, got {n}")
+        if n > MAX_REGRESSION_WIDTH:
+            # (the exact coefficients cost O(width); the compiled backends
+            # take at most 256 distinct terms in all anyway)
+            raise ValueError(
+                f"{where}: regression width {n} is larger than the {MAX_REGRESSION_WIDTH} "
+                f"this library builds (a window over {2 * n + 1} frames)")
         if 2 * n + 1 <= order:
             raise ValueError(
                 f"{where}: regression width {n} is too small for a window of "
@@ -668,10 +679,18 @@ def as_windows(spec: WindowSpec) -> WindowSet:
 # HTS window files
 # --------------------------------------------------------------------------
 
+_HTS_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+# decimal or exponent notation, and the inf/nan spellings (rejected below as
+# not finite, with that message)
+_HTS_FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+                        r"|inf|infinity|nan)", re.ASCII | re.IGNORECASE)
+
+
 def _read_hts_window(path, index: int) -> Window:
     name = os.fspath(path)
     where = f"windows file {name!r} (paths[{index}])"
-    with open(path, "r", encoding="utf-8") as fh:
+    # utf-8-sig: a byte-order mark (editors on Windows write one) is skipped
+    with open(path, "r", encoding="utf-8-sig") as fh:
         try:
             text = fh.read()
         except UnicodeDecodeError as exc:
@@ -681,6 +700,10 @@ def _read_hts_window(path, index: int) -> Window:
         raise ValueError(f"{where}: the file is empty; expected the "
                          "coefficient count followed by the coefficients")
     try:
+        # plain ASCII numbers only, as the C readers of HTS and SPTK take
+        # them (Python's int/float would also read "1_0" and non-ASCII digits)
+        if not _HTS_INT.fullmatch(tokens[0]):
+            raise ValueError
         count = int(tokens[0])
     except ValueError:
         raise ValueError(
@@ -697,6 +720,8 @@ def _read_hts_window(path, index: int) -> Window:
     coeffs = []
     for j, tok in enumerate(rest):
         try:
+            if not _HTS_FLOAT.fullmatch(tok):
+                raise ValueError
             v = float(tok)
         except ValueError:
             raise ValueError(

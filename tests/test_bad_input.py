@@ -15,6 +15,7 @@ import pytest
 from numpy.linalg import LinAlgError
 
 import mlpgx
+from mlpgx._validate import SMALLEST_VARIANCE, usable_cpus
 from mlpgx.windows import DELTA, as_windows
 
 BACKENDS = ["cython", "reference"]
@@ -185,6 +186,36 @@ def test_bad_variances(backend, func, bad):
     msg = str(info.value)
     assert "positive" in msg
     assert re.search(r"variances\[(0, )?3, 4\]", msg), msg
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", ["full", "global"])
+def test_variances_whose_precision_overflows(backend, func, dtype, form):
+    # A positive variance below SMALLEST_VARIANCE (a subnormal) has a
+    # reciprocal that overflows the dtype: rejected by name, for every
+    # backend alike (the reference, in float64, could have taken it).
+    smallest = SMALLEST_VARIANCE[np.dtype(dtype)]
+    # (means below 1: in float64 the precision 1/smallest is near the
+    # largest double, so p * mu would overflow for |mu| > 1)
+    m = (0.1 * _means()).astype(dtype)
+    v = _variances(dtype=dtype) if form == "full" else np.ones(LD, dtype)
+    # (a static column: a dynamic window with precision 1e38 makes R singular
+    # to rounding, as it would be in any arithmetic of this width)
+    at = (3, 0) if form == "full" else (0,)
+    v[at] = np.nextafter(smallest, dtype(0))
+    g = np.ones((T, D), dtype)    # (a float64 right-hand side would make it a float64 solve)
+    info = expect_error(ValueError, "variances", func, m, v, backend=backend, grad=g)
+    assert f"variances{list(at)}" in str(info.value)
+    assert "at least" in str(info.value) and "overflows" in str(info.value)
+    # the smallest accepted one gives a finite answer that agrees with the reference
+    v[at] = smallest
+    with np.errstate(over="ignore", invalid="ignore"):   # (p^2 in grad_variances)
+        res = call(func, m, v, backend=backend, grad=g)
+        ref = call(func, m, v, backend="reference", grad=g)
+    n = 1 if func == "mlpg_adjoint" else None   # (grad_variances scales with p^2)
+    for r, e in zip(_outputs(res)[:n], _outputs(ref)[:n]):
+        assert np.all(np.isfinite(r))
+        np.testing.assert_allclose(r, e, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [-1.0, 0.0, np.nan])
@@ -419,6 +450,26 @@ def test_empty_inputs(backend, shape, out):
     assert x.shape == out
     c32 = mlpgx.mlpg(m.astype(np.float32), backend=backend)
     assert c32.shape == out and c32.dtype == np.float32
+
+
+@pytest.mark.parametrize("shape, vshape", [((0, LD), (0,)), ((0, T, LD), (0, T)),
+                                           ((3, 0, LD), (3, 0)), ((0, LD), (0, D))])
+def test_empty_inputs_with_voicing(backend, shape, vshape):
+    m, v = np.zeros(shape), np.ones(shape)
+    voiced = np.zeros(vshape, bool)
+    out = shape[:-1] + (D,)
+    assert mlpgx.mlpg(m, v, backend=backend, voiced=voiced).shape == out
+    gm, gv = mlpgx.mlpg_adjoint(np.zeros(out), m, v, backend=backend, voiced=voiced)
+    assert gm.shape == shape and gv.shape == shape
+    gm, gv = mlpgx.mlpg_adjoint(np.zeros(out), m, np.ones(LD), backend=backend, voiced=voiced)
+    assert gv.shape == (LD,) and np.all(gv == 0)
+
+
+@pytest.mark.parametrize("lengths", [[], (), np.array([], dtype=np.int32)])
+def test_empty_lengths_for_an_empty_batch(backend, func, lengths):
+    res = call(func, np.zeros((0, T, LD)), np.ones((0, T, LD)), backend=backend,
+               lengths=lengths)
+    assert all(r.shape[0] == 0 for r in _outputs(res))
 
 
 def test_zero_static_dimensions(backend):
@@ -738,6 +789,18 @@ def test_bad_num_threads(backend, func, n, exc):
     expect_error(exc, "num_threads", func, _means(), backend=backend, num_threads=n)
 
 
+@pytest.mark.parametrize("n", [10**6, 2**63, np.int64(2**40)])
+def test_num_threads_above_the_cpus_are_capped(backend, func, n):
+    # asking OpenMP for a million threads used to kill the process; more
+    # threads than CPUs are capped (1000 sequences: 1000 work items)
+    m, v = _means((1000, 3, 3)), _variances((1000, 3, 3))
+    ref = call(func, m, v, backend=backend, num_threads=1)
+    res = call(func, m, v, backend=backend, num_threads=n)
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        np.testing.assert_array_equal(r, e)
+    assert mlpgx._validate._check_num_threads(n) == usable_cpus() >= 1
+
+
 @pytest.mark.parametrize("n", [1, 2, 7, np.int64(3)])
 def test_num_threads_do_not_change_results(backend, func, n):
     m, v = _means((3, T, LD)), _variances((3, T, LD))
@@ -830,6 +893,64 @@ def test_zero_precision_beyond_length_is_fine(backend):
     assert np.all(c[1, 4:] == 0) and np.allclose(c[1, :4], 1.0)
 
 
+@pytest.mark.parametrize("garbage", [np.nan, 0.0, -1.0, np.inf])
+@pytest.mark.parametrize("weights", ["variances", "precisions"])
+@pytest.mark.parametrize("func, voicing", [(f, v) for f in FUNCS for v in (False, True)
+                                           if not (f == "mlpg_solve" and v)])
+def test_padding_may_hold_anything(backend, func, voicing, garbage, weights):
+    """Frames beyond a sequence's length are never read, so they are not
+    checked: zero-padded variances or NaN-padded means, gradients and
+    right-hand sides give the results of the unpadded sequences; a bad value
+    inside a sequence is still named with its index.  (A pure solve takes
+    no voicing mask.)"""
+    n = 5
+    lengths = [n, T]
+    m, w = _means(BATCH), _variances(BATCH)
+    grad = _rng(7).normal(size=BATCH[:-1] + (D,))
+
+    def run(means, wts, g, **kw):
+        if voicing:
+            kw["voiced"] = np.ones(means.shape[:-1], bool)
+        if weights == "precisions":
+            return call(func, means, None, grad=g, backend=backend, precisions=wts, **kw)
+        return call(func, means, wts, grad=g, backend=backend, **kw)
+
+    ref = [run(m[b, :n_b], w[b, :n_b], grad[b, :n_b]) for b, n_b in enumerate(lengths)]
+    mp, wp, gp = m.copy(), w.copy(), grad.copy()
+    mp[0, n:], wp[0, n:], gp[0, n:] = np.nan, garbage, np.nan
+    copies = [a.copy() for a in (mp, wp, gp)]
+    res = run(_readonly(mp), _readonly(wp), _readonly(gp), lengths=lengths)
+    for a, c in zip((mp, wp, gp), copies):
+        assert _same(a, c)
+    for b, n_b in enumerate(lengths):
+        for r, e in zip(_outputs(res), _outputs(ref[b])):
+            np.testing.assert_allclose(r[b, :n_b], e, rtol=1e-12, atol=1e-14)
+            assert np.all(r[b, n_b:] == 0)
+    # a bad value inside the first sequence is still found, and named
+    what = {"mlpg": "means", "mlpg_adjoint": "grad_output", "mlpg_solve": "rhs"}[func]
+    (mp if what == "means" else gp)[0, 2, 1] = np.nan
+    with pytest.raises(ValueError, match=rf"{what}\[0, 2, 1\]"):
+        run(mp, wp, gp, lengths=lengths)
+    (mp if what == "means" else gp)[0, 2, 1] = 0.0
+    wp[0, 3, 4] = -1.0
+    with pytest.raises(ValueError, match=rf"{weights}\[0, 3, 4\]"):
+        run(mp, wp, gp, lengths=lengths)
+
+
+def test_padding_of_a_given_output_may_hold_anything():
+    m, v = _means(BATCH), _variances(BATCH)
+    g = _rng(7).normal(size=BATCH[:-1] + (D,))
+    c = mlpgx.mlpg(m, v, lengths=[5, T])
+    ref = mlpgx.mlpg_adjoint(g, m, v, lengths=[5, T], backend="cython")
+    c[0, 5:] = np.nan
+    res = mlpgx.mlpg_adjoint(g, m, v, lengths=[5, T], backend="cython", output=_readonly(c))
+    for r, e in zip(res, ref):
+        np.testing.assert_array_equal(r, e)
+    c[0, 2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"output\[0, 2, 0\]"):
+        mlpgx.mlpg_adjoint(g, m, v, lengths=[5, T], backend="cython", output=c)
+
+
 # --------------------------------------------------------------------------
 # first-bad-index in messages uses the caller's coordinates
 # --------------------------------------------------------------------------
@@ -866,6 +987,33 @@ def test_torch_tensor_means():
         mlpgx.mlpg(torch.zeros((T, LD)), backend="cython")
 
 
+class _ArrayLike:
+    """Not a NumPy array, but NumPy converts it (as pandas frames are)."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __array__(self, dtype=None, copy=None):
+        return self.a if dtype is None else self.a.astype(dtype)
+
+
+@pytest.mark.parametrize("wrap", [memoryview, _ArrayLike], ids=["memoryview", "__array__"])
+def test_array_likes_pick_the_numpy_backend(func, wrap):
+    # backend="auto" picks by array library: what NumPy converts counts as NumPy
+    m, v = _means(), _variances()
+    ref = call(func, m, v, backend="cython")
+    res = call(func, wrap(m), wrap(v), backend="auto")
+    for r, e in zip(_outputs(res), _outputs(ref)):
+        np.testing.assert_array_equal(r, e)
+    assert mlpgx.verify(wrap(m), wrap(v), backend="cython").passed
+
+
+def test_torch_tensor_means_with_auto_backend():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="torch"):
+        mlpgx.mlpg(torch.zeros((T, LD)))
+
+
 def test_cupy_array_means():
     cupy = pytest.importorskip("cupy")
     with pytest.raises((TypeError, RuntimeError), match="means|cupy|backend"):
@@ -877,13 +1025,23 @@ def test_cupy_array_means():
 # --------------------------------------------------------------------------
 
 _SCAN_SPECIALS = [1.0, 0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, -1.0, "tiny", "max",
-                  "subnormal"]
+                  "subnormal", "smallest variance", "below smallest variance"]
 
 
 def _special(value, dtype):
     info = np.finfo(dtype)
-    return {"tiny": info.tiny, "max": info.max,
-            "subnormal": info.smallest_subnormal}.get(value, value)
+    smallest = SMALLEST_VARIANCE[np.dtype(dtype)]
+    return {"tiny": info.tiny, "max": info.max, "subnormal": info.smallest_subnormal,
+            "smallest variance": smallest,
+            "below smallest variance": np.nextafter(smallest, dtype(0))}.get(value, value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_smallest_variance_is_where_the_precision_overflows(dtype):
+    smallest = SMALLEST_VARIANCE[np.dtype(dtype)]
+    with np.errstate(over="ignore", divide="ignore"):
+        assert np.isfinite(dtype(1) / smallest)
+        assert not np.isfinite(dtype(1) / np.nextafter(smallest, dtype(0)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -891,7 +1049,7 @@ def _special(value, dtype):
 def test_scan_valid_agrees_with_numpy(dtype, check):
     from mlpgx._ext import solver
     rules = {"finite": np.isfinite,
-             "positive": lambda a: a > 0,
+             "positive": lambda a: a >= SMALLEST_VARIANCE[np.dtype(dtype)],  # (NaN fails)
              "nonnegative": lambda a: (a >= 0) & np.isfinite(a)}
     n = 3 * solver.SCAN_BLOCK + 5          # several blocks and a short last one
     for value in _SCAN_SPECIALS:

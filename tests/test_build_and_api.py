@@ -197,7 +197,7 @@ def test_window_matrix_static_is_identity():
 
 
 @pytest.mark.parametrize("T_, exc", [(-1, ValueError), (2.5, TypeError), ("3", TypeError),
-                                     (None, TypeError), (3.0, TypeError)])
+                                     (None, TypeError), (3.0, TypeError), (True, TypeError)])
 def test_window_matrix_bad_T(T_, exc):
     with pytest.raises(exc, match="T"):
         mlpgx.window_matrix(DELTA, T_)
@@ -343,6 +343,27 @@ def test_verify_report_fail(off_backend):
     assert "FAIL" in str(rep)
     # an explicit loose tolerance makes it pass
     assert mlpgx.verify(m, v, backend=off_backend, rtol=1.0).passed
+
+
+@pytest.mark.parametrize("kw, exc, name", [
+    (dict(rtol="a"), TypeError, "rtol"), (dict(rtol=-1e-3), ValueError, "rtol"),
+    (dict(rtol=float("nan")), ValueError, "rtol"), (dict(seed=-1), ValueError, "seed"),
+    (dict(seed=1.5), TypeError, "seed"), (dict(seed="0"), TypeError, "seed")])
+def test_verify_bad_arguments(kw, exc, name):
+    m = np.zeros((10, 3))
+    with pytest.raises(exc, match=name):
+        mlpgx.verify(m, backend="cython", **kw)
+
+
+def test_verify_takes_a_generator_as_seed():
+    m = np.random.default_rng(0).normal(size=(10, 3))
+    assert mlpgx.verify(m, backend="cython", seed=np.random.default_rng(3)).passed
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, None])
+def test_check_finite_must_be_a_bool(value):
+    with pytest.raises(TypeError, match="check_finite"):
+        mlpgx.mlpg(np.zeros((4, 3)), check_finite=value)
 
 
 def test_verify_default_tolerance_is_dtype_aware():

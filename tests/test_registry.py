@@ -289,7 +289,8 @@ def test_register_duplicate(reg):
 
 
 @pytest.mark.parametrize("obj", [object(), "reference", 3, None, lambda: None,
-                                 type("NotABackend", (), {}), np.zeros(3)])
+                                 type("NotABackend", (), {}), np.zeros(3),
+                                 B.Backend, B.Backend()])   # (the base class itself)
 def test_register_non_backend(obj):
     with pytest.raises(TypeError, match="Backend"):
         B.register("bad-test", obj)

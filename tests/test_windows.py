@@ -371,6 +371,8 @@ def test_regression_order3_needs_width2():
     (1, TypeError),
     ("11", TypeError),
     ([1, "1"], TypeError),
+    ([1, 2**40], ValueError),     # (used to hang: exact coefficients cost O(width))
+    ([w.MAX_REGRESSION_WIDTH + 1], ValueError),
 ])
 def test_regression_invalid(widths, exc):
     with pytest.raises(exc, match="widths"):
@@ -508,6 +510,14 @@ def test_hts_delta(tmp_path):
     assert w.from_hts_files(paths[:1]) == w.STATIC
 
 
+def test_hts_byte_order_mark(tmp_path):
+    # a UTF-8 byte-order mark (Windows editors write one) is not part of the count
+    p = tmp_path / "mgc.win2"
+    p.write_bytes(b"\xef\xbb\xbf3 -0.5 0.0 0.5\n")
+    ws = w.from_hts_files([_write(tmp_path, "mgc.win1", "1 1.0"), p])
+    assert ws[1] == Window(1, 1, (-0.5, 0.0, 0.5))
+
+
 def test_hts_layout_and_even(tmp_path):
     paths = [_write(tmp_path, "w1", "  3\n0 1 0\n"),
              _write(tmp_path, "w2", "2\t1.0\n-1.0"),
@@ -533,6 +543,10 @@ def test_hts_layout_and_even(tmp_path):
     ("3 -0.5 abc 0.5", "not a number"),
     ("3 -0.5 nan 0.5", "finite"),
     ("3 -0.5 inf 0.5", "finite"),
+    ("3 -0.5 1_0 0.5", "not a number"),        # Python's float() reads 10
+    ("3 -0.5 0 \uff11", "not a number"),       # a full-width digit
+    ("\uff13 -0.5 0 0.5", "integer coefficient count"),
+    ("3 -0.5 0x1 0.5", "not a number"),
 ])
 def test_hts_bad_files(tmp_path, text, pattern):
     static = _write(tmp_path, "win1", "1 1.0")

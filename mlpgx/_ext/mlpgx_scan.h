@@ -11,7 +11,12 @@
  *
  * Checks (MLPGX_SCAN_*), with E the all-ones exponent and S the sign bit:
  *   FINITE     not inf/NaN:                      (bits & E) != E
- *   POSITIVE   > 0, +inf allowed, NaN not:       1 <= bits <= E (unsigned)
+ *   POSITIVE   a variance: > 0 and its reciprocal (the precision, computed
+ *              in the storage type by the kernels) finite; +inf allowed,
+ *              NaN not:                          M <= bits <= E (unsigned),
+ *              M the bits of the smallest such value (a subnormal:
+ *              2.938737e-39 in float32, 5.56268464626801e-309 in float64;
+ *              _validate.SMALLEST_VARIANCE holds the same values)
  *   NONNEG     >= 0 and finite (-0.0 allowed):   bits < E or bits == S
  */
 #ifndef MLPGX_SCAN_H
@@ -25,7 +30,7 @@ enum { MLPGX_SCAN_FINITE = 0, MLPGX_SCAN_POSITIVE = 1, MLPGX_SCAN_NONNEG = 2 };
 
 /* The bits of x[i] are read with memcpy, not through a cast pointer (that
  * would break C's aliasing rules); compilers turn it into a plain load. */
-#define MLPGX_SCAN_BODY(FT, UT, E, S)                                        \
+#define MLPGX_SCAN_BODY(FT, UT, E, S, M)                                     \
     UT bad = 0, b;                                                          \
     ptrdiff_t i;                                                            \
     switch (check) {                                                        \
@@ -38,7 +43,7 @@ enum { MLPGX_SCAN_FINITE = 0, MLPGX_SCAN_POSITIVE = 1, MLPGX_SCAN_NONNEG = 2 };
     case MLPGX_SCAN_POSITIVE:                                               \
         for (i = 0; i < n; i++) {                                           \
             memcpy(&b, x + i, sizeof b);                                    \
-            bad |= (UT)((UT)(b - 1) >= (E));                                \
+            bad |= (UT)((UT)(b - (M)) > (UT)((E) - (M)));                   \
         }                                                                   \
         break;                                                              \
     default:                                                                \
@@ -52,11 +57,13 @@ enum { MLPGX_SCAN_FINITE = 0, MLPGX_SCAN_POSITIVE = 1, MLPGX_SCAN_NONNEG = 2 };
 
 /* 1 when some entry of x[0:n] fails the check, else 0. */
 static inline int mlpgx_scan_d(const double *x, ptrdiff_t n, int check) {
-    MLPGX_SCAN_BODY(double, uint64_t, UINT64_C(0x7FF0000000000000), UINT64_C(0x8000000000000000))
+    MLPGX_SCAN_BODY(double, uint64_t, UINT64_C(0x7FF0000000000000), UINT64_C(0x8000000000000000),
+                    UINT64_C(0x0004000000000001))
 }
 
 static inline int mlpgx_scan_f(const float *x, ptrdiff_t n, int check) {
-    MLPGX_SCAN_BODY(float, uint32_t, UINT32_C(0x7F800000), UINT32_C(0x80000000))
+    MLPGX_SCAN_BODY(float, uint32_t, UINT32_C(0x7F800000), UINT32_C(0x80000000),
+                    UINT32_C(0x00200001))
 }
 
 #undef MLPGX_SCAN_BODY

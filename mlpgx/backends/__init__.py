@@ -80,6 +80,9 @@ def register(name: str, backend: Union[Backend, type], *, replace: bool = False)
     if not isinstance(backend, Backend):
         raise TypeError(f"backend must be a mlpgx.backends.Backend instance or subclass; "
                         f"got {type(backend).__name__}")
+    if type(backend) is Backend:   # the base class implements no operation
+        raise TypeError("backend must be a subclass of mlpgx.backends.Backend (or an "
+                        "instance of one), not the base class itself")
     missing = [op for op in backend.operations if op not in OPERATIONS]
     if missing:
         raise ValueError(f"backend {name!r} declares unknown operations {missing}; "
@@ -178,12 +181,20 @@ def use(name: Union[str, Backend]):
         _DEFAULT.reset(token)
 
 
+#: array libraries whose arrays are not NumPy's (their names stay in the
+#: error "no backend handles ... arrays"; mlpgx.torch takes tensors)
+_FOREIGN_ARRAY_MODULES = ("cupy", "torch", "jax", "jaxlib", "tensorflow")
+
+
 def _array_module(array) -> str:
-    """The array library of ``array``; lists, tuples, scalars and NumPy
-    arrays count as ``"numpy"``."""
+    """The array library of ``array``: ``"cupy"`` and the other libraries
+    of ``_FOREIGN_ARRAY_MODULES`` by name; anything else (lists, scalars,
+    NumPy arrays, memoryviews, objects with ``__array__`` such as pandas
+    frames) is converted by NumPy, so counts as ``"numpy"``."""
     if array is None or isinstance(array, (list, tuple, int, float, np.ndarray, np.generic)):
         return "numpy"
-    return type(array).__module__.split(".")[0]
+    module = type(array).__module__.split(".")[0]
+    return module if module in _FOREIGN_ARRAY_MODULES else "numpy"
 
 
 _DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
