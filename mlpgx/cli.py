@@ -83,6 +83,16 @@ def _positive_int(text):
     return n
 
 
+def _seed(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+    return n
+
+
 def _nonneg_float(text):
     try:
         x = float(text)
@@ -233,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(forward and adjoint).", epilog=VERIFY_EPILOG)
     v.add_argument("--backend", default="all",
                    help="'all' (default: every available backend) or a backend name")
-    v.add_argument("--seed", type=int, default=0, help="seed of the random cases (default 0)")
+    v.add_argument("--seed", type=_seed, default=0, help="seed of the random cases (default 0)")
 
     b = sub.add_parser("bench", parents=[common], formatter_class=_Formatter,
                        help="time forward and adjoint against T",
@@ -255,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plot means vs trajectory vs truth for a few mgc dimensions")
     d.add_argument("--noise", type=_nonneg_float, default=0.3,
                    help="noise std as a fraction of each column's std (default 0.3)")
-    d.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    d.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
     d.add_argument("--dims", type=int, nargs="+", default=[1, 2, 10], metavar="d",
                    help="mgc dimensions to plot (default 1 2 10)")
     return p
@@ -542,6 +552,8 @@ def cmd_generate(args) -> int:
             raise UsageError(f"{opt} FILE needs exactly one input; for several inputs "
                              f"give a directory of <stem>.npy files")
     outdir = args.output_dir
+    if not outdir:
+        raise UsageError("-o: the output directory must not be empty")
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise CLIError(f"-o {outdir}: exists and is not a directory")
     os.makedirs(outdir, exist_ok=True)

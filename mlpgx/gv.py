@@ -285,9 +285,15 @@ class _State:
         if k > 1:
             pr = np.concatenate([pr] * k, axis=0)
         lengths = np.tile(self.problem.lengths, k)
-        return mlpg_solve(rhs, windows=self.wins, precisions=pr, lengths=lengths,
-                          boundary="none", backend=self.backend,
-                          num_threads=self.num_threads)
+        try:
+            return mlpg_solve(rhs, windows=self.wins, precisions=pr, lengths=lengths,
+                              boundary="none", backend=self.backend,
+                              num_threads=self.num_threads)
+        except ValueError as exc:   # (LinAlgError included)
+            # the iterate left the float64 range: not this internal call's fault
+            if not (np.isfinite(pr).all() and np.isfinite(rhs).all()):
+                raise _GVOverflow from exc
+            raise
 
 
 def _dot(x, y):
@@ -462,6 +468,8 @@ def _radial(st: _State, pt: _Point):
         comp[:, 0, 2] = -c0 / c3
         comp[:, 1, 0] = 1.0
         comp[:, 2, 1] = 1.0
+        if not np.isfinite(comp).all():
+            raise _GVOverflow
         roots = np.linalg.eigvals(comp)                               # (n, 3)
         real = np.abs(roots.imag) <= 1e-9 * (1.0 + np.abs(roots.real))
         kr = np.where(real & (roots.real > 0), roots.real, 1.0)
@@ -515,7 +523,24 @@ def _step(st: _State, pt: _Point, done, gn0, tol):
     return new, dJ, small, accepted
 
 
+class _GVOverflow(ArithmeticError):
+    """The iteration's values left the float64 range (see :func:`_optimise`)."""
+
+
 def _optimise(st: _State, max_iter, tol):
+    """:func:`_optimise_unchecked`, with an overflow of its iterates (GV
+    statistics or means of extreme magnitude) reported as a ValueError that
+    names the arguments, instead of an error about an internal array."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return _optimise_unchecked(st, max_iter, tol)
+    except _GVOverflow:
+        raise ValueError(
+            "mlpg_gv: the GV iteration overflowed float64: gv_mean or the means are too "
+            "large in magnitude, or gv_variance too small, for this problem") from None
+
+
+def _optimise_unchecked(st: _State, max_iter, tol):
     """Newton-CG with a curvilinear Armijo line search (each trial point is
     followed by the best radial rescaling); returns ``(c, info dict)``.
 
@@ -572,7 +597,9 @@ def _prepare(means, variances, windows, gv_mean, gv_variance, *, precisions, gv_
              ml_weight, max_iter, tol, lengths, boundary, voiced, msd_rule, backend,
              num_threads=None):
     gv_weight, ml_weight, max_iter, tol = _options(gv_weight, ml_weight, max_iter, tol)
-    kw = {} if voiced is None else dict(voiced=voiced, msd_rule=msd_rule)
+    # (make_problem checks msd_rule; passed always so that a bad one is an
+    # error without voiced= too, as in mlpgx.mlpg)
+    kw = dict(voiced=voiced, msd_rule=msd_rule)
     if means is None:
         raise TypeError("means is required")
     problem = make_problem(means, variances, windows, precisions=precisions,

@@ -853,9 +853,9 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     """
     wins = as_windows(windows)
     boundary = check_boundary(boundary)
-    if voiced is not None:
-        unvoiced_value = check_unvoiced_value(unvoiced_value)
-        msd_rule = check_msd_rule(msd_rule)
+    # (checked with or without voiced=, as mlpgx.mlpg does)
+    unvoiced_value = check_unvoiced_value(unvoiced_value)
+    msd_rule = check_msd_rule(msd_rule)
     weights, kind, _ = _weights(variances, precisions)
     means, weights, lens = _prepare(means, weights, kind, lengths, "means")
     if weights is None:
@@ -906,8 +906,12 @@ def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=N
         if rhs.device.type == "cpu":
             rhs = rhs.contiguous()
             weights = weights.contiguous() if weights is not None else None
-            make_problem(None, windows=wins, lengths=_np_lengths(lengths, lens),
-                         boundary=boundary, dtype_from=_np(rhs), **_weights_kw(weights, kind))
+            pb = make_problem(None, windows=wins, lengths=_np_lengths(lengths, lens),
+                              boundary=boundary, dtype_from=_np(rhs),
+                              **_weights_kw(weights, kind))
+            # (make_problem checks the weights; the kernel is told not to
+            # check again, so the right-hand side is scanned here)
+            frames_array(_np(rhs), pb, "rhs")
     lefts, rights, coeffs = _encode(wins)
     return _call(_solve_op, rhs, weights, kind, list(lefts), list(rights), list(coeffs), lens,
                  boundary, not validate)
@@ -952,8 +956,11 @@ class MLPGLayer(torch.nn.Module):
         super().__init__()
         self.windows = as_windows(windows)
         self.boundary = check_boundary(boundary)
+        if not isinstance(precisions, (bool, np.bool_)):
+            raise TypeError(f"precisions must be a bool (read the second argument as "
+                            f"precisions); got {precisions!r}")
         self.precisions = bool(precisions)
-        self.unvoiced_value = float(unvoiced_value)
+        self.unvoiced_value = check_unvoiced_value(unvoiced_value)
         self.msd_rule = check_msd_rule(msd_rule)
 
     def forward(self, means, variances=None, lengths=None, voiced=None):

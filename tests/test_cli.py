@@ -323,10 +323,15 @@ def test_help(tmp_path, cmd):
 @pytest.mark.parametrize("cmd", [["--no-such-option"], ["verify", "--no-such-option"],
                                  ["generate", "a.npy"], ["frobnicate"],
                                  ["generate", "a.npy", "-o", "o", "--jobs", "0"],
-                                 ["demo", "--plot", "x.jpg"]])
+                                 ["demo", "--plot", "x.jpg"],
+                                 ["demo", "--seed", "-1"], ["verify", "--seed", "x"],
+                                 ["generate", "a.npy", "-o", ""]])
 def test_usage_errors(tmp_path, cmd):
     proc = run_cli(*cmd, cwd=tmp_path)
     assert_one_line_error(proc, 2)
+    named = [c for c in cmd if c.startswith("-")]
+    if named:   # the message names the option it is about
+        assert any(opt.split("=")[0] in proc.stderr for opt in named), proc.stderr
 
 
 def test_debug_shows_traceback(tmp_path):

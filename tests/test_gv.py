@@ -4,6 +4,7 @@ and its input checks."""
 from __future__ import annotations
 
 import doctest
+import warnings
 import zlib
 
 import numpy as np
@@ -237,13 +238,32 @@ BAD = [
     (dict(variances=-np.ones((2, 10, 6))), ValueError, "variances must be positive"),
     (dict(boundary="bad"), ValueError, "boundary must be one of"),
     (dict(lengths=[11, 3]), ValueError, "lengths must lie in"),
+    (dict(msd_rule="bogus"), ValueError, "msd_rule must be one of"),   # (without voiced=)
 ]
+
+
+@pytest.mark.parametrize("kw", [dict(gv_mean=[1e50] * 2, gv_variance=[0.01] * 2),
+                                dict(gv_mean=[0.5] * 2, gv_variance=[1e-200] * 2),
+                                dict(gv_mean=[1e100] * 2, gv_variance=[0.01] * 2),
+                                dict(gv_mean=[0.5] * 2, gv_variance=[0.1] * 2, scale=1e150)])
+def test_overflowing_iteration_names_the_arguments(kw):
+    # GV statistics (or means) whose iteration leaves the float64 range: a
+    # ValueError naming them, not one about an internal right-hand side or
+    # NumPy's eigvals, and no overflow warnings on the way
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(30, 6)) * kw.pop("scale", 1.0)
+    variances = rng.uniform(0.5, 2.0, size=(30, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="GV iteration overflowed float64: gv_mean "
+                                             "or the means .* gv_variance"):
+            mlpg_gv(means, variances, **kw)
 
 
 @pytest.mark.parametrize("kw, exc, msg", BAD, ids=[f"{i}" for i in range(len(BAD))])
 def test_bad_input(kw, exc, msg):
-    args = dict(means=np.zeros((2, 10, 6)), variances=np.ones((2, 10, 6)),
-                gv_mean=np.ones(2), gv_variance=np.ones(2))
+    args = dict(means=np.random.default_rng(0).normal(size=(2, 10, 6)),
+                variances=np.ones((2, 10, 6)), gv_mean=np.ones(2), gv_variance=np.ones(2))
     args.update(kw)
     with pytest.raises(exc, match=msg):
         mlpg_gv(**args)

@@ -332,6 +332,34 @@ def test_bad_input_same_message(rng, case):
     assert str(got.value) == str(want.value)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_solve_rhs_must_be_finite(rng, bad):
+    # eager validation checks the weights in make_problem and tells the
+    # kernel not to check again: the right-hand side was never scanned
+    rhs = np.zeros((2, 6, 2))
+    rhs[1, 3, 0] = bad
+    w = np.ones((2, 6, 6))
+    with pytest.raises(ValueError) as want:
+        mlpgx.mlpg_solve(rhs, w)
+    with pytest.raises(ValueError) as got:
+        mt.mlpg_solve(torch.from_numpy(rhs), torch.from_numpy(w))
+    assert str(got.value) == str(want.value) and "rhs[1, 3, 0]" in str(got.value)
+
+
+def test_layer_and_mlpg_check_their_options():
+    with pytest.raises(TypeError, match="unvoiced_value"):
+        mt.MLPGLayer(unvoiced_value="x")
+    with pytest.raises(TypeError, match="precisions"):
+        mt.MLPGLayer(precisions="yes")
+    with pytest.raises(ValueError, match="msd_rule"):
+        mt.MLPGLayer(msd_rule="bogus")
+    mu = torch.zeros(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="msd_rule"):     # without voiced=, as mlpgx.mlpg
+        mt.mlpg(mu, msd_rule="bogus")
+    with pytest.raises(TypeError, match="unvoiced_value"):
+        mt.mlpg(mu, unvoiced_value="x")
+
+
 def test_dtype_and_device_mismatch(rng):
     mu, w = _problem(rng, B=2, T=6, D=2)
     with pytest.raises(TypeError, match="same dtype"):
