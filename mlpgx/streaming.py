@@ -249,7 +249,15 @@ class StreamingMLPG:
             w, kind, stride = self._unit, None, 0
         else:
             w = self._frames(weights, wname, n)
-            _check_weights(w, kind, wname)
+            try:
+                _check_weights(w, kind, wname)
+            except ValueError as exc:
+                given = np.asarray(weights).dtype
+                if given == w.dtype:
+                    raise
+                # (1e-50 in float64 is 0.0 in a float32 stream: say where it came from)
+                raise ValueError(f"{exc} (converted from {given} to the stream's "
+                                 f"{w.dtype})") from None
             stride = self._LD if w.ndim == 2 else 0
         out = np.empty((n, self._D), dtype=self._dtype)
         try:

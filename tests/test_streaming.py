@@ -380,6 +380,20 @@ def _bad_push_cases():
     ]
 
 
+def test_variance_lost_in_conversion_says_so():
+    # a float64 variance of 1e-50 is 0.0 in a float32 stream: the message
+    # names the conversion (the value it shows is the converted one)
+    stream = StreamingMLPG(DELTA, 1, 2, dtype=np.float32)
+    v = np.ones((2, 3))
+    v[0, 0] = 1e-50
+    with pytest.raises(ValueError, match=r"variances_frames\[0, 0\] = .*0\.0.* \(converted "
+                                         r"from float64 to the stream's float32\)"):
+        stream.push(np.zeros((2, 3)), v)
+    with pytest.raises(ValueError, match=r"variances_frames\[0, 0\]") as info:
+        stream.push(np.zeros((2, 3), np.float32), v.astype(np.float32))
+    assert "converted" not in str(info.value)
+
+
 @pytest.mark.parametrize("case,kwargs,exc,match", _bad_push_cases(),
                          ids=[c[0] for c in _bad_push_cases()])
 def test_bad_push_input_raises_and_changes_nothing(case, kwargs, exc, match):
