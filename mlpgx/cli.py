@@ -103,6 +103,10 @@ def _nonneg_float(text):
 def _png_path(text):
     if not text.lower().endswith(".png"):
         raise argparse.ArgumentTypeError(f"the plot file must end in .png, got {text!r}")
+    # checked now, not after the benchmark or demo has run
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist")
     return text
 
 

@@ -325,6 +325,7 @@ def test_help(tmp_path, cmd):
                                  ["generate", "a.npy", "-o", "o", "--jobs", "0"],
                                  ["demo", "--plot", "x.jpg"],
                                  ["demo", "--seed", "-1"], ["verify", "--seed", "x"],
+                                 ["bench", "--plot", "no/such/folder/x.png"],
                                  ["generate", "a.npy", "-o", ""]])
 def test_usage_errors(tmp_path, cmd):
     proc = run_cli(*cmd, cwd=tmp_path)
