@@ -346,6 +346,24 @@ def test_solve_rhs_must_be_finite(rng, bad):
     assert str(got.value) == str(want.value) and "rhs[1, 3, 0]" in str(got.value)
 
 
+def test_padding_may_hold_anything(rng):
+    # frames beyond the lengths are neither read nor checked (zero-padded
+    # variances, NaN means): results and gradients as for the unpadded data
+    m = rng.normal(size=(2, 8, 6))
+    v = rng.uniform(0.5, 2.0, (2, 8, 6))
+    m[0, 5:], v[0, 5:] = np.nan, 0.0
+    tm = torch.tensor(m, requires_grad=True)
+    tv = torch.tensor(v, requires_grad=True)
+    c = mt.mlpg(tm, tv, lengths=torch.tensor([5, 8]))
+    c.sum().backward()
+    assert torch.all(c[0, 5:] == 0)
+    np.testing.assert_array_equal(c[0, :5].detach().numpy(), mlpgx.mlpg(m[0, :5], v[0, :5]))
+    gm, gv = mlpgx.mlpg_adjoint(np.ones((5, 2)), m[0, :5], v[0, :5])
+    np.testing.assert_allclose(tm.grad[0, :5].numpy(), gm, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(tv.grad[0, :5].numpy(), gv, rtol=1e-12, atol=1e-15)
+    assert torch.all(tm.grad[0, 5:] == 0) and torch.all(tv.grad[0, 5:] == 0)
+
+
 def test_layer_and_mlpg_check_their_options():
     with pytest.raises(TypeError, match="unvoiced_value"):
         mt.MLPGLayer(unvoiced_value="x")
