@@ -730,6 +730,8 @@ def mlpg_gv(means, variances=None, windows=DELTA, gv_mean=None, gv_variance=None
     >>> bool(info.converged[0]), bool(np.all(np.diff(info.objective[:, 0]) >= 0))
     (True, True)
     """
+    if not isinstance(return_info, (bool, np.bool_)):
+        raise TypeError(f"return_info must be a bool; got {return_info!r}")
     st, max_iter, tol = _prepare(
         means, variances, windows, gv_mean, gv_variance, precisions=precisions,
         gv_weight=gv_weight, ml_weight=ml_weight, max_iter=max_iter, tol=tol,

@@ -239,6 +239,7 @@ BAD = [
     (dict(boundary="bad"), ValueError, "boundary must be one of"),
     (dict(lengths=[11, 3]), ValueError, "lengths must lie in"),
     (dict(msd_rule="bogus"), ValueError, "msd_rule must be one of"),   # (without voiced=)
+    (dict(return_info="yes"), TypeError, "return_info must be a bool"),
 ]
 
 
