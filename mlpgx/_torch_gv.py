@@ -90,14 +90,18 @@ def _grad_F(fx, c, means, weights, gv_mean, gv_variance):
     """``F(c, theta) = -dJ/dc`` in torch (``c`` constant), ``(B, T, D)`` float64."""
     st = fx.st
     B, T, D, L = st.B, st.T, st.D, st.L
-    mu = means.to(torch.float64).reshape(B, T, L * D)
     keep = torch.from_numpy(fx.keep)
+    # entries the problem drops (padding, unvoiced, boundary) may hold
+    # anything (zero variances, NaN means): replaced before any arithmetic,
+    # since keep * inf or a reciprocal's gradient there would be NaN
+    kept = keep != 0
+    mu = torch.where(kept, means.to(torch.float64).reshape(B, T, L * D), 0.0)
     if weights is None:
         p = torch.ones((), dtype=torch.float64)
     else:
         w = weights.to(torch.float64)
         if w.dim() > 1:
-            w = w.reshape(B, T, L * D)
+            w = torch.where(kept, w.reshape(B, T, L * D), 1.0)
         p = w if fx.kind == "precision" else torch.reciprocal(w)
     P = keep * p + torch.from_numpy(fx.place)
     ct = torch.from_numpy(c)

@@ -58,7 +58,7 @@ def _float_array(x, name: str):
     copy if it is one)."""
     if not isinstance(x, np.ndarray) and array_namespace(x) is np:
         mod = type(x).__module__.split(".")[0]
-        if mod in ("torch", "jax", "tensorflow"):
+        if mod in ("torch", "jax", "jaxlib", "tensorflow"):
             hint = "use mlpgx.torch.mlpg for tensors" if mod == "torch" else "convert to NumPy"
             raise TypeError(f"{name} is a {mod} array; mlpgx.mlpg takes NumPy or CuPy "
                             f"arrays ({hint})")
@@ -141,7 +141,7 @@ def _check_weights(w: np.ndarray, kind: str, name: str, num_threads=None) -> Non
         idx = _first_bad_index(~(w >= tiny))     # NaN, 0, negatives and tiny ones
         if w[idx] > 0:
             raise ValueError(
-                f"{name} must be at least {tiny!r} in {w.dtype} (its reciprocal, the "
+                f"{name} must be at least {float(tiny):.7g} in {w.dtype} (its reciprocal, the "
                 f"precision, overflows below that); {name}{list(idx)} = {w[idx]!r}")
         raise ValueError(
             f"{name} must be positive (+inf allowed: no constraint); "

@@ -132,8 +132,10 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     rtol : float, optional
         Scaled tolerance (``max|x - ref| <= rtol * max|ref|`` for every
         output); default :data:`DEFAULT_RTOL` for the dtype.
-    seed : int
-        Seed of the default ``grad_output``.
+    seed : int, optional
+        Seed of the default ``grad_output`` (an int >= 0, or anything
+        ``numpy.random.default_rng`` takes: a Generator, BitGenerator or
+        SeedSequence).
 
     Returns
     -------
@@ -154,7 +156,8 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
         rtol = check_real(rtol, "rtol")
         if rtol < 0:
             raise ValueError(f"rtol must be >= 0; got {rtol}")
-    if seed is not None and not isinstance(seed, np.random.Generator):
+    if seed is not None and not isinstance(
+            seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
         seed = check_int(seed, "seed", 0)
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, num_threads=num_threads, voiced=voiced,

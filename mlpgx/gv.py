@@ -280,7 +280,7 @@ class _State:
     def solve_banded(self, prec, rhs):
         """``A^{-1} rhs`` for ``A = sum_l W_l^T diag(prec_l) W_l`` (``prec``
         ``(B, T, L, D)``, ``rhs`` ``(k*B, T, D)``: ``k`` right-hand sides per sequence)."""
-        k = rhs.shape[0] // self.B
+        k = rhs.shape[0] // self.B if self.B else 1    # (an empty batch: one "rhs")
         pr = prec.reshape(self.B, self.T, self.L * self.D)
         if k > 1:
             pr = np.concatenate([pr] * k, axis=0)
@@ -537,7 +537,8 @@ def _optimise(st: _State, max_iter, tol):
     except _GVOverflow:
         raise ValueError(
             "mlpg_gv: the GV iteration overflowed float64: gv_mean or the means are too "
-            "large in magnitude, or gv_variance too small, for this problem") from None
+            "large in magnitude, or gv_variance or the variances (1 / precisions) too "
+            "small, for this problem") from None
 
 
 def _optimise_unchecked(st: _State, max_iter, tol):
@@ -610,7 +611,10 @@ def _prepare(means, variances, windows, gv_mean, gv_variance, *, precisions, gv_
     B, D = problem.batch_size, problem.static_dim
     mv = _gv_stat(gv_mean, "gv_mean", B, D, problem.batched, positive=False)
     vv = _gv_stat(gv_variance, "gv_variance", B, D, problem.batched, positive=True)
-    st = _State(problem, mv, vv, gv_weight, ml_weight, backend, problem.num_threads)
+    # (statistics of extreme magnitude overflow here: the iteration then
+    # reports it by name, see _optimise, without warnings on the way)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        st = _State(problem, mv, vv, gv_weight, ml_weight, backend, problem.num_threads)
     return st, max_iter, tol
 
 

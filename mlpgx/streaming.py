@@ -253,8 +253,8 @@ class StreamingMLPG:
                 _check_weights(w, kind, wname)
             except ValueError as exc:
                 given = np.asarray(weights).dtype
-                if given == w.dtype:
-                    raise
+                if not (given.kind == "f" and given.itemsize > w.dtype.itemsize):
+                    raise   # (only a narrowing conversion can have made it invalid)
                 # (1e-50 in float64 is 0.0 in a float32 stream: say where it came from)
                 raise ValueError(f"{exc} (converted from {given} to the stream's "
                                  f"{w.dtype})") from None

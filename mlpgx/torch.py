@@ -419,6 +419,19 @@ def _mask(B, T, D, lengths, lo, hi, dtype, device) -> torch.Tensor:
     return m.repeat_interleave(D, dim=-1).to(dtype)
 
 
+def _padding_cleared(x3, lengths, fill):
+    """``x3`` (``(B, T, C)``) with the frames ``t >= lengths[b]`` set to
+    ``fill``.  Padding may hold anything (zero variances, NaN means): the
+    kernels never read it, but the composite formulas of the higher-order
+    gradients read every frame, and ``0 * inf`` there would be NaN."""
+    if lengths is None or x3 is None or x3.dim() != 3:
+        return x3
+    T = x3.shape[1]
+    inside = torch.arange(T, device=x3.device).view(1, T, 1) < \
+        lengths.to(device=x3.device).view(-1, 1, 1)
+    return torch.where(inside, x3, torch.full((), fill, dtype=x3.dtype, device=x3.device))
+
+
 def _batched(means_like, weights, lengths):
     """Unbatched ``(T, .)`` inputs as a batch of one."""
     if means_like.dim() == 3:
@@ -478,6 +491,7 @@ def _mlpg_backward(g, means, weights, lengths, out, spec: _Spec, need_m, need_w)
     unbatched = means.dim() == 2
     g3, w3, n3 = _batched(g, weights, lengths)
     mu3 = means if not unbatched else means.unsqueeze(0)
+    w3, mu3 = _padding_cleared(w3, n3, 1.0), _padding_cleared(mu3, n3, 0.0)
     c3 = out if not unbatched else out.unsqueeze(0)
     B, T, D = g3.shape
     mask = _mask(B, T, D, n3, spec.lo, spec.hi, g3.dtype, g3.device)
@@ -503,6 +517,7 @@ def _solve_backward(gx, weights, lengths, x, spec: _Spec, need_r, need_w):
     if need_w and weights is not None:
         unbatched = gx.dim() == 2
         u3, w3, n3 = _batched(u, weights, lengths)
+        w3 = _padding_cleared(w3, n3, 1.0)
         x3 = x if not unbatched else x.unsqueeze(0)
         B, T, D = u3.shape
         mask = _mask(B, T, D, n3, spec.lo, spec.hi, u3.dtype, u3.device)
@@ -704,6 +719,8 @@ def _lengths_tensor(lengths):
                             f"{str(lengths.dtype).replace('torch.', '')}")
         return lengths.detach().to(device="cpu", dtype=torch.int64)
     arr = np.asarray(lengths)
+    if arr.size == 0 and arr.dtype.kind == "f":   # [] or () for an empty batch
+        arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
     return torch.as_tensor(arr.astype(np.int64))
@@ -751,7 +768,8 @@ def _voiced_tensor(voiced, B, T, D, batched, device):
     lead = (B, T) if batched else (T,)
     if tuple(v.shape) not in (lead, lead + (D,)):
         raise ValueError(f"voiced must have shape {lead} or {lead + (D,)}; got {tuple(v.shape)}")
-    return v.reshape(B, T, -1)
+    # (-1 cannot be inferred for an empty batch)
+    return v.reshape(B, T, 1 if tuple(v.shape) == lead else D)
 
 
 def _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced, unvoiced_value,
@@ -871,7 +889,8 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
             make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
                          boundary=boundary, voiced=vmask, msd_rule=msd_rule,
                          **_weights_kw(weights, kind))
-    if voiced is not None:
+    if voiced is not None and means.shape[-2] * (means.shape[0] if means.dim() == 3 else 1):
+        # (an empty batch has no frame to mark: the plain call below)
         return _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced,
                             unvoiced_value, msd_rule, not validate)
     lefts, rights, coeffs = _encode(wins)

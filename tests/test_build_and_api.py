@@ -355,9 +355,11 @@ def test_verify_bad_arguments(kw, exc, name):
         mlpgx.verify(m, backend="cython", **kw)
 
 
-def test_verify_takes_a_generator_as_seed():
+@pytest.mark.parametrize("seed", [None, 3, np.random.default_rng(3), np.random.PCG64(3),
+                                  np.random.SeedSequence(3)], ids=lambda s: type(s).__name__)
+def test_verify_takes_what_default_rng_takes_as_seed(seed):
     m = np.random.default_rng(0).normal(size=(10, 3))
-    assert mlpgx.verify(m, backend="cython", seed=np.random.default_rng(3)).passed
+    assert mlpgx.verify(m, backend="cython", seed=seed).passed
 
 
 @pytest.mark.parametrize("value", ["no", 0, 1, None])

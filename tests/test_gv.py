@@ -243,21 +243,32 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("shape", [(0, 5, 6), (3, 0, 6), (0, 6)])
+def test_empty_batch(shape):
+    out, info = mlpg_gv(np.zeros(shape), np.ones(shape), gv_mean=np.ones(2),
+                        gv_variance=np.ones(2), return_info=True)
+    assert out.shape == shape[:-1] + (2,)
+
+
 @pytest.mark.parametrize("kw", [dict(gv_mean=[1e50] * 2, gv_variance=[0.01] * 2),
                                 dict(gv_mean=[0.5] * 2, gv_variance=[1e-200] * 2),
                                 dict(gv_mean=[1e100] * 2, gv_variance=[0.01] * 2),
-                                dict(gv_mean=[0.5] * 2, gv_variance=[0.1] * 2, scale=1e150)])
+                                dict(gv_mean=[0.5] * 2, gv_variance=[0.1] * 2, scale=1e150),
+                                dict(gv_mean=[0.5] * 2, gv_variance=[1e-310] * 2),
+                                dict(gv_mean=[0.5] * 2, gv_variance=[1.0] * 2, var=1e-307),
+                                dict(gv_mean=[0.5] * 2, gv_variance=[1.0] * 2, var=1e-300,
+                                     scale=1e100)])
 def test_overflowing_iteration_names_the_arguments(kw):
     # GV statistics (or means) whose iteration leaves the float64 range: a
     # ValueError naming them, not one about an internal right-hand side or
     # NumPy's eigvals, and no overflow warnings on the way
     rng = np.random.default_rng(0)
     means = rng.normal(size=(30, 6)) * kw.pop("scale", 1.0)
-    variances = rng.uniform(0.5, 2.0, size=(30, 6))
+    variances = rng.uniform(0.5, 2.0, size=(30, 6)) * kw.pop("var", 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="GV iteration overflowed float64: gv_mean "
-                                             "or the means .* gv_variance"):
+                                             "or the means .* gv_variance or the variances"):
             mlpg_gv(means, variances, **kw)
 
 

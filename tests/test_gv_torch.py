@@ -113,6 +113,28 @@ def test_gv_weight_zero_gradient_is_mlpg_gradient():
     np.testing.assert_allclose(v1.grad.numpy(), v2.grad.numpy(), rtol=1e-8, atol=1e-12)
 
 
+def test_padding_may_hold_anything():
+    # NaN means and zero variances beyond the lengths: the results and
+    # gradients of the unpadded sequence, zero gradients in the padding
+    rng = np.random.default_rng(0)
+    m, v = rng.normal(size=(2, 8, 6)), rng.uniform(0.5, 2.0, (2, 8, 6))
+    m[0, 5:], v[0, 5:] = np.nan, 0.0
+    stats = dict(gv_mean=torch.full((2,), 0.5, dtype=torch.float64),
+                 gv_variance=torch.ones(2, dtype=torch.float64))
+    tm, tv = torch.tensor(m, requires_grad=True), torch.tensor(v, requires_grad=True)
+    out = mlpg_gv(tm, tv, lengths=torch.tensor([5, 8]), **stats)
+    out.sum().backward()
+    um = torch.tensor(m[0, :5], requires_grad=True)
+    uv = torch.tensor(v[0, :5], requires_grad=True)
+    ref = mlpg_gv(um, uv, **stats)
+    ref.sum().backward()
+    torch.testing.assert_close(out[0, :5], ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(tm.grad[0, :5], um.grad, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(tv.grad[0, :5], uv.grad, rtol=1e-8, atol=1e-10)
+    assert torch.all(tm.grad[0, 5:] == 0) and torch.all(tv.grad[0, 5:] == 0)
+    assert torch.all(out[0, 5:] == 0)
+
+
 def test_bad_input():
     means = torch.zeros(10, 6, dtype=torch.float64)
     with pytest.raises(ValueError, match="gv_mean is required"):

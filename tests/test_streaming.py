@@ -392,6 +392,11 @@ def test_variance_lost_in_conversion_says_so():
     with pytest.raises(ValueError, match=r"variances_frames\[0, 0\]") as info:
         stream.push(np.zeros((2, 3), np.float32), v.astype(np.float32))
     assert "converted" not in str(info.value)
+    # a widening conversion cannot have made it invalid: not mentioned
+    wide = StreamingMLPG(DELTA, 1, 2)
+    with pytest.raises(ValueError, match=r"variances_frames\[0, 0\]") as info:
+        wide.push(np.zeros((2, 3)), np.array([[0, 1, 1], [1, 1, 1]]))
+    assert "converted" not in str(info.value)
 
 
 @pytest.mark.parametrize("case,kwargs,exc,match", _bad_push_cases(),

@@ -362,6 +362,39 @@ def test_padding_may_hold_anything(rng):
     np.testing.assert_allclose(tm.grad[0, :5].numpy(), gm, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(tv.grad[0, :5].numpy(), gv, rtol=1e-12, atol=1e-15)
     assert torch.all(tm.grad[0, 5:] == 0) and torch.all(tv.grad[0, 5:] == 0)
+    # the composite formulas of higher orders read every frame: still finite
+    L = torch.tensor([5, 8])
+    g = torch.autograd.grad(mt.mlpg(tm, tv, lengths=L).sum(), (tm, tv), create_graph=True)
+    gg = torch.autograd.grad(sum((x ** 2).sum() for x in g), (tm, tv))
+    fg = torch.func.grad(lambda a, b: mt.mlpg(a, b, lengths=L).sum(), argnums=(0, 1))(
+        tm.detach(), tv.detach())
+    for x in (*g, *gg, *fg):
+        assert torch.all(torch.isfinite(x)) and torch.all(x[0, 5:] == 0)
+    np.testing.assert_allclose(g[1][0, :5].detach().numpy(), gv, rtol=1e-12, atol=1e-15)
+    # the solve's weight gradient, with NaN in the right-hand side's padding too
+    r = torch.tensor(rng.normal(size=(2, 8, 2)))
+    r[0, 5:] = np.nan
+    r.requires_grad_()
+    tv.grad = None
+    mt.mlpg_solve(r, tv, lengths=L).sum().backward()
+    assert torch.all(torch.isfinite(tv.grad)) and torch.all(torch.isfinite(r.grad))
+    assert torch.all(tv.grad[0, 5:] == 0) and torch.all(r.grad[0, 5:] == 0)
+
+
+@pytest.mark.parametrize("shape, vshape", [((0, 5, 6), (0, 5)), ((0, 6), (0,)),
+                                           ((3, 0, 6), (3, 0))])
+def test_empty_batches(shape, vshape):
+    # as mlpgx.mlpg: empty results (and gradients), with voiced= and lengths=[]
+    m = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    w = torch.ones(shape, dtype=torch.float64)
+    c = mt.mlpg(m, w, voiced=torch.zeros(vshape, dtype=torch.bool))
+    c.sum().backward()
+    assert c.shape == shape[:-1] + (2,) and m.grad.shape == shape
+    if len(shape) == 3 and shape[0] == 0:
+        assert mt.mlpg(m, w, lengths=[]).shape == shape[:-1] + (2,)
+        stats = dict(gv_mean=torch.ones(2, dtype=torch.float64),
+                     gv_variance=torch.ones(2, dtype=torch.float64))
+        assert mt.mlpg_gv(m, w, lengths=[], **stats).shape == shape[:-1] + (2,)
 
 
 def test_layer_and_mlpg_check_their_options():

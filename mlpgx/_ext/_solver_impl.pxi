@@ -842,8 +842,9 @@ def scan_valid(x, str check, num_threads=None):
     """Whether every entry of ``x`` passes ``check``, in one parallel pass.
 
     ``x``: a C-contiguous float32/float64 NumPy array.  ``check``:
-    ``"finite"`` (no inf or NaN), ``"positive"`` (> 0; +inf allowed, NaN
-    not: variances) or ``"nonnegative"`` (>= 0 and finite: precisions).
+    ``"finite"`` (no inf or NaN), ``"positive"`` (variances: at least
+    ``_validate.SMALLEST_VARIANCE``, whose reciprocal is finite; +inf
+    allowed, NaN not) or ``"nonnegative"`` (>= 0 and finite: precisions).
     Only answers yes or no: the validation layer locates a bad entry itself.
     """
     cdef int c = SCAN_CHECKS[check]
