@@ -9,9 +9,8 @@ import numpy as np
 
 from . import _msd
 from . import backends as _backends
-from ._validate import (_all_finite, _check_finite, _has_padding, _padding_filled,
-                        array_namespace, check_int, check_unvoiced_value, frames_array,
-                        make_problem)
+from ._validate import (array_namespace, check_int, check_unvoiced_value, finite_inside,
+                        frames_array, make_problem)
 from .windows import DELTA, as_windows
 
 
@@ -293,10 +292,9 @@ def _output_frames(problem, x, name, check_finite):
     a = frames_array(x, problem, name, check_finite=False)
     a = array_namespace(a).where(_msd.unvoiced_frames(problem.voiced, problem.lengths),
                                  a.dtype.type(0), a)
-    if check_finite and not _all_finite(a, problem.num_threads):
-        if _has_padding(problem.lengths, problem.n_frames):   # (not read either)
-            a = _padding_filled(a, problem.lengths, 0)
-        _check_finite(_strip(problem, a), name, problem.num_threads)
+    if check_finite:   # (checked in the caller's coordinates)
+        a = finite_inside(_strip(problem, a), problem.lengths, name, problem.num_threads)
+        a = a.reshape(problem.batch_size, problem.n_frames, problem.static_dim)
     return a
 
 

@@ -173,6 +173,19 @@ def _has_padding(lengths: np.ndarray, T: int) -> bool:
     return lengths.size > 0 and int(lengths.min()) < T
 
 
+def finite_inside(x, lengths: np.ndarray, name: str, num_threads=None):
+    """``x`` (``(B, T, C)`` or ``(T, C)``, the caller's shape) checked finite
+    on the frames inside the lengths: one scan when it passes; otherwise
+    the padding (never read) is set to 0 in a copy before a bad entry is
+    located and named.  Returns ``x`` or that copy."""
+    if _all_finite(x, num_threads):
+        return x
+    if _has_padding(lengths, x.shape[-2]):
+        x = _padding_filled(x, lengths, 0)
+    _check_finite(x, name, num_threads)
+    return x
+
+
 def check_boundary(boundary) -> str:
     if not isinstance(boundary, str) or boundary not in BOUNDARIES:
         raise ValueError(
@@ -225,16 +238,23 @@ def _check_num_threads(num_threads):
     return min(check_int(num_threads, "num_threads", 1), usable_cpus())
 
 
+def integer_lengths(lengths) -> np.ndarray:
+    """``lengths`` (host data) as an integer array; ``[]`` or ``()`` (float64
+    to NumPy) is an empty one, for an empty batch."""
+    arr = np.asarray(lengths)
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.intp)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
+    return arr
+
+
 def _lengths(lengths, batch: int, T: int, batched: bool) -> np.ndarray:
     if lengths is None:
         return np.full(batch, T, dtype=np.intp)
     if array_namespace(lengths) is not np:   # lengths live on the host
         lengths = lengths.get()
-    arr = np.asarray(lengths)
-    if arr.size == 0 and arr.dtype.kind == "f":   # [] or () for an empty batch
-        arr = arr.astype(np.intp)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
+    arr = integer_lengths(lengths)
     if not batched:
         if arr.ndim != 0:
             raise ValueError(
@@ -387,10 +407,8 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         # Padding frames (t >= lengths[b]) are not read either: replaced by
         # zeros too when not all finite.
         if keep is None:
-            if check_finite and not _all_finite(m, num_threads):
-                if padded:
-                    m = _padding_filled(m, lens, 0)
-                _check_finite(m, "means", num_threads)
+            if check_finite:
+                m = finite_inside(m, lens, "means", num_threads)
         elif not _all_finite(m, num_threads):
             m = where_kept(keep, m, 0)
             if padded:
@@ -431,8 +449,6 @@ def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarra
         raise TypeError(f"{name} must come from the same array library as the means "
                         f"and variances (NumPy or CuPy)")
     a = array_namespace(a).ascontiguousarray(a, dtype=problem.dtype)
-    if check_finite and not _all_finite(a, problem.num_threads):
-        if _has_padding(problem.lengths, T):   # padding frames are not read
-            a = _padding_filled(a, problem.lengths, 0)
-        _check_finite(a, name, problem.num_threads)
+    if check_finite:
+        a = finite_inside(a, problem.lengths, name, problem.num_threads)
     return a.reshape(B, T, D)

@@ -107,7 +107,7 @@ import torch.nn.functional as F
 import mlpgx
 from ._problem import Problem
 from ._validate import (_weights, check_boundary, check_msd_rule, check_unvoiced_value,
-                        frames_array, make_problem)
+                        frames_array, integer_lengths, make_problem)
 from .windows import DELTA, WindowSet, as_windows
 
 __all__ = ["mlpg", "mlpg_solve", "mlpg_gv", "MLPG", "MLPGLayer"]
@@ -718,12 +718,7 @@ def _lengths_tensor(lengths):
             raise TypeError(f"lengths must be integers; got dtype "
                             f"{str(lengths.dtype).replace('torch.', '')}")
         return lengths.detach().to(device="cpu", dtype=torch.int64)
-    arr = np.asarray(lengths)
-    if arr.size == 0 and arr.dtype.kind == "f":   # [] or () for an empty batch
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
-    return torch.as_tensor(arr.astype(np.int64))
+    return torch.as_tensor(integer_lengths(lengths).astype(np.int64))
 
 
 def _prepare(x, weights, kind, lengths, x_name):
@@ -889,8 +884,7 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
             make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
                          boundary=boundary, voiced=vmask, msd_rule=msd_rule,
                          **_weights_kw(weights, kind))
-    if voiced is not None and means.shape[-2] * (means.shape[0] if means.dim() == 3 else 1):
-        # (an empty batch has no frame to mark: the plain call below)
+    if voiced is not None:
         return _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced,
                             unvoiced_value, msd_rule, not validate)
     lefts, rights, coeffs = _encode(wins)
