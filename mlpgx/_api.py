@@ -9,8 +9,8 @@ import numpy as np
 
 from . import _msd
 from . import backends as _backends
-from ._validate import (array_namespace, check_int, check_unvoiced_value, finite_inside,
-                        frames_array, make_problem)
+from ._validate import (array_namespace, check_int, check_result, check_unvoiced_value,
+                        finite_inside, frames_array, make_problem)
 from .windows import DELTA, as_windows
 
 
@@ -35,10 +35,16 @@ def _mark_unvoiced(problem, out, unvoiced_value):
     return xp.where(unvoiced, out.dtype.type(unvoiced_value), out)
 
 
-def run_forward(b, problem, unvoiced_value=0.0):
+def run_forward(b, problem, unvoiced_value=0.0, check_finite=False):
     """:meth:`Backend.forward` of ``problem`` on backend ``b`` (batched), with
-    ``unvoiced_value`` on unvoiced frames."""
-    return _mark_unvoiced(problem, b.forward(_for_backend(b, problem)), unvoiced_value)
+    ``unvoiced_value`` on unvoiced frames; ``check_finite``: the result is
+    checked finite (:func:`check_result`) before the marker is written."""
+    out = b.forward(_for_backend(b, problem))
+    if check_finite:
+        unvoiced = None if problem.voiced is None else \
+            _msd.unvoiced_frames(problem.voiced, problem.lengths)
+        check_results("forward", problem, (out,), ignore=unvoiced)
+    return _mark_unvoiced(problem, out, unvoiced_value)
 
 
 def _adjoint_call(b, problem, g, output):
@@ -46,6 +52,21 @@ def _adjoint_call(b, problem, g, output):
     if output is None or not getattr(b, "reuses_output", False):
         return b.adjoint(problem, g)
     return b.adjoint(problem, g, output=output)
+
+
+def check_results(operation, problem, results, given_output=False, ignore=None):
+    """The results of ``operation`` (``"forward"``: ``(output,)``,
+    ``"solve"``: ``(x,)``, ``"adjoint"``: ``(grad_means, grad_weights)``,
+    batched, as the backend returned them) checked finite
+    (:func:`~mlpgx._validate.check_result`; ``None`` entries skipped)."""
+    if operation == "adjoint":
+        inputs = "grad_output" + (", output" if given_output else "") + ", means"
+        names = ("grad_means", "grad_" + problem.weight_kind + "s")
+    else:
+        inputs, names = ("means", ("output",)) if operation == "forward" else ("rhs", ("x",))
+    for x, name in zip(results, names):
+        if x is not None:
+            check_result(x, problem, name, inputs, ignore)
 
 
 def run_adjoint(b, problem, g, output=None):
@@ -143,7 +164,10 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
         ``"auto"`` (by array type: NumPy -> ``"cython"``), a registered
         name (see :mod:`mlpgx.backends`) or a backend instance.
     check_finite : bool
-        Scan ``means`` for NaN/inf (one pass); ``False`` skips the scan.
+        Scan ``means`` for NaN/inf (one pass), and the result: finite
+        inputs so extreme that the float64 arithmetic overflows (a mean of
+        1e200 with a variance of 1e-200) raise ``ValueError`` instead of
+        giving inf or NaN.  ``False`` skips both scans.
     num_threads : int, optional
         Threads for the compiled backend; default: ``OMP_NUM_THREADS`` or
         all cores (one thread for small problems).  Capped at the CPUs
@@ -160,7 +184,8 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     ------
     ValueError, TypeError
         Bad shapes, dtypes, values, windows, lengths or options (the message
-        names the argument).
+        names the argument); finite inputs whose arithmetic overflows (with
+        ``check_finite``).
     numpy.linalg.LinAlgError
         ``R`` is not positive definite (e.g. every precision touching a
         frame is zero); the message names the frame and dimension.
@@ -194,7 +219,7 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule)
     b = _backends.resolve(backend, means, operation="forward", dtype=problem.dtype,
                           boundary=problem.boundary)
-    return _strip(problem, run_forward(b, problem, unvoiced_value))
+    return _strip(problem, run_forward(b, problem, unvoiced_value, check_finite))
 
 
 def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precisions=None,
@@ -277,6 +302,8 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
                           boundary=problem.boundary)
     gm, gw = run_adjoint(b, problem, g, c)
+    if check_finite:
+        check_results("adjoint", problem, (gm, gw), given_output=c is not None)
     gw = gw if problem.global_weights else _strip(problem, gw)
     return _strip(problem, gm), gw
 
@@ -334,7 +361,10 @@ def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=N
     x = frames_array(rhs, problem, "rhs", check_finite)
     b = _backends.resolve(backend, rhs, operation="solve", dtype=problem.dtype,
                           boundary=problem.boundary)
-    return _strip(problem, b.solve(problem, x))
+    x = b.solve(problem, x)
+    if check_finite:
+        check_results("solve", problem, (x,))
+    return _strip(problem, x)
 
 
 @dataclass(frozen=True)

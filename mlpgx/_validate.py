@@ -186,6 +186,50 @@ def finite_inside(x, lengths: np.ndarray, name: str, num_threads=None):
     return x
 
 
+def _weights_name(problem: Problem) -> str:
+    if problem.weights is None:
+        return ""
+    return " and precisions" if problem.weight_kind == "precision" else " and variances"
+
+
+def check_result(x, problem: Problem, name: str, inputs: str, ignore=None) -> None:
+    """Raise ``ValueError`` when ``x``, a result computed from inputs that
+    the layer has checked finite, is not finite: the inputs are so extreme
+    that a product in the kernels' float64 arithmetic overflowed (a mean of
+    1e200 with a variance of 1e-200), or the result does not fit its
+    float32 storage.  The backends cannot tell; without this check such
+    results would come back inf or NaN silently.
+
+    One scan of ``x`` (an output, a fraction of the inputs' size, or a
+    gradient) when it passes.  ``name``: what ``x`` is to the caller
+    (``"output"``, ``"grad_means"``); ``inputs``: the arguments it was
+    computed from (``"means"``; the weights' name is added); ``ignore``: ``None`` or a bool mask,
+    broadcastable to ``x``, of entries that carry no result (unvoiced
+    frames before their marker is written).  ``x`` is batched as the
+    problem is; indices are reported in the caller's coordinates."""
+    if _all_finite(x, problem.num_threads):
+        return
+    xp = array_namespace(x)
+    bad = ~xp.isfinite(x)
+    if ignore is not None:
+        bad &= ~ignore
+    if not bool(bad.any()):   # (ignored entries, or only a one-pass sum overflowed)
+        return
+    if problem.batched or x.ndim < 3:
+        shown = bad
+    else:
+        shown = bad[0]
+    idx = _first_bad_index(shown)
+    value = (x if problem.batched or x.ndim < 3 else x[0])[idx]
+    inputs += _weights_name(problem)
+    fits = "" if np.dtype(problem.dtype) == np.float64 else \
+        f", or the solution exceeds the range of {np.dtype(problem.dtype)}, which stores it"
+    raise ValueError(
+        f"{name}{list(idx)} = {value!r} is not finite although {inputs} are: their values "
+        f"are so extreme that the float64 arithmetic overflowed (e.g. a mean of 1e200 with "
+        f"a variance of 1e-200){fits}; rescale {inputs}")
+
+
 def check_boundary(boundary) -> str:
     if not isinstance(boundary, str) or boundary not in BOUNDARIES:
         raise ValueError(

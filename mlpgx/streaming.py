@@ -81,8 +81,11 @@ class StreamingMLPG:
     Notes
     -----
     A :class:`numpy.linalg.LinAlgError` from :meth:`push` or :meth:`flush`
-    (the system of a prefix is not positive definite) leaves the stream
-    unusable: further calls raise ``RuntimeError`` until :meth:`reset`.
+    (the system of a prefix is not positive definite), or a ``ValueError``
+    for emitted frames that are not finite (finite inputs so extreme that
+    the float64 arithmetic overflowed: a mean of 1e200 with a variance of
+    1e-200), leaves the stream unusable: further calls raise
+    ``RuntimeError`` until :meth:`reset`.
     A stream is not thread-safe: use one object per utterance being
     generated concurrently.
 
@@ -198,8 +201,25 @@ class StreamingMLPG:
 
     def _check_usable(self):
         if self._failed:
-            raise RuntimeError("StreamingMLPG: a previous call raised LinAlgError; "
-                               "call reset() before pushing again")
+            raise RuntimeError("StreamingMLPG: a previous call raised LinAlgError or "
+                               "overflowed; call reset() before pushing again")
+
+    def _check_output(self, out, first_frame: int, inputs: str):
+        """Emitted frames of finite inputs that are not finite: the inputs'
+        values are so extreme that the float64 arithmetic overflowed.  The
+        stream's state holds the overflow, so the stream becomes unusable
+        (as after a ``LinAlgError``)."""
+        if out.size == 0 or np.isfinite(out).all():
+            return
+        self._failed = True
+        i, d = (int(v) for v in np.argwhere(~np.isfinite(out))[0])
+        fits = "" if self._dtype == np.float64 else \
+            f", or the result exceeds the range of {self._dtype}"
+        raise ValueError(
+            f"emitted frame {first_frame + i}, dimension {d} is {out[i, d]!r} although "
+            f"{inputs} are finite: their values are so extreme that the float64 arithmetic "
+            f"overflowed (e.g. a mean of 1e200 with a variance of 1e-200){fits}; rescale "
+            f"them.  Call reset() before pushing again")
 
     def push(self, means_frames, variances_frames=None, *, precisions=None):
         """Push frames; return the static frames that are now ready.
@@ -228,7 +248,9 @@ class StreamingMLPG:
         ValueError, TypeError
             Bad shapes, dtypes or values (NaN/inf means, variances ``<= 0``
             or NaN, negative or non-finite precisions, both variances and
-            precisions); nothing is pushed.
+            precisions); nothing is pushed.  Also (``ValueError``) ready
+            frames that are not finite although the inputs are (overflow;
+            the stream is then unusable until :meth:`reset`).
         numpy.linalg.LinAlgError
             A prefix's system is not positive definite (e.g. every
             precision touching a frame is zero); names the frame and
@@ -266,6 +288,8 @@ class StreamingMLPG:
         except np.linalg.LinAlgError:
             self._failed = True
             raise
+        self._check_output(out[:nout], self._emitted,
+                           "means_frames" if weights is None else f"means_frames and {wname}")
         self._emitted += nout
         return out[:nout]
 
@@ -281,6 +305,9 @@ class StreamingMLPG:
 
         Raises
         ------
+        ValueError
+            A remaining frame is not finite although the inputs are
+            (overflow; the stream is then unusable until :meth:`reset`).
         numpy.linalg.LinAlgError
             The whole sequence's system is not positive definite.
         RuntimeError
@@ -294,6 +321,7 @@ class StreamingMLPG:
         except np.linalg.LinAlgError:
             self._failed = True
             raise
+        self._check_output(out, T - out.shape[0], "the pushed frames")
         self.reset()
         return out
 

@@ -54,8 +54,8 @@ allocator and are stream-ordered with the surrounding torch work.  Nothing
 runs on CuPy's default stream.  Host synchronisation: the kernel's status
 word is read back after each launch (the ``numpy.linalg.LinAlgError`` of a
 non-positive pivot needs it), and the validation's reductions (finiteness
-scan of means / right-hand side, positivity of the variances) read back a
-scalar each; so the ops cannot be captured in a CUDA graph.  The factor
+scan of means / right-hand side, positivity of the variances, and the
+finiteness of the forward's and solve's results) read back a scalar each; so the ops cannot be captured in a CUDA graph.  The factor
 scratch comes from CuPy's memory pool (stream-ordered on the same stream).
 
 Backward of ``mlpgx::mlpg`` for an upstream gradient ``g`` (``docs/math.md``)::
@@ -91,7 +91,12 @@ and the kernel validates instead, finiteness included.
 
 Validation: :func:`mlpg` runs the NumPy validation layer
 (:func:`mlpgx._validate.make_problem`, same messages) on zero-copy views
-before any kernel runs (eager mode).  Under ``torch.compile`` the fake
+before any kernel runs (eager mode), and checks the result as
+:func:`mlpgx.mlpg` does: finite inputs whose float64 arithmetic overflows
+(a mean of 1e200 with a variance of 1e-200) raise its ``ValueError``.  The
+backward does not scan: like torch's own operators (and ``GradScaler``,
+which watches for them), it passes unrepresentable gradients on as
+inf/NaN.  Under ``torch.compile`` the fake
 implementation checks shapes and the kernel validates values at run time.
 """
 from __future__ import annotations
@@ -105,6 +110,7 @@ import torch
 import torch.nn.functional as F
 
 import mlpgx
+from ._api import check_results
 from ._problem import Problem
 from ._validate import (_weights, check_boundary, check_msd_rule, check_unvoiced_value,
                         frames_array, integer_lengths, make_problem)
@@ -321,6 +327,8 @@ def _cuda_run(mode, frames, means, weights, weight_kind, lefts, rights, coeffs, 
         outputs = tuple(None if r is None else view(r).reshape(s)
                         for r, s in zip(results, shapes))
         b._run(mode, pb, f, outputs=outputs)  # the status read-back synchronises the stream
+        if check_finite:   # (overflow of finite inputs, as mlpgx.mlpg checks it)
+            check_results(mode, pb, outputs)
     return results
 
 
@@ -767,12 +775,28 @@ def _voiced_tensor(voiced, B, T, D, batched, device):
     return v.reshape(B, T, 1 if tuple(v.shape) == lead else D)
 
 
+def _check_eager_result(mode, problem, out, unvoiced=None):
+    """The result check of :func:`mlpgx.mlpg` / :func:`mlpgx.mlpg_solve`
+    (:func:`mlpgx._api.check_results`) for the eager CPU path, whose
+    validation ran before the op and told it not to check again; ``problem``
+    is that validation's (``None``: the op checked, or nothing to check).
+    ``out``: the op's result; ``unvoiced``: frames whose result is ignored."""
+    if problem is None:
+        return
+    x = out.detach()
+    x = x if x.dim() == 3 else x.unsqueeze(0)
+    check_results(mode, problem, (x.numpy(),),
+                  ignore=None if unvoiced is None else unvoiced.numpy())
+
+
 def _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced, unvoiced_value,
-                 msd_rule, check_finite):
+                 msd_rule, check_finite, checked=None):
     """MLPG of an MSD stream from differentiable pieces: the lowered plain
     problem (:func:`mlpgx._msd.lower`, written with ``torch.where`` so that
     dropped constraints and unvoiced frames get no gradient) through
-    ``mlpgx::mlpg``, then the marker on unvoiced frames."""
+    ``mlpgx::mlpg``, then the marker on unvoiced frames.  ``checked``: the
+    eager validation's problem, whose result check runs here, before the
+    marker (see :func:`_check_eager_result`)."""
     from . import _msd
 
     batched = means.dim() == 3
@@ -808,6 +832,7 @@ def _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced, unvoiced_va
     lefts, rights, coeffs = _encode(wins)
     out = _call(_mlpg_op, m_low.contiguous(), w_low.contiguous(), kind, list(lefts),
                 list(rights), list(coeffs), lens, boundary, check_finite)
+    _check_eager_result("forward", checked, out, unvoiced)
     out = torch.where(unvoiced, torch.full((), unvoiced_value, dtype=out.dtype, device=dev),
                       out)
     return out if batched else out.squeeze(0)
@@ -881,15 +906,18 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
             vmask = voiced
             if isinstance(voiced, torch.Tensor):
                 vmask = voiced.detach().cpu().numpy()
-            make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
-                         boundary=boundary, voiced=vmask, msd_rule=msd_rule,
-                         **_weights_kw(weights, kind))
+            pb = make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
+                              boundary=boundary, voiced=vmask, msd_rule=msd_rule,
+                              **_weights_kw(weights, kind))
+    checked = pb if validate and means.device.type == "cpu" else None
     if voiced is not None:
         return _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced,
-                            unvoiced_value, msd_rule, not validate)
+                            unvoiced_value, msd_rule, not validate, checked)
     lefts, rights, coeffs = _encode(wins)
-    return _call(_mlpg_op, means, weights, kind, list(lefts), list(rights), list(coeffs), lens,
-                 boundary, not validate)
+    out = _call(_mlpg_op, means, weights, kind, list(lefts), list(rights), list(coeffs), lens,
+                boundary, not validate)
+    _check_eager_result("forward", checked, out)
+    return out
 
 
 def _np_lengths(lengths, lens):
@@ -926,8 +954,10 @@ def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=N
             # check again, so the right-hand side is scanned here)
             frames_array(_np(rhs), pb, "rhs")
     lefts, rights, coeffs = _encode(wins)
-    return _call(_solve_op, rhs, weights, kind, list(lefts), list(rights), list(coeffs), lens,
-                 boundary, not validate)
+    out = _call(_solve_op, rhs, weights, kind, list(lefts), list(rights), list(coeffs), lens,
+                boundary, not validate)
+    _check_eager_result("solve", pb if validate and rhs.device.type == "cpu" else None, out)
+    return out
 
 
 class MLPG(torch.autograd.Function):

@@ -162,15 +162,123 @@ def test_overflowing_but_finite_precisions_accepted(scans, monkeypatch):
     assert np.all(np.isfinite(res))
 
 
-def test_overflowing_but_finite_means_accepted(backend, mfunc):
-    # The finiteness scan sums first; an overflowing sum of finite values
-    # must not be reported as a non-finite mean.
+@pytest.mark.parametrize("scans", ["compiled", "numpy"])
+def test_overflowing_but_finite_means_accepted(backend, mfunc, scans, monkeypatch):
+    # Without the compiled scans the finiteness checks (of the means, and of
+    # the result) sum first; an overflowing sum of finite values must not be
+    # reported as a non-finite mean or result.
+    import mlpgx._validate as validate
+    if scans == "numpy":
+        monkeypatch.setattr(validate, "_solver", None)
     m = np.zeros((T, D))
     m[0, 0] = m[1, 0] = 1.5e308
     res = call(mfunc, m, backend=backend, windows="static")
     assert all(isinstance(r, np.ndarray) for r in _outputs(res))
     if mfunc == "mlpg":
         np.testing.assert_array_equal(res, m)
+
+
+# --------------------------------------------------------------------------
+# finite inputs whose arithmetic overflows
+# --------------------------------------------------------------------------
+
+def _overflowing(func, dtype, B=None):
+    """Finite, valid inputs of ``func`` whose results overflow: ``(means,
+    variances, grad, name of the non-finite result)``.  float64: a mean of
+    1e200 with a variance of 1e-200 (p * mu = 1e400), a right-hand side of
+    1e300 over precisions 1e-10, an upstream gradient of 1e300 over
+    precisions 1e10 (grad_variances ~ p^2 W v); float32 (in range for the
+    float64 arithmetic): a trajectory whose deltas of 3e38 add up beyond
+    float32's range, and the same solve and gradient at 1e38."""
+    lead = () if B is None else (B,)
+    m = np.zeros(lead + (T, LD), dtype)
+    v = np.ones(lead + (T, LD), dtype)
+    g = np.ones(lead + (T, D), dtype)
+    at = (Ellipsis, 3, 0)
+    if func == "mlpg_solve":
+        g[...] = 1e300 if dtype == np.float64 else 1e38
+        v[...] = 1e10
+        return m, v, g, "x"
+    if func == "mlpg_adjoint":
+        g[...] = 1e300 if dtype == np.float64 else 1e38
+        m[...] = 1
+        v[...] = 1e-10 if dtype == np.float64 else 1e-3
+        return m, v, g, "grad_variances"
+    if dtype == np.float64:
+        m[at], v[at] = 1e200, 1e-200
+    else:
+        m[..., D:2 * D] = 3e38     # every delta, with a weak static stream
+        v[..., :D] = 1e4
+    return m, v, g, "output"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_overflowing_arithmetic_raises(backend, func, dtype):
+    # Each input is finite and valid, but the results are not representable:
+    # one ValueError naming the result and the inputs, not inf/NaN.
+    m, v, g, result = _overflowing(func, dtype)
+    with np.errstate(all="raise"):   # (and no NumPy warning on the way)
+        info = expect_error(ValueError, rf"^{result}\[\d+, \d+\] = .* is not finite although",
+                            func, m, v, backend=backend, grad=g)
+    msg = str(info.value)
+    inputs = {"mlpg": "means and variances", "mlpg_solve": "rhs and variances",
+              "mlpg_adjoint": "grad_output, means and variances"}[func]
+    assert f"although {inputs} are" in msg and f"rescale {inputs}" in msg, msg
+    assert ("range of float32" in msg) == (dtype == np.float32), msg
+    # check_finite=False skips this scan too: the caller gets the values
+    with np.errstate(all="ignore"):
+        res = call(func, m, v, backend=backend, grad=g, check_finite=False)
+    assert not all(np.isfinite(r).all() for r in _outputs(res))
+
+
+def test_overflowing_arithmetic_names_the_sequence(backend, func):
+    m, v, g, result = _overflowing(func, np.float64)
+    ok_m, ok_v, ok_g = _means(), _variances(), np.ones((T, D))
+    m, v, g = (np.stack([a, b]) for a, b in ((ok_m, m), (ok_v, v), (ok_g, g)))
+    info = expect_error(ValueError, rf"^{result}\[1, \d+, \d+\] = ", func, m, v,
+                        backend=backend, grad=g)
+    assert "not finite" in str(info.value)
+
+
+def test_overflow_in_padding_or_unvoiced_frames_is_ignored(backend, mfunc):
+    # Frames that are never read (padding) or whose constraints the voicing
+    # rule drops may hold extreme values; the unvoiced marker NaN is not an
+    # overflow either.
+    m, v, g, _ = _overflowing("mlpg", np.float64, B=2)
+    lengths = [T, 3]                       # frame 3 of sequence 1 is padding
+    m[0], v[0] = _means(), _variances()
+    res = call(mfunc, m, v, backend=backend, grad=g, lengths=lengths)
+    assert all(np.isfinite(r).all() for r in _outputs(res))
+    m, v, g, _ = _overflowing("mlpg", np.float64)
+    voiced = np.arange(T) != 3
+    res = call(mfunc, m, v, backend=backend, grad=g, voiced=voiced)
+    if mfunc == "mlpg":
+        assert np.isnan(res[3]).all() and np.isfinite(np.delete(res, 3, axis=0)).all()
+    else:
+        assert all(np.isfinite(r).all() for r in _outputs(res))
+
+
+@pytest.mark.parametrize("form", ["precisions", "global"])
+def test_overflowing_gradient_of_weights_named(backend, form):
+    g = np.full((T, D), 1e300)
+    m = np.ones((T, LD))
+    if form == "precisions":   # (W v ~ 1e305 times mu - W c ~ 1e10)
+        info = expect_error(ValueError, r"^grad_precisions\[\d+, \d+\]", "mlpg_adjoint",
+                            1e10 * m, backend=backend, grad=g,
+                            precisions=np.full((T, LD), 1e-5))
+        assert "although grad_output, means and precisions are" in str(info.value)
+    else:   # the gradient of global variances: a sum over frames
+        info = expect_error(ValueError, r"^grad_variances\[\d+\] = ", "mlpg_adjoint", m,
+                            np.full(LD, 1e-10), backend=backend, grad=g)
+        assert "although grad_output, means and variances are" in str(info.value)
+
+
+def test_overflowing_adjoint_given_output(backend):
+    m, v, g, _ = _overflowing("mlpg_adjoint", np.float64)
+    c = mlpgx.mlpg(m, v, backend=backend)
+    info = expect_error(ValueError, r"^grad_variances\[", "mlpg_adjoint", m, v,
+                        backend=backend, grad=g, output=c)
+    assert "although grad_output, output, means and variances are" in str(info.value)
 
 
 # --------------------------------------------------------------------------
@@ -209,9 +317,16 @@ def test_variances_whose_precision_overflows(backend, func, dtype, form):
     assert "at least" in str(info.value) and "overflows" in str(info.value)
     # the smallest accepted one gives a finite answer that agrees with the reference
     v[at] = smallest
+    if func == "mlpg_adjoint" and dtype == np.float64:
+        # grad_variances = -p^2 dL/dp: p^2 overflows float64 (float32's
+        # p ~ 3e38 does not), which is an error (the gradient is not
+        # representable), unless the result scan is skipped
+        info = expect_error(ValueError, "grad_variances", func, m, v, backend=backend, grad=g)
+        assert "not finite although grad_output, means and variances are" in str(info.value)
+    kw = dict(check_finite=False) if func == "mlpg_adjoint" else {}
     with np.errstate(over="ignore", invalid="ignore"):   # (p^2 in grad_variances)
-        res = call(func, m, v, backend=backend, grad=g)
-        ref = call(func, m, v, backend="reference", grad=g)
+        res = call(func, m, v, backend=backend, grad=g, **kw)
+        ref = call(func, m, v, backend="reference", grad=g, **kw)
     n = 1 if func == "mlpg_adjoint" else None   # (grad_variances scales with p^2)
     for r, e in zip(_outputs(res)[:n], _outputs(ref)[:n]):
         assert np.all(np.isfinite(r))

@@ -9,6 +9,7 @@ main exactness grid uses the scipy.sparse reference backend.
 from __future__ import annotations
 
 import doctest
+import re
 
 import numpy as np
 import pytest
@@ -455,6 +456,42 @@ def test_all_zero_precision_block_raises_with_delta_windows():
     stream = StreamingMLPG(DELTA, D, 2)
     with pytest.raises(LinAlgError, match=r"frame t=\d+, static dimension d=0"):
         stream.push(means, precisions=precisions)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("delay", [0, 2, 30])
+def test_overflowing_arithmetic_raises_and_needs_a_reset(dtype, delay):
+    # Finite, valid frames whose arithmetic overflows (float64: a mean of
+    # 1e200 with a variance of 1e-200; float32: deltas of 3e38 that add up
+    # beyond its range) give a ValueError, as mlpgx.mlpg does, instead of
+    # NaN frames; the stream's state holds the overflow, so it then needs a
+    # reset, as after a LinAlgError.
+    T, D = 12, 1
+    means = np.zeros((T, 3 * D), dtype)
+    variances = np.ones((T, 3 * D), dtype)
+    if dtype == np.float64:
+        means[3, 0], variances[3, 0] = 1e200, 1e-200
+    else:
+        means[:, 1], variances[:, 0] = 3e38, 1e4
+    with pytest.raises(ValueError, match="although means and variances are"):
+        mlpgx.mlpg(means, variances)
+    stream = StreamingMLPG(DELTA, D, delay, dtype=dtype)
+    with pytest.raises(ValueError) as info:
+        for t in range(T):
+            stream.push(means[t], variances[t])
+        stream.flush()
+    msg = str(info.value)
+    assert re.match(r"emitted frame \d+, dimension 0 is .* although (means_frames and "
+                    r"variances_frames|the pushed frames) are finite", msg), msg
+    assert ("range of float32" in msg) == (dtype == np.float32) and "reset()" in msg
+    with pytest.raises(RuntimeError, match="reset"):
+        stream.push(means[0])
+    stream.reset()   # then it works as a new stream
+    fine = np.random.default_rng(0).uniform(0.5, 2.0, size=(T, 3 * D)).astype(dtype)
+    fresh = StreamingMLPG(DELTA, D, delay, dtype=dtype)
+    want = np.concatenate([fresh.push(fine, fine), fresh.flush()])
+    got = np.concatenate([stream.push(fine, fine), stream.flush()])
+    np.testing.assert_array_equal(got, want)
 
 
 def test_module_doctests_run():

@@ -346,6 +346,34 @@ def test_solve_rhs_must_be_finite(rng, bad):
     assert str(got.value) == str(want.value) and "rhs[1, 3, 0]" in str(got.value)
 
 
+def test_overflowing_arithmetic_raises_in_the_forward_only():
+    # Finite inputs so extreme that the float64 arithmetic overflows: the
+    # forward raises mlpgx.mlpg's ValueError.  The backward, like torch's
+    # own operators (and GradScaler, which looks for inf gradients), does
+    # not scan: an unrepresentable gradient comes back inf/NaN.
+    T, D = 8, 2
+    m, v = np.zeros((T, 3 * D)), np.ones((T, 3 * D))
+    m[3, 0], v[3, 0] = 1e200, 1e-200
+    with pytest.raises(ValueError) as want:
+        mlpgx.mlpg(m, v)
+    with pytest.raises(ValueError) as got:
+        mt.mlpg(torch.from_numpy(m), torch.from_numpy(v))
+    assert str(got.value) == str(want.value) and "not finite although" in str(got.value)
+    # with a voicing mask: checked on voiced frames (before the NaN marker is
+    # written); an unvoiced frame's extreme values are never read
+    tm, tv = torch.from_numpy(m), torch.from_numpy(v)
+    with pytest.raises(ValueError, match="not finite although means and variances"):
+        mt.mlpg(tm, tv, voiced=torch.arange(T) != 6)
+    out = mt.mlpg(tm, tv, voiced=torch.arange(T) != 3)
+    assert torch.isnan(out[3]).all() and torch.isfinite(out[torch.arange(T) != 3]).all()
+    mu = torch.ones(T, 3 * D, dtype=torch.float64, requires_grad=True)
+    var = torch.full((T, 3 * D), 1e-10, dtype=torch.float64, requires_grad=True)
+    out = mt.mlpg(mu, var)
+    assert torch.isfinite(out).all()
+    (out * 1e300).sum().backward()
+    assert torch.isfinite(mu.grad).all() and not torch.isfinite(var.grad).all()
+
+
 def test_padding_may_hold_anything(rng):
     # frames beyond the lengths are neither read nor checked (zero-padded
     # variances, NaN means): results and gradients as for the unpadded data

@@ -128,13 +128,17 @@ def test_wrappers_ask_the_kernel_to_scan_off_cpu(monkeypatch, fn):
     """Off the CPU (meta tensors standing in for CUDA ones) the op gets
     ``check_finite=True``; CPU tensors were scanned eagerly, so ``False``."""
     calls = []
+    result = torch.zeros(5, 1)   # (what the op returns: the CPU path checks it finite)
     monkeypatch.setattr(mt, "_backend_for", lambda device: "cython")
-    monkeypatch.setattr(mt, "_call", lambda op, *args: calls.append(args) or "sentinel")
+    monkeypatch.setattr(mt, "_call", lambda op, *args: calls.append(args) or result)
     x = torch.ones(5, 3 if fn == "mlpg" else 1)
-    assert getattr(mt, fn)(x.to("meta"), windows="delta") == "sentinel"
+    assert getattr(mt, fn)(x.to("meta"), windows="delta") is result
     assert calls[-1][-1] is True
-    getattr(mt, fn)(x, windows="delta")
+    assert getattr(mt, fn)(x, windows="delta") is result
     assert calls[-1][-1] is False
+    result[2, 0] = float("inf")   # an overflow the op was told not to look for
+    with pytest.raises(ValueError, match=r"(output|x)\[2, 0\] = .* is not finite although"):
+        getattr(mt, fn)(x, windows="delta")
 
 
 # -- the stream set-up, with stand-ins for torch.cuda and CuPy ----------------
@@ -294,6 +298,40 @@ def test_cuda_kernels_validate_like_the_cpu(rng, host_cuda):
         mt._cuda_mlpg(*args[:-1], True)
     assert str(got.value) == str(want.value)
     mt._cuda_mlpg(*args[:-1], False)    # the backward's calls skip the scan, as on CPU
+
+
+@pytest.mark.parametrize("mode", ["forward", "solve", "adjoint"])
+def test_cuda_kernels_check_their_results_like_the_cpu(host_cuda, mode):
+    # finite inputs whose arithmetic overflows: the results are scanned
+    # after the kernel, with mlpgx.mlpg's message; check_finite=False (the
+    # backward's calls) skips that scan too
+    T, D = 8, 2
+    m, w = np.zeros((T, 3 * D)), np.ones((T, 3 * D))
+    g = np.ones((T, D))
+    if mode == "forward":
+        m[3, 0], w[3, 0] = 1e200, 1e-200
+    elif mode == "solve":
+        g[...], w[...] = 1e300, 1e10
+    else:
+        g[...], m[...], w[...] = 1e300, 1.0, 1e-10
+    args = _op_args(torch.from_numpy(m), torch.from_numpy(w), "variance", DELTA, None,
+                    "per-window")
+    l, r, c = _encode(DELTA)
+    rest = (torch.from_numpy(w), "variance", list(l), list(r), list(c), None, "per-window")
+    call = {"forward": lambda check: mt._cuda_mlpg(*args[:-1], check),
+            "solve": lambda check: mt._cuda_solve(torch.from_numpy(g), *rest, check),
+            "adjoint": lambda check: mt._cuda_adjoint(torch.from_numpy(g), torch.from_numpy(m),
+                                                      *rest, check)}[mode]
+    with pytest.raises(ValueError) as want:
+        {"forward": lambda: mlpgx.mlpg(m, w), "solve": lambda: mlpgx.mlpg_solve(g, w),
+         "adjoint": lambda: mlpgx.mlpg_adjoint(g, m, w)}[mode]()
+    with pytest.raises(ValueError) as got:
+        call(True)
+    assert str(got.value) == str(want.value) and "not finite although" in str(got.value)
+    with np.errstate(all="ignore"):
+        res = call(False)
+    res = res if isinstance(res, tuple) else (res,)
+    assert not all(torch.isfinite(x).all() for x in res)
 
 
 def test_preallocated_outputs_checked(rng):
