@@ -87,7 +87,8 @@ def run_adjoint(b, problem, g, output=None):
         return gm, None
     gw = _msd.where_kept(keep, gw, 0) if gw.ndim > 1 else gw
     if problem.global_weights and gw.ndim > 1:   # lowered weights are per frame
-        gw = gw.sum(axis=(0, 1), dtype=np.float64).astype(problem.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):   # (see check_result)
+            gw = gw.sum(axis=(0, 1), dtype=np.float64).astype(problem.dtype)
     return gm, gw
 
 
@@ -355,15 +356,34 @@ def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=N
     >>> mlpgx.mlpg_solve(np.arange(3.0)[:, None], windows="static").ravel()
     array([0., 1., 2.])
     """
+    problem, x = _solve(rhs, variances, windows, precisions, lengths, boundary, backend,
+                        check_finite, num_threads)
+    if check_finite:
+        check_results("solve", problem, (x,))
+    return _strip(problem, x)
+
+
+def _solve(rhs, variances, windows, precisions, lengths, boundary, backend, check_finite,
+           num_threads):
+    """:func:`mlpg_solve` up to the scan of its result: ``(problem, x)``, ``x``
+    batched."""
     problem = make_problem(None, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, dtype_from=rhs)
     x = frames_array(rhs, problem, "rhs", check_finite)
     b = _backends.resolve(backend, rhs, operation="solve", dtype=problem.dtype,
                           boundary=problem.boundary)
-    x = b.solve(problem, x)
-    if check_finite:
-        check_results("solve", problem, (x,))
+    return problem, b.solve(problem, x)
+
+
+def solve_unchecked_result(rhs, variances=None, windows=DELTA, *, precisions=None,
+                           lengths=None, boundary="per-window", backend="auto",
+                           num_threads=None):
+    """:func:`mlpg_solve` with its inputs validated but its result not
+    scanned for overflow: for :mod:`mlpgx.gv`, whose iteration handles
+    iterates that leave the float64 range itself."""
+    problem, x = _solve(rhs, variances, windows, precisions, lengths, boundary, backend, True,
+                        num_threads)
     return _strip(problem, x)
 
 

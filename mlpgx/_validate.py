@@ -223,7 +223,7 @@ def check_result(x, problem: Problem, name: str, inputs: str, ignore=None) -> No
     value = (x if problem.batched or x.ndim < 3 else x[0])[idx]
     inputs += _weights_name(problem)
     fits = "" if np.dtype(problem.dtype) == np.float64 else \
-        f", or the solution exceeds the range of {np.dtype(problem.dtype)}, which stores it"
+        f", or the value exceeds the range of {np.dtype(problem.dtype)}, which stores it"
     raise ValueError(
         f"{name}{list(idx)} = {value!r} is not finite although {inputs} are: their values "
         f"are so extreme that the float64 arithmetic overflowed (e.g. a mean of 1e200 with "

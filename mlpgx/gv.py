@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._api import mlpg_solve
+from ._api import solve_unchecked_result
 from ._msd import effective_precisions
 from ._validate import (array_namespace, check_int, check_real, check_unvoiced_value,
                         make_problem)
@@ -286,9 +286,11 @@ class _State:
             pr = np.concatenate([pr] * k, axis=0)
         lengths = np.tile(self.problem.lengths, k)
         try:
-            return mlpg_solve(rhs, windows=self.wins, precisions=pr, lengths=lengths,
-                              boundary="none", backend=self.backend,
-                              num_threads=self.num_threads)
+            # (its result is not checked finite: the iteration handles
+            # overflowing iterates itself, see _optimise)
+            return solve_unchecked_result(rhs, windows=self.wins, precisions=pr,
+                                          lengths=lengths, boundary="none",
+                                          backend=self.backend, num_threads=self.num_threads)
         except ValueError as exc:   # (LinAlgError included)
             # the iterate left the float64 range: not this internal call's fault
             if not (np.isfinite(pr).all() and np.isfinite(rhs).all()):
@@ -622,11 +624,19 @@ def _output(st: _State, c, unvoiced_value):
     """The trajectory in the caller's dtype: 0 beyond the lengths,
     ``unvoiced_value`` on unvoiced frames."""
     pb = st.problem
-    out = np.where(st.inside, c, 0.0)
+    with np.errstate(over="ignore"):   # (reported below, by name)
+        out = np.where(st.inside, c, 0.0).astype(pb.dtype)
+    carried = st.inside & (st.m != 0) if pb.voiced is not None else st.inside
+    bad = ~np.isfinite(out) & carried
+    if bad.any():   # (float32: the float64 iterate does not fit)
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        shown = idx if pb.batched else idx[1:]
+        raise ValueError(
+            f"mlpg_gv: output{list(shown)} = {out[idx]!r} is not finite: the trajectory "
+            f"exceeds the range of {pb.dtype} (means or gv_mean too large in magnitude)")
     if pb.voiced is not None:
-        unv = st.inside & (st.m == 0)
-        out = np.where(unv, unvoiced_value, out)
-    out = out.astype(pb.dtype)
+        with np.errstate(over="ignore"):   # (a marker beyond float32's range is inf)
+            out = np.where(st.inside & (st.m == 0), pb.dtype.type(unvoiced_value), out)
     return out if pb.batched else out[0]
 
 

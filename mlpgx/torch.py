@@ -455,11 +455,13 @@ def _precisions(weights, kind):
     return weights if kind == "precision" else torch.reciprocal(weights)
 
 
-def _weight_grad(gp, weights, p, kind):
-    """``dL/dp`` (full) -> the gradient for ``weights`` (global: summed)."""
-    if weights.dim() == 1:
-        gp = gp.sum(dim=(0, 1))
-    return gp if kind == "precision" else -(p * p) * gp
+def _weight_grad(a, b, weights, p, kind):
+    """``dL/dp = a * b`` (full) -> the gradient for ``weights`` (global:
+    summed over frames).  For variances ``-p^2 dL/dp``, formed as
+    ``-(p a)(p b)``: ``p^2`` alone overflows for variances below ~1e-154
+    where the gradient itself is finite."""
+    g = a * b if kind == "precision" else -(p * a) * (p * b)
+    return g.sum(dim=(0, 1)) if weights.dim() == 1 else g
 
 
 class _Spec:
@@ -512,7 +514,7 @@ def _mlpg_backward(g, means, weights, lengths, out, spec: _Spec, need_m, need_w)
         gm = gm.squeeze(0) if unbatched else gm
     if need_w and weights is not None:
         Wc = _apply_windows(c3, spec.lefts, spec.rights, spec.coeffs)
-        gw = _weight_grad(mask * Wv * (mu3 - Wc), w3, p, spec.kind)
+        gw = _weight_grad(mask * Wv, mu3 - Wc, w3, p, spec.kind)
         gw = gw.squeeze(0) if unbatched and weights.dim() == 2 else gw
     return gm, gw
 
@@ -531,7 +533,7 @@ def _solve_backward(gx, weights, lengths, x, spec: _Spec, need_r, need_w):
         mask = _mask(B, T, D, n3, spec.lo, spec.hi, u3.dtype, u3.device)
         Wu = _apply_windows(u3, spec.lefts, spec.rights, spec.coeffs)
         Wx = _apply_windows(x3, spec.lefts, spec.rights, spec.coeffs)
-        gw = _weight_grad(-(mask * Wu * Wx), w3, _precisions(w3, spec.kind), spec.kind)
+        gw = _weight_grad(-(mask * Wu), Wx, w3, _precisions(w3, spec.kind), spec.kind)
         gw = gw.squeeze(0) if unbatched and weights.dim() == 2 else gw
     return (u if need_r else None), gw
 

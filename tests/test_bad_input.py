@@ -9,6 +9,7 @@ with copies afterwards: they must come back unmodified.
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -273,6 +274,44 @@ def test_overflowing_gradient_of_weights_named(backend, form):
         assert "although grad_output, means and variances are" in str(info.value)
 
 
+@pytest.mark.parametrize("form", ["full", "global"])
+def test_tiny_variances_have_representable_gradients(backend, form):
+    # dL/dvar = -p^2 dL/dp with p = 1 / variance: p^2 alone overflows below
+    # variances of ~1e-154, though the gradient (~p |g| |mu - W c|) does
+    # not; it must come back finite, not as an overflow error, and match
+    # -p^2 dL/dp evaluated in extended precision (dL/dp from precisions=)
+    rng = _rng(3)
+    m = rng.normal(size=(T, LD))
+    var = (rng.uniform(0.5, 2.0, size=(T, LD)) if form == "full" else
+           rng.uniform(0.5, 2.0, size=LD)) * 1e-160
+    g = rng.normal(size=(T, D))
+    gm, gv = call("mlpg_adjoint", m, var, backend=backend, grad=g)
+    p = 1.0 / var
+    gm_p, gp = call("mlpg_adjoint", m, backend=backend, grad=g, precisions=p)
+    np.testing.assert_allclose(gm, gm_p, rtol=1e-12)
+    want = -(p.astype(np.longdouble) ** 2) * gp.astype(np.longdouble)
+    assert np.isfinite(gv).all() and np.abs(gv).max() > 1e150
+    np.testing.assert_allclose(gv, want.astype(np.float64), rtol=1e-9,
+                               atol=1e-12 * float(np.abs(want).max()))
+    # with a zero upstream gradient every gradient is exactly 0
+    gm0, gv0 = call("mlpg_adjoint", m, var, backend=backend, grad=np.zeros((T, D)))
+    assert not gm0.any() and not gv0.any()
+
+
+def test_no_warning_before_an_overflow_error(backend):
+    # sums of global-weight gradients beyond float32 (and a voicing mask,
+    # whose lowered problem has per-frame weights summed by the layer):
+    # one ValueError, no NumPy warning first
+    m = _means(dtype=np.float32)
+    g = np.full((T, D), 3e38, np.float32)
+    w = np.full(LD, 1e-25, np.float32)   # (terms ~1e63: even their sum's rounding overflows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kw in ({}, dict(voiced=np.arange(T) != 4)):
+            with pytest.raises(ValueError, match=r"^grad_(means|variances)\[\d+(, \d+)*\] = "):
+                mlpgx.mlpg_adjoint(g, m, w, backend=backend, **kw)
+
+
 def test_overflowing_adjoint_given_output(backend):
     m, v, g, _ = _overflowing("mlpg_adjoint", np.float64)
     c = mlpgx.mlpg(m, v, backend=backend)
@@ -317,17 +356,11 @@ def test_variances_whose_precision_overflows(backend, func, dtype, form):
     assert "at least" in str(info.value) and "overflows" in str(info.value)
     # the smallest accepted one gives a finite answer that agrees with the reference
     v[at] = smallest
-    if func == "mlpg_adjoint" and dtype == np.float64:
-        # grad_variances = -p^2 dL/dp: p^2 overflows float64 (float32's
-        # p ~ 3e38 does not), which is an error (the gradient is not
-        # representable), unless the result scan is skipped
-        info = expect_error(ValueError, "grad_variances", func, m, v, backend=backend, grad=g)
-        assert "not finite although grad_output, means and variances are" in str(info.value)
-    kw = dict(check_finite=False) if func == "mlpg_adjoint" else {}
-    with np.errstate(over="ignore", invalid="ignore"):   # (p^2 in grad_variances)
-        res = call(func, m, v, backend=backend, grad=g, **kw)
-        ref = call(func, m, v, backend="reference", grad=g, **kw)
-    n = 1 if func == "mlpg_adjoint" else None   # (grad_variances scales with p^2)
+    # (grad_variances = -p^2 dL/dp is formed as -(p W v)(p (mu - W c)): p^2
+    # alone would overflow float64 here, the gradient does not)
+    res = call(func, m, v, backend=backend, grad=g)
+    ref = call(func, m, v, backend="reference", grad=g)
+    n = None
     for r, e in zip(_outputs(res)[:n], _outputs(ref)[:n]):
         assert np.all(np.isfinite(r))
         np.testing.assert_allclose(r, e, rtol=1e-4, atol=1e-6)

@@ -272,6 +272,34 @@ def test_overflowing_iteration_names_the_arguments(kw):
             mlpg_gv(means, variances, **kw)
 
 
+def test_iterates_beyond_float64_are_the_iterations_business():
+    # The GV iteration's inner solves may overflow on extreme statistics; it
+    # handles that itself (this one converges), so those solves must not
+    # raise mlpg_solve's overflow error about its internal rhs and precisions
+    means = np.random.default_rng(0).normal(size=(8, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = mlpg_gv(means, np.full((8, 3), 1e50), gv_mean=[1.0], gv_variance=[1e-300],
+                      max_iter=20)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out.var(axis=0), 1.0, rtol=1e-6)
+
+
+def test_float32_trajectory_beyond_its_range_raises():
+    # float64 iterates that do not fit the float32 output: a ValueError, as
+    # mlpgx.mlpg gives, not inf after a cast warning
+    T = 8
+    means = np.zeros((T, 3), np.float32)
+    means[:, 1] = 3e38                       # deltas adding up beyond float32's range
+    variances = np.ones((T, 3), np.float32)
+    variances[:, 0] = 1e4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"mlpg_gv: output\[\d+, 0\] = .* is not finite: "
+                                             r"the trajectory exceeds the range of float32"):
+            mlpg_gv(means, variances, gv_mean=[1.0], gv_variance=[1.0], gv_weight=0.0)
+
+
 @pytest.mark.parametrize("kw, exc, msg", BAD, ids=[f"{i}" for i in range(len(BAD))])
 def test_bad_input(kw, exc, msg):
     args = dict(means=np.random.default_rng(0).normal(size=(2, 10, 6)),

@@ -374,6 +374,27 @@ def test_overflowing_arithmetic_raises_in_the_forward_only():
     assert torch.isfinite(mu.grad).all() and not torch.isfinite(var.grad).all()
 
 
+@pytest.mark.parametrize("global_w", [False, True])
+def test_tiny_variances_have_finite_gradients_at_every_order(global_w):
+    # dL/dvar = -p^2 dL/dp: p^2 alone overflows below variances of ~1e-154;
+    # the fused adjoint and the composite formula of create_graph both form
+    # it without that intermediate, and agree
+    rng = np.random.default_rng(5)
+    T, D = 9, 2
+    mu = torch.from_numpy(rng.normal(size=(T, 3 * D))).requires_grad_()
+    shape = (3 * D,) if global_w else (T, 3 * D)
+    var = torch.from_numpy(rng.uniform(0.5, 2.0, size=shape) * 1e-160).requires_grad_()
+    g = torch.from_numpy(rng.normal(size=(T, D)))
+    first = torch.autograd.grad(mt.mlpg(mu, var), (mu, var), g)
+    graph = torch.autograd.grad(mt.mlpg(mu, var), (mu, var), g, create_graph=True)
+    for a, b in zip(first, graph):
+        assert torch.isfinite(a).all() and torch.isfinite(b).all()
+        torch.testing.assert_close(b.detach(), a, rtol=1e-9, atol=0)
+    assert first[1].abs().max() > 1e150
+    want = mlpgx.mlpg_adjoint(g.numpy(), mu.detach().numpy(), var.detach().numpy())[1]
+    np.testing.assert_allclose(first[1].numpy(), want, rtol=1e-12)
+
+
 def test_padding_may_hold_anything(rng):
     # frames beyond the lengths are neither read nor checked (zero-padded
     # variances, NaN means): results and gradients as for the unpadded data

@@ -437,14 +437,16 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
                             Wc[d] += coef * crow[d]
                 _precision_row(pl, weights, t, l, d0, nd, prow)
                 mu = means + t * LD + l * D + d0
-                # dL/dmu = p W v;  dL/dp = (W v)(mu - W c);  dL/dvar = -p^2 dL/dp
+                # dL/dmu = p W v;  dL/dp = (W v)(mu - W c);  dL/dvar = -p^2 dL/dp,
+                # formed as -(p W v)(p (mu - W c)) (p^2 alone overflows for
+                # variances below ~1e-154 where the gradient is finite)
                 for d in range(nd):
                     o[d] = <floating>(prow[d] * Wv[d])
                 if pl.weight_kind == KIND_UNIT:
                     continue
                 if pl.weight_kind == KIND_VARIANCE:
                     for d in range(nd):
-                        Wc[d] = -prow[d] * prow[d] * (Wv[d] * (mu[d] - Wc[d]))
+                        Wc[d] = -(prow[d] * Wv[d]) * (prow[d] * (mu[d] - Wc[d]))
                 else:
                     for d in range(nd):
                         Wc[d] = Wv[d] * (mu[d] - Wc[d])

@@ -112,9 +112,10 @@ MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, const 
         p = (KIND == 0) ? B2_FN(b2_recip)(w[d]) : (double)w[d];
         wc = GIVEN ? u0 * (double)xm[d] + u1 * (double)x0[d] + u2 * (double)xp[d]
                    : u0 * cm[d] + u1 * c0[d] + u2 * cp[d];
-        dp = wv * ((double)mu[d] - wc);
         gm[d] = (B2_T)(p * wv);
-        if (KIND == 0) dp = -p * p * dp;
+        /* dL/dvar = -p^2 dL/dp as -(p W v)(p (mu - W c)): p^2 alone overflows
+         * for variances below ~1e-154 where the gradient itself is finite */
+        dp = (KIND == 0) ? -(p * wv) * (p * ((double)mu[d] - wc)) : wv * ((double)mu[d] - wc);
         if (ACC) acc[d] += dp;
         else gw[d] = (B2_T)dp;
     }

@@ -374,10 +374,14 @@ class ReferenceBackend(Backend):
                     col = l * D + d
                     Wv = W_l @ v
                     grad_mu[b, :n, col] = sys_.p[l] * Wv
-                    grad_p = Wv * (mu[:, l] - W_l @ c)
+                    resid = mu[:, l] - W_l @ c
+                    grad_p = Wv * resid
                     grad_p[sys_.dropped[l]] = 0.0
                     if problem.weight_kind == "variance":
-                        g_var = -(sys_.p[l] ** 2) * grad_p
+                        # -p^2 grad_p, as -(p W v)(p resid): p^2 alone
+                        # overflows for variances below ~1e-154
+                        g_var = -(sys_.p[l] * Wv) * (sys_.p[l] * resid)
+                        g_var[sys_.dropped[l]] = 0.0
                         g_var[sys_.p[l] == 0.0] = 0.0  # +inf variances (and dropped)
                         grad_w[b, :n, col] = g_var
                     else:

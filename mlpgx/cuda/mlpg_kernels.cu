@@ -141,7 +141,8 @@ __host__ __device__ inline double mlpg_precision(const MlpgArgs<S>& A, mlpg_i64 
 
 // The adjoint's outputs for window l at frame t (flat index o = (b*T + t)*L*D
 // + l*D + d) from the precision q and (W_l c)_t, (W_l v)_t:
-//     dL/dmu = q W v;  dL/dq = (W v)(mu - W c);  dL/dvar = -q^2 dL/dq.
+//     dL/dmu = q W v;  dL/dq = (W v)(mu - W c);  dL/dvar = -q^2 dL/dq
+// (the last as -(q W v)(q (mu - W c))).
 // Per-frame weights get their gradient stored; for global weights it is
 // returned, for the caller to sum over frames (0 otherwise).
 template <typename S>
@@ -149,8 +150,10 @@ __host__ __device__ inline double mlpg_store_grads(const MlpgArgs<S>& A, mlpg_i6
                                                    double Wc, double Wv, bool per_frame) {
     A.grad_means[o] = (S)(q * Wv);
     if (A.weight_kind == MLPG_KIND_UNIT) return 0.0;
-    double gq = Wv * ((double)A.means[o] - Wc);
-    if (A.weight_kind == MLPG_KIND_VARIANCE) gq = -q * q * gq;
+    // dL/dvar as -(q W v)(q (mu - W c)): q^2 alone overflows for variances
+    // below ~1e-154 where the gradient itself is finite
+    const double dmu = (double)A.means[o] - Wc;
+    const double gq = (A.weight_kind == MLPG_KIND_VARIANCE) ? -(q * Wv) * (q * dmu) : Wv * dmu;
     if (!per_frame) return gq;
     A.grad_weights[o] = (S)gq;
     return 0.0;
