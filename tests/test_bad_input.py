@@ -374,6 +374,15 @@ def test_bad_global_variances(backend, func, bad):
     assert "variances[4]" in str(info.value)
 
 
+def test_variances_so_small_that_r_overflows(backend, func):
+    # valid variances (above SMALLEST_VARIANCE) whose precisions add up
+    # beyond float64 in R: a LinAlgError that says so, on every backend
+    v = np.full((T, LD), 1e-308)
+    info = expect_error(LinAlgError, "not positive definite", func, 1e-3 * _means(), v,
+                        backend=backend)
+    assert "entries overflowed float64" in str(info.value), str(info.value)
+
+
 def test_infinite_variances_allowed(backend, func):
     # +inf variance = precision 0 = no constraint; the static stream stays
     # constrained, so the system remains positive definite.

@@ -829,7 +829,8 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
             f"MLPG system is not positive definite at frame t={t}, static dimension "
             f"d={d} of sequence b={b}: non-positive pivot (every precision touching "
             f"the frame may be zero: infinite variances, zero precisions or the "
-            f"boundary rule; or the system is singular)")
+            f"boundary rule; or the system is singular; or precisions so large, "
+            f"variances so small, that R's entries overflowed float64)")
     return "band2" if pl.band2 != NULL else "general"
 
 

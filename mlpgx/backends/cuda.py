@@ -204,7 +204,8 @@ def failure_message(key: int, T: int, D: int) -> str:
     return (f"MLPG system is not positive definite at frame t={t}, static dimension "
             f"d={d} of sequence b={b}: non-positive pivot (every precision touching "
             f"the frame may be zero: infinite variances, zero precisions or the "
-            f"boundary rule; or the system is singular)")
+            f"boundary rule; or the system is singular; or precisions so large, "
+            f"variances so small, that R's entries overflowed float64)")
 
 
 def kernel_name(dtype, maxk: int) -> str:

@@ -221,6 +221,11 @@ class _System:
         if self._lu is not None:
             return self._lu
         diag = self.R.diagonal()
+        bad = np.flatnonzero(~np.isfinite(self.R.data))
+        if bad.size:   # (valid precisions whose sums left the float64 range)
+            t = int(self.frames[self.R.indices[bad[0]]])
+            raise self._fail(t, "R's entries overflowed float64 (precisions so large, "
+                                "variances so small, that their sums are inf)")
         bad = np.flatnonzero(~(diag > 0))
         if bad.size:
             raise self._fail(int(self.frames[bad[0]]), f"R[t, t] = {float(diag[bad[0]])} (every "
