@@ -43,7 +43,7 @@ def run_forward(b, problem, unvoiced_value=0.0, check_finite=False):
     if check_finite:
         unvoiced = None if problem.voiced is None else \
             _msd.unvoiced_frames(problem.voiced, problem.lengths)
-        check_results("forward", problem, (out,), ignore=unvoiced, backend=b)
+        check_results("forward", problem, (out,), ignore=unvoiced)
     return _mark_unvoiced(problem, out, unvoiced_value)
 
 
@@ -54,23 +54,18 @@ def _adjoint_call(b, problem, g, output):
     return b.adjoint(problem, g, output=output)
 
 
-def check_results(operation, problem, results, given_output=False, ignore=None, backend=None):
+def check_results(operation, problem, results, given_output=False, ignore=None):
     """The results of ``operation`` (``"forward"``: ``(output,)``,
     ``"solve"``: ``(x,)``, ``"adjoint"``: ``(grad_means, grad_weights)``,
     batched, as the backend returned them) checked finite
-    (:func:`~mlpgx._validate.check_result`; ``None`` entries skipped).
-    ``backend``: the backend that just computed them, in this thread; when
-    its kernels tested their full-size results as they stored them
-    (:meth:`Backend.results_tested_finite`), only the others (a global
-    weights' gradient, summed after the kernel) are scanned."""
-    tested = backend is not None and getattr(backend, "results_tested_finite", bool)()
+    (:func:`~mlpgx._validate.check_result`; ``None`` entries skipped)."""
     if operation == "adjoint":
         inputs = "grad_output" + (", output" if given_output else "") + ", means"
         names = ("grad_means", "grad_" + problem.weight_kind + "s")
     else:
         inputs, names = ("means", ("output",)) if operation == "forward" else ("rhs", ("x",))
     for x, name in zip(results, names):
-        if x is not None and not (tested and x.ndim >= 2):
+        if x is not None:
             check_result(x, problem, name, inputs, ignore)
 
 
@@ -309,7 +304,7 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
                           boundary=problem.boundary)
     gm, gw = run_adjoint(b, problem, g, c)
     if check_finite:
-        check_results("adjoint", problem, (gm, gw), given_output=c is not None, backend=b)
+        check_results("adjoint", problem, (gm, gw), given_output=c is not None)
     gw = gw if problem.global_weights else _strip(problem, gw)
     return _strip(problem, gm), gw
 
@@ -361,24 +356,24 @@ def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=N
     >>> mlpgx.mlpg_solve(np.arange(3.0)[:, None], windows="static").ravel()
     array([0., 1., 2.])
     """
-    problem, x, b = _solve(rhs, variances, windows, precisions, lengths, boundary, backend,
-                           check_finite, num_threads)
+    problem, x = _solve(rhs, variances, windows, precisions, lengths, boundary, backend,
+                        check_finite, num_threads)
     if check_finite:
-        check_results("solve", problem, (x,), backend=b)
+        check_results("solve", problem, (x,))
     return _strip(problem, x)
 
 
 def _solve(rhs, variances, windows, precisions, lengths, boundary, backend, check_finite,
            num_threads):
-    """:func:`mlpg_solve` up to the scan of its result: ``(problem, x,
-    backend)``, ``x`` batched."""
+    """:func:`mlpg_solve` up to the scan of its result: ``(problem, x)``, ``x``
+    batched."""
     problem = make_problem(None, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, dtype_from=rhs)
     x = frames_array(rhs, problem, "rhs", check_finite)
     b = _backends.resolve(backend, rhs, operation="solve", dtype=problem.dtype,
                           boundary=problem.boundary)
-    return problem, b.solve(problem, x), b
+    return problem, b.solve(problem, x)
 
 
 def solve_unchecked_result(rhs, variances=None, windows=DELTA, *, precisions=None,
@@ -387,8 +382,8 @@ def solve_unchecked_result(rhs, variances=None, windows=DELTA, *, precisions=Non
     """:func:`mlpg_solve` with its inputs validated but its result not
     scanned for overflow: for :mod:`mlpgx.gv`, whose iteration handles
     iterates that leave the float64 range itself."""
-    problem, x, _ = _solve(rhs, variances, windows, precisions, lengths, boundary, backend,
-                           True, num_threads)
+    problem, x = _solve(rhs, variances, windows, precisions, lengths, boundary, backend, True,
+                        num_threads)
     return _strip(problem, x)
 
 

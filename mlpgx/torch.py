@@ -328,7 +328,7 @@ def _cuda_run(mode, frames, means, weights, weight_kind, lefts, rights, coeffs, 
                         for r, s in zip(results, shapes))
         b._run(mode, pb, f, outputs=outputs)  # the status read-back synchronises the stream
         if check_finite:   # (overflow of finite inputs, as mlpgx.mlpg checks it)
-            check_results(mode, pb, outputs, backend=b)
+            check_results(mode, pb, outputs)
     return results
 
 

@@ -232,53 +232,6 @@ def test_overflowing_arithmetic_raises(backend, func, dtype):
     assert not all(np.isfinite(r).all() for r in _outputs(res))
 
 
-@pytest.mark.parametrize("windows", ["delta", [1, 2], [[1], [-1, 1]], [[1], [0.5, 0, -0.5, 0, 1]]])
-@pytest.mark.parametrize("func, dtype", [("mlpg", np.float64), ("mlpg_adjoint", np.float64),
-                                         ("mlpg_solve", np.float64),
-                                         ("mlpg_solve", np.float32)])
-def test_overflow_caught_on_both_kernels(func, windows, dtype):
-    # The k <= 2 kernel tests its results as it stores them (the layer then
-    # skips its scan); the general kernel (wider windows) leaves that to the
-    # layer's scan.  Either way the same error.  (float32: a solution beyond
-    # its range; the means' products cannot overflow the float64 arithmetic.)
-    wins = as_windows(windows)
-    Lw = len(wins)
-    m = np.zeros((T, Lw * D), dtype)
-    v = np.ones((T, Lw * D), dtype)
-    g = np.ones((T, D), dtype)
-    if func == "mlpg_solve":
-        g[...] = 1e300 if dtype == np.float64 else 1e38
-        v[...] = 1e10
-    else:
-        m[3, 0], v[3, 0] = 1e200, 1e-200
-    with np.errstate(all="raise"):
-        info = expect_error(ValueError, r"\[\d+(, \d+)*\] = .* is not finite although", func,
-                            m, v, backend="cython", grad=g, windows=windows)
-    assert "rescale" in str(info.value)
-
-
-@pytest.mark.parametrize("windows, tested", [("delta", True), ([1, 2], False)])
-def test_kernel_tested_results_are_not_scanned_again(monkeypatch, func, windows, tested):
-    # the layer's scan of full-size results runs only when the kernel did
-    # not test them (the general kernel) or found a bad one
-    import mlpgx._api as api
-    calls = []
-    real = api.check_result
-    monkeypatch.setattr(api, "check_result", lambda x, *a, **k: calls.append(x.shape) or
-                        real(x, *a, **k))
-    Lw = len(as_windows(windows))
-    call(func, _means((T, Lw * D)), _variances((T, Lw * D)), backend="cython",
-         windows=windows)
-    assert mlpgx.backends.get("cython").results_tested_finite() is tested
-    assert (calls == []) is tested, calls
-    # with global variances the adjoint's weight gradient is a sum formed
-    # after the kernel: always scanned (it is small)
-    calls.clear()
-    call(func, _means((T, Lw * D)), np.ones(Lw * D), backend="cython", windows=windows)
-    want = [(Lw * D,)] if func == "mlpg_adjoint" else []
-    assert calls == want if tested else len(calls) >= 1
-
-
 def test_overflowing_arithmetic_names_the_sequence(backend, func):
     m, v, g, result = _overflowing(func, np.float64)
     ok_m, ok_v, ok_g = _means(), _variances(), np.ones((T, D))

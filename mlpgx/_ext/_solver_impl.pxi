@@ -209,9 +209,7 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     Windows reaching at most one frame to each side go to the k <= 2 kernel
     (mlpgx_band2.h); everything else, and a k <= 2 system with a non-positive
     pivot (so that the error names its frame), to the general kernel.
-    Returns 1 with ``bad = (frame, dimension)``, or, complete: 0 (the k <= 2
-    kernel stored only finite results), 2 (it stored some inf or NaN) or 3
-    (the general kernel ran, which does not test its results).
+    Returns 0, or 1 with ``bad = (frame, dimension)``.
     """
     cdef int status = 1
     if pl.band2 != NULL:
@@ -221,12 +219,11 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
         else:
             status = mlpgx_b2_run_d(pl.band2, means, weights, g, out, gmeans, gweights,
                                     gw_acc, n, d0, nd, ws, scratch)
-    if status == 1:
+    if status != 0:
         status = _solve_chunk_general(pl, means, weights, g, out, gmeans, gweights, gw_acc,
                                       n, d0, nd, ws, scratch, bad)
         if status != 0:
             return status
-        status = 3
     # ---- frames beyond the sequence's length are 0
     cdef Py_ssize_t t, l
     for t in range(n, pl.T):
@@ -237,7 +234,7 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
                     memset(gweights + t * pl.LD + l * pl.D + d0, 0, nd * sizeof(floating))
         else:
             memset(out + t * pl.D + d0, 0, nd * sizeof(floating))
-    return status
+    return 0
 
 
 cdef int _solve_chunk_general(const Plan* pl, const floating* means, const floating* weights,
@@ -681,7 +678,7 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
         means, weights, g, out, gmeans, gweights, gw_acc,
         lengths, Py_ssize_t T, Py_ssize_t D,
         bint has_means, bint has_weights, bint global_weights, bint has_g,
-        bint has_gweights, bint has_gw_acc, num_threads=None, verdict=None):
+        bint has_gweights, bint has_gw_acc, num_threads=None):
     """Run the solver over a batch (all arrays flat, C order, validated).
 
     means (B*T*L*D), weights (B*T*L*D or L*D), g (B*T*D); outputs out
@@ -694,31 +691,18 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     dimension of a non-positive pivot.  Returns the kernel planned:
     ``"band2"`` (windows reaching at most one frame to each side, see
     mlpgx_band2.h) or ``"general"``.
-
-    ``verdict`` (optional): a writable int8 array of one element, set to 0
-    when the k <= 2 kernel tested every stored result (``out``, ``gmeans``,
-    ``gweights``; not ``gw_acc``) and found them finite, 1 when some is inf
-    or NaN (finite inputs whose arithmetic overflowed), 2 when they were not
-    all tested (the general kernel ran).  The validation layer then need not
-    scan them for overflow again.
     """
     dtype = (gmeans if _writes_gradients(MODES[mode]) else out).dtype
-    cdef signed char[::1] vd = None
-    if verdict is not None:
-        vd = verdict
-        if vd.shape[0] != 1:
-            raise ValueError("verdict must have one element")
-        vd[0] = 2    # (_run_typed sets it when the kernels ran)
     if dtype == np.float64:
         return _run_typed[double](mode, windows, zero_lo, zero_hi, weight_kind, means, weights,
                                   g, out, gmeans, gweights, gw_acc, lengths, T, D, has_means,
                                   has_weights, global_weights, has_g, has_gweights,
-                                  has_gw_acc, num_threads, cnp.NPY_DOUBLE, vd)
+                                  has_gw_acc, num_threads, cnp.NPY_DOUBLE)
     if dtype == np.float32:
         return _run_typed[float](mode, windows, zero_lo, zero_hi, weight_kind, means, weights,
                                  g, out, gmeans, gweights, gw_acc, lengths, T, D, has_means,
                                  has_weights, global_weights, has_g, has_gweights,
-                                 has_gw_acc, num_threads, cnp.NPY_FLOAT, vd)
+                                 has_gw_acc, num_threads, cnp.NPY_FLOAT)
     raise TypeError(f"the solver runs on float32 or float64 arrays, got {dtype}")
 
 
@@ -727,7 +711,7 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
                        lengths, Py_ssize_t T, Py_ssize_t D,
                        bint has_means, bint has_weights, bint global_weights, bint has_g,
                        bint has_gweights, bint has_gw_acc, num_threads, int typenum,
-                       signed char[::1] vd, floating dtype_tag=0):
+                       floating dtype_tag=0):
     cdef Py_ssize_t B = cnp.PyArray_SIZE(<cnp.ndarray?>lengths)
     cdef Py_ssize_t L = len(windows)
     cdef Py_ssize_t nthreads, width, nitems, it, b, d0, nd, c0, cw, tid, wsz, ssz, nstarts
@@ -735,8 +719,6 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
     cdef Plan pl
     cdef mlpgx_b2plan b2
     if B == 0 or T == 0 or D == 0:
-        if vd is not None:
-            vd[0] = 0    # (no result entries)
         return "none"
     cdef _WindowPlan wp = _window_plan(windows, zero_lo, zero_hi)
     pl = wp.base
@@ -805,19 +787,12 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
                               np.float64 if floating is double else np.float32)
     cdef double* ws_p = <double*>_aligned(cnp.PyArray_DATA(<cnp.ndarray>workspace))
     cdef floating* sc_p = <floating*>_aligned(cnp.PyArray_DATA(<cnp.ndarray>scratch))
-    # per work item: (frame, dimension) of a non-positive pivot, or -1; and
-    # whether its results were tested finite (0), found not finite (2) or
-    # not tested (3), as _solve_chunk returns
+    # per work item: (frame, dimension) of a non-positive pivot, or -1
     cdef Py_ssize_t* bad = <Py_ssize_t*>malloc(2 * nitems * sizeof(Py_ssize_t))
-    cdef signed char* tested = <signed char*>malloc(nitems * sizeof(signed char))
-    if bad == NULL or tested == NULL:
-        free(bad)
-        free(tested)
+    if bad == NULL:
         raise MemoryError()
     for it in range(2 * nitems):
         bad[it] = -1
-    for it in range(nitems):
-        tested[it] = 0
 
     with nogil:
         for it in prange(nitems, num_threads=nthreads, schedule="dynamic"):
@@ -839,23 +814,15 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
                     (gap + b * pl.LD) if gap != NULL else NULL,
                     lens[b], c0, cw,
                     ws_p + tid * wsz, sc_p + tid * ssz, bad + 2 * it)
-                if status == 1:
+                if status != 0:
                     break
-                if status > tested[it]:
-                    tested[it] = <signed char>status
                 c0 = c0 + cw
 
     rows = []
-    cdef int worst = 0
     for it in range(nitems):
         if bad[2 * it] >= 0:
             rows.append((it // nstarts, bad[2 * it], bad[2 * it + 1]))
-        if tested[it] > worst:
-            worst = tested[it]
     free(bad)
-    free(tested)
-    if vd is not None:   # 3 (untested) outranks 2 (not finite): the layer scans
-        vd[0] = 0 if worst == 0 else (1 if worst == 2 else 2)
     if rows:
         b, t, d = min(rows)
         raise LinAlgError(

@@ -27,13 +27,6 @@ MLPGX_B2_INLINE double B2_FN(b2_recip)(B2_T v) {
     return (double)((B2_T)1 / v);
 }
 
-/* 1 when the stored value v is inf or NaN (v - v is 0 for finite v only):
- * the results are tested as they are stored, so that the validation layer
- * need not scan them again for overflow (see mlpgx_b2_run's status 2). */
-MLPGX_B2_INLINE long long B2_FN(b2_nonfinite)(B2_T v) {
-    return !((double)v - (double)v == 0.0);
-}
-
 /* Whether window l constrains frame f of an n-frame sequence. */
 MLPGX_B2_INLINE int B2_FN(b2_active)(const mlpgx_b2plan *pl, int l, ptrdiff_t f, ptrdiff_t n) {
     return f >= 0 && f < n && f >= pl->zero_lo[l] && f < n - pl->zero_hi[l];
@@ -100,7 +93,7 @@ MLPGX_B2_INLINE void B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, c
  * the forward's output (storage type).  KIND: 0 variances, 1 precisions
  * (read from w), 2 unit precisions and no weight gradient; ACC: add the
  * weight gradient to acc (global weights) instead of storing it to gw. */
-MLPGX_B2_INLINE long long B2_FN(b2_grad_window)(const int KIND, const int ACC, const int GIVEN,
+MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, const int GIVEN,
                                            ptrdiff_t nd, double u0, double u1, double u2,
                                            const double *vm, const double *v0, const double *vp,
                                            const double *cm, const double *c0, const double *cp,
@@ -108,32 +101,24 @@ MLPGX_B2_INLINE long long B2_FN(b2_grad_window)(const int KIND, const int ACC, c
                                            const B2_T *w, const B2_T *mu, B2_T *gm, B2_T *gw,
                                            double *acc) {
     ptrdiff_t d;
-    long long nf = 0;   /* a stored gradient is not finite */
     MLPGX_B2_IVDEP
     for (d = 0; d < nd; d++) {
         const double wv = u0 * vm[d] + u1 * v0[d] + u2 * vp[d];
         double p, wc, dp;
         if (KIND == 2) {
             gm[d] = (B2_T)wv;
-            nf |= B2_FN(b2_nonfinite)(gm[d]);
             continue;
         }
         p = (KIND == 0) ? B2_FN(b2_recip)(w[d]) : (double)w[d];
         wc = GIVEN ? u0 * (double)xm[d] + u1 * (double)x0[d] + u2 * (double)xp[d]
                    : u0 * cm[d] + u1 * c0[d] + u2 * cp[d];
         gm[d] = (B2_T)(p * wv);
-        nf |= B2_FN(b2_nonfinite)(gm[d]);
         /* dL/dvar = -p^2 dL/dp as -(p W v)(p (mu - W c)): p^2 alone overflows
          * for variances below ~1e-154 where the gradient itself is finite */
         dp = (KIND == 0) ? -(p * wv) * (p * ((double)mu[d] - wc)) : wv * ((double)mu[d] - wc);
-        if (ACC) {
-            acc[d] += dp;   /* (a double sum: the caller checks it) */
-        } else {
-            gw[d] = (B2_T)dp;
-            nf |= B2_FN(b2_nonfinite)(gw[d]);
-        }
+        if (ACC) acc[d] += dp;
+        else gw[d] = (B2_T)dp;
     }
-    return nf;
 }
 
 /* Forward sweep, row i (ring slot SLOT = i & 3, a compile-time constant):
@@ -235,7 +220,6 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
     double *w0 = cf.w0, *w1 = cf.w1, *w2 = cf.w2;
     ptrdiff_t i, d;
     int l;
-    long long nf = 0;   /* a stored result (out or a gradient) is not finite */
 
     for (l = 0; l < L; l++) {
         w0[l] = pl->w[l][0]; w1[l] = pl->w[l][1]; w2[l] = pl->w[l][2];
@@ -283,10 +267,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
             for (d = 0; d < nd; d++) {
                 double x = (double)z[d] - (double)l1[d] * c1[d] - (double)l2[d] * c2[d];
                 c[d] = x;
-                if (NR == 1 && !GIVEN) {
-                    o[d] = (B2_T)x;
-                    nf |= B2_FN(b2_nonfinite)(o[d]);
-                }
+                if (NR == 1 && !GIVEN) o[d] = (B2_T)x;
                 if (NR == 2) {
                     x = (double)z[CH + d] - (double)l1[d] * c1[CH + d] - (double)l2[d] * c2[CH + d];
                     c[CH + d] = x;
@@ -327,18 +308,15 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                 /* dL/dmu = p W v;  dL/dp = (W v)(mu - W c);  dL/dvar = -p^2 dL/dp;
                  * one pass per window (the precisions recomputed in it) */
 #define B2_GRAD(KIND, ACC, wt, gm, gw, acc) \
-    nf |= B2_FN(b2_grad_window)(KIND, ACC, GIVEN, nd, u0, u1, u2, vm, v0, vp, cm, c0, cp, \
-                                xm, x0, xp, wt, mu, gm, gw, acc)
+    B2_FN(b2_grad_window)(KIND, ACC, GIVEN, nd, u0, u1, u2, vm, v0, vp, cm, c0, cp, \
+                          xm, x0, xp, wt, mu, gm, gw, acc)
                 if (pl->weight_kind == 2) {
                     B2_GRAD(2, 0, NULL, gm, NULL, NULL);
                 } else if (gw == NULL && acc == NULL) {
                     B2_FN(b2_precisions)(pl, weights, l, t, d0, nd, p);
                     B2_GRAD(2, 0, NULL, gm, NULL, NULL);
                     MLPGX_B2_IVDEP
-                    for (d = 0; d < nd; d++) {
-                        gm[d] = (B2_T)(p[d] * (double)gm[d]);
-                        nf |= B2_FN(b2_nonfinite)(gm[d]);
-                    }
+                    for (d = 0; d < nd; d++) gm[d] = (B2_T)(p[d] * (double)gm[d]);
                 } else {
                     const B2_T *wt = weights + t * pl->w_row_stride + l * D + d0;
                     if (pl->weight_kind == 0) {
@@ -357,7 +335,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
             }
         }
     }
-    return nf ? 2 : 0;
+    return 0;
 }
 
 #define B2_CLONE(Lc, NRc, RHSc, CZc, GIVc) \
@@ -377,10 +355,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
 /* Solve one sequence (pointers at its frame 0) over columns d0 .. d0+nd-1.
  * ws: mlpgx_b2_workspace_doubles(CH, L, nrhs) doubles; scratch: n rows of
  * mlpgx_b2_scratch_row(CH, nrhs) elements.  Rows t >= n are not touched.
- * Returns 0 (every stored result finite), 2 (complete, but some stored out
- * or gradient entry is inf or NaN: finite inputs whose arithmetic
- * overflowed; a global-weight gradient, summed in double into gw_acc, is
- * not covered) or 1 when a pivot is not positive (outputs then undefined). */
+ * Returns 0, or 1 when a pivot is not positive (outputs then undefined). */
 static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
                                const B2_T *means, const B2_T *weights, const B2_T *g,
                                B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,

@@ -114,10 +114,6 @@ class Backend:
         Whether its :meth:`adjoint` takes ``output=`` (the forward's result
         for the same problem) and reads ``c`` from it instead of solving for
         it again.  Backends without it are never given one.
-
-    A backend whose kernels test their results for inf/NaN as they store
-    them overrides :meth:`results_tested_finite`; the validation layer then
-    skips its own scan of them (see :func:`mlpgx._validate.check_result`).
     """
 
     name: str = "base"
@@ -134,14 +130,6 @@ class Backend:
     def availability(self) -> Tuple[bool, str]:
         """``(True, "")`` when usable here, else ``(False, reason)``."""
         return True, ""
-
-    def results_tested_finite(self) -> bool:
-        """Whether the last call of this backend in the calling thread
-        tested every full-size result it stored (the trajectory or solution;
-        ``grad_means`` and per-frame weight gradients) and found them all
-        finite.  ``False`` (the default) makes the validation layer scan
-        them itself."""
-        return False
 
     def forward(self, problem: Problem):
         """Return the static trajectory ``c``, ``(B, T, D)``, zeros for

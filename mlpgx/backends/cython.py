@@ -8,8 +8,6 @@ run on a kernel written for that band (mlpgx/_ext/mlpgx_band2.h).
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from .._problem import Problem
@@ -57,16 +55,6 @@ class CythonBackend(KernelBackend):
     def _placeholder(cls, dtype):
         return cls._PLACEHOLDERS[np.dtype(dtype)]
 
-    #: the last call's verdict on its results, per thread (``_solver.run``'s
-    #: ``verdict``: 0 tested finite, 1 not finite, 2 not tested)
-    _verdicts = threading.local()
-
-    def results_tested_finite(self) -> bool:
-        """The k <= 2 kernel (DELTA and other 3-tap sets) tests each result
-        as it stores it, at no measurable cost; the general kernel does not
-        (see :meth:`Backend.results_tested_finite`)."""
-        return getattr(self._verdicts, "last", 2) == 0
-
     def _run(self, mode: str, pb: Problem, g=None, given_output=None):
         T, D = pb.n_frames, pb.static_dim
         dt = pb.dtype
@@ -77,8 +65,6 @@ class CythonBackend(KernelBackend):
         out, gmeans, gweights, gw_acc = allocate_outputs(np, mode, pb)
         if given_output is not None:   # read by the kernel, never written
             out = given_output
-        verdict = np.full(1, 2, dtype=np.int8)
-        self._verdicts.last = 2
         _solver.run(
             "adjoint_from_output" if given_output is not None else mode,
             pb.windows, lo, hi, pb.weight_kind,
@@ -92,9 +78,8 @@ class CythonBackend(KernelBackend):
             pb.lengths.astype(np.intp, copy=False), T, D,
             has_means, has_weights, pb.global_weights, g is not None,
             gweights is not None, gw_acc is not None,
-            num_threads=pb.num_threads, verdict=verdict,
+            num_threads=pb.num_threads,
         )
-        self._verdicts.last = int(verdict[0])
         if mode != "adjoint":
             return out
         if gw_acc is not None:
