@@ -192,6 +192,15 @@ def _weights_name(problem: Problem) -> str:
     return " and precisions" if problem.weight_kind == "precision" else " and variances"
 
 
+def overflow_reason(dtype) -> str:
+    """Why a result of finite inputs is not finite (for the messages of
+    :func:`check_result` and of :class:`~mlpgx.streaming.StreamingMLPG`)."""
+    fits = "" if np.dtype(dtype) == np.float64 else \
+        f", or the value exceeds the range of {np.dtype(dtype)}, which stores it"
+    return ("their values are so extreme that the float64 arithmetic overflowed (e.g. a "
+            f"mean of 1e200 with a variance of 1e-200){fits}")
+
+
 def check_result(x, problem: Problem, name: str, inputs: str, ignore=None) -> None:
     """Raise ``ValueError`` when ``x``, a result computed from inputs that
     the layer has checked finite, is not finite: the inputs are so extreme
@@ -215,19 +224,12 @@ def check_result(x, problem: Problem, name: str, inputs: str, ignore=None) -> No
         bad &= ~ignore
     if not bool(bad.any()):   # (ignored entries, or only a one-pass sum overflowed)
         return
-    if problem.batched or x.ndim < 3:
-        shown = bad
-    else:
-        shown = bad[0]
-    idx = _first_bad_index(shown)
-    value = (x if problem.batched or x.ndim < 3 else x[0])[idx]
+    if not problem.batched and x.ndim == 3:   # (the caller's coordinates)
+        x, bad = x[0], bad[0]
+    idx = _first_bad_index(bad)
     inputs += _weights_name(problem)
-    fits = "" if np.dtype(problem.dtype) == np.float64 else \
-        f", or the value exceeds the range of {np.dtype(problem.dtype)}, which stores it"
-    raise ValueError(
-        f"{name}{list(idx)} = {value!r} is not finite although {inputs} are: their values "
-        f"are so extreme that the float64 arithmetic overflowed (e.g. a mean of 1e200 with "
-        f"a variance of 1e-200){fits}; rescale {inputs}")
+    raise ValueError(f"{name}{list(idx)} = {x[idx]!r} is not finite although {inputs} are: "
+                     f"{overflow_reason(problem.dtype)}; rescale {inputs}")
 
 
 def check_boundary(boundary) -> str:

@@ -14,7 +14,8 @@ import numpy as np
 from ._ext._solver import PIVOT_RTOL
 from ._ext._streaming import StreamKernel
 from ._problem import Problem
-from ._validate import _check_finite, _check_weights, _float_array, check_boundary, check_int
+from ._validate import (_check_finite, _check_weights, _float_array, check_boundary, check_int,
+                        overflow_reason)
 from .windows import DELTA, as_windows
 
 __all__ = ["StreamingMLPG"]
@@ -213,13 +214,10 @@ class StreamingMLPG:
             return
         self._failed = True
         i, d = (int(v) for v in np.argwhere(~np.isfinite(out))[0])
-        fits = "" if self._dtype == np.float64 else \
-            f", or the result exceeds the range of {self._dtype}"
         raise ValueError(
             f"emitted frame {first_frame + i}, dimension {d} is {out[i, d]!r} although "
-            f"{inputs} are finite: their values are so extreme that the float64 arithmetic "
-            f"overflowed (e.g. a mean of 1e200 with a variance of 1e-200){fits}; rescale "
-            f"them.  Call reset() before pushing again")
+            f"{inputs} are finite: {overflow_reason(self._dtype)}; rescale them.  Call "
+            f"reset() before pushing again")
 
     def push(self, means_frames, variances_frames=None, *, precisions=None):
         """Push frames; return the static frames that are now ready.

@@ -901,6 +901,7 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     if weights is None:
         kind = "none"
     validate = _eager_validation(means, weights, lens)
+    pb = None   # (the eager validation's problem: its result is checked below)
     if validate:
         if means.device.type == "cpu":
             means = means.contiguous()
@@ -911,14 +912,13 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
             pb = make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
                               boundary=boundary, voiced=vmask, msd_rule=msd_rule,
                               **_weights_kw(weights, kind))
-    checked = pb if validate and means.device.type == "cpu" else None
     if voiced is not None:
         return _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced,
-                            unvoiced_value, msd_rule, not validate, checked)
+                            unvoiced_value, msd_rule, not validate, pb)
     lefts, rights, coeffs = _encode(wins)
     out = _call(_mlpg_op, means, weights, kind, list(lefts), list(rights), list(coeffs), lens,
                 boundary, not validate)
-    _check_eager_result("forward", checked, out)
+    _check_eager_result("forward", pb, out)
     return out
 
 
@@ -945,6 +945,7 @@ def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=N
     if weights is None:
         kind = "none"
     validate = _eager_validation(rhs, weights, lens)
+    pb = None   # (the eager validation's problem: its result is checked below)
     if validate:
         if rhs.device.type == "cpu":
             rhs = rhs.contiguous()
@@ -958,7 +959,7 @@ def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=N
     lefts, rights, coeffs = _encode(wins)
     out = _call(_solve_op, rhs, weights, kind, list(lefts), list(rights), list(coeffs), lens,
                 boundary, not validate)
-    _check_eager_result("solve", pb if validate and rhs.device.type == "cpu" else None, out)
+    _check_eager_result("solve", pb, out)
     return out
 
 
