@@ -121,6 +121,13 @@ def _weights_ok(w, kind: str, num_threads=None) -> bool:
     return bool(w.min() >= 0) and _all_finite(w)
 
 
+def scalar_repr(value) -> str:
+    """An entry of an array as messages show it: the Python number (``nan``,
+    ``1e+200``, ``-3``), the same for NumPy and CuPy arrays (whose reprs are
+    ``np.float64(nan)`` and ``array(nan)``)."""
+    return repr(value.item()) if hasattr(value, "item") else repr(value)
+
+
 def _check_finite(x: np.ndarray, name: str, num_threads=None) -> None:
     # the element-wise scan that locates a bad entry only runs when the
     # one-pass check fails
@@ -130,7 +137,7 @@ def _check_finite(x: np.ndarray, name: str, num_threads=None) -> None:
     bad = ~xp.isfinite(x)
     if bad.any():
         idx = _first_bad_index(bad)
-        raise ValueError(f"{name} must be finite; {name}{list(idx)} = {x[idx]!r}")
+        raise ValueError(f"{name} must be finite; {name}{list(idx)} = {scalar_repr(x[idx])}")
 
 
 def _check_weights(w: np.ndarray, kind: str, name: str, num_threads=None) -> None:
@@ -142,18 +149,18 @@ def _check_weights(w: np.ndarray, kind: str, name: str, num_threads=None) -> Non
         if w[idx] > 0:
             raise ValueError(
                 f"{name} must be at least {float(tiny):.7g} in {w.dtype} (its reciprocal, the "
-                f"precision, overflows below that); {name}{list(idx)} = {w[idx]!r}")
+                f"precision, overflows below that); {name}{list(idx)} = {scalar_repr(w[idx])}")
         raise ValueError(
             f"{name} must be positive (+inf allowed: no constraint); "
-            f"{name}{list(idx)} = {w[idx]!r}")
+            f"{name}{list(idx)} = {scalar_repr(w[idx])}")
     bad = ~(w >= 0)
     if bad.any():
         idx = _first_bad_index(bad)
-        raise ValueError(f"{name} must be >= 0; {name}{list(idx)} = {w[idx]!r}")
+        raise ValueError(f"{name} must be >= 0; {name}{list(idx)} = {scalar_repr(w[idx])}")
     bad = ~array_namespace(w).isfinite(w)
     if bad.any():   # (else only the one-pass sum overflowed: the precisions are valid)
         idx = _first_bad_index(bad)
-        raise ValueError(f"{name} must be finite; {name}{list(idx)} = {w[idx]!r}")
+        raise ValueError(f"{name} must be finite; {name}{list(idx)} = {scalar_repr(w[idx])}")
 
 
 def _padding_filled(x, lengths: np.ndarray, fill):
@@ -228,7 +235,7 @@ def check_result(x, problem: Problem, name: str, inputs: str, ignore=None) -> No
         x, bad = x[0], bad[0]
     idx = _first_bad_index(bad)
     inputs += _weights_name(problem)
-    raise ValueError(f"{name}{list(idx)} = {x[idx]!r} is not finite although {inputs} are: "
+    raise ValueError(f"{name}{list(idx)} = {scalar_repr(x[idx])} is not finite although {inputs} are: "
                      f"{overflow_reason(problem.dtype)}; rescale {inputs}")
 
 
@@ -345,7 +352,7 @@ def _voiced(voiced, xp, B: int, T: int, D: int, batched: bool):
         if voiced.size and not bool(((voiced == 0) | (voiced == 1)).all()):
             bad = _first_bad_index(~((voiced == 0) | (voiced == 1)))
             raise ValueError(f"voiced must be boolean or 0/1; voiced{list(bad)} = "
-                             f"{voiced[bad]!r}")
+                             f"{scalar_repr(voiced[bad])}")
         v = voiced != 0
     else:
         raise TypeError(f"voiced must be a boolean (or 0/1) array; got dtype {voiced.dtype}")

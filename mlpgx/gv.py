@@ -33,7 +33,7 @@ import numpy as np
 from ._api import solve_unchecked_result
 from ._msd import effective_precisions
 from ._validate import (array_namespace, check_int, check_real, check_unvoiced_value,
-                        make_problem)
+                        make_problem, scalar_repr)
 from .windows import DELTA
 
 __all__ = ["mlpg_gv", "GVInfo"]
@@ -106,12 +106,12 @@ def _gv_stat(x, name, B, D, batched, positive):
         raise ValueError(f"{name} must have shape {want}; got {a.shape}")
     if not np.isfinite(a).all():
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-        raise ValueError(f"{name} must be finite; {name}{list(idx)} = {a[idx]!r}")
+        raise ValueError(f"{name} must be finite; {name}{list(idx)} = {scalar_repr(a[idx])}")
     bad = ~(a > 0) if positive else ~(a >= 0)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         rel = "positive" if positive else ">= 0"
-        raise ValueError(f"{name} must be {rel}; {name}{list(idx)} = {a[idx]!r}")
+        raise ValueError(f"{name} must be {rel}; {name}{list(idx)} = {scalar_repr(a[idx])}")
     return np.ascontiguousarray(np.broadcast_to(a, (B, D)))
 
 
@@ -632,7 +632,7 @@ def _output(st: _State, c, unvoiced_value):
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         shown = idx if pb.batched else idx[1:]
         raise ValueError(
-            f"mlpg_gv: output{list(shown)} = {out[idx]!r} is not finite: the trajectory "
+            f"mlpg_gv: output{list(shown)} = {scalar_repr(out[idx])} is not finite: the trajectory "
             f"exceeds the range of {pb.dtype} (means or gv_mean too large in magnitude)")
     if pb.voiced is not None:
         with np.errstate(over="ignore"):   # (a marker beyond float32's range is inf)

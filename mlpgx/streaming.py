@@ -15,7 +15,7 @@ from ._ext._solver import PIVOT_RTOL
 from ._ext._streaming import StreamKernel
 from ._problem import Problem
 from ._validate import (_check_finite, _check_weights, _float_array, check_boundary, check_int,
-                        overflow_reason)
+                        overflow_reason, scalar_repr)
 from .windows import DELTA, as_windows
 
 __all__ = ["StreamingMLPG"]
@@ -215,7 +215,7 @@ class StreamingMLPG:
         self._failed = True
         i, d = (int(v) for v in np.argwhere(~np.isfinite(out))[0])
         raise ValueError(
-            f"emitted frame {first_frame + i}, dimension {d} is {out[i, d]!r} although "
+            f"emitted frame {first_frame + i}, dimension {d} is {scalar_repr(out[i, d])} although "
             f"{inputs} are finite: {overflow_reason(self._dtype)}; rescale them.  Call "
             f"reset() before pushing again")
 

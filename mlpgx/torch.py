@@ -609,6 +609,23 @@ def _vm_unfold(V, out, frames_ps):
     return out.reshape(V, frames_ps[0], *out.shape[1:]) if len(frames_ps) == 3 else out
 
 
+def _vm_call(V, frames_ps, op, *args):
+    """``op(*args)`` on the folded batch; a ``ValueError`` (a bad entry, an
+    overflow) names indices of the folded batch, so it gets the key to the
+    caller's coordinates appended."""
+    try:
+        return op(*args)
+    except ValueError as e:
+        if len(frames_ps) == 3:
+            B = frames_ps[0]
+            key = (f"the {V} vmapped samples of {B} sequences each are folded into one "
+                   f"batch of {V * B}: a leading index i is sample i // {B}, sequence i % {B}")
+        else:
+            key = (f"the {V} vmapped samples are folded into one batch: a leading index i "
+                   f"is sample i")
+        raise ValueError(f"{e} (under torch.func.vmap, {key})") from e
+
+
 def _vm_single(op):
     def rule(info, in_dims, x, weights, kind, lefts, rights, coeffs, lengths, boundary,
              check_finite):
@@ -616,7 +633,8 @@ def _vm_single(op):
         xf, ps = _vm_frames(V, x, in_dims[0])
         wf = _vm_weights(V, weights, in_dims[1], ps)
         nf = _vm_lengths(V, lengths, in_dims[6])
-        out = op(xf, wf, kind, lefts, rights, coeffs, nf, boundary, check_finite)
+        out = _vm_call(V, ps, op, xf, wf, kind, lefts, rights, coeffs, nf, boundary,
+                       check_finite)
         return _vm_unfold(V, out, ps), 0
     return rule
 
@@ -631,7 +649,8 @@ def _adjoint_vmap(info, in_dims, grad_output, means, weights, kind, lefts, right
     glob = weights is not None and weights.dim() - (in_dims[2] is not None) == 1
     wf = _vm_weights(V, weights, in_dims[2], ps, keep_global=False)
     nf = _vm_lengths(V, lengths, in_dims[7])
-    gm, gw = _adjoint_op(gf, mf, wf, kind, lefts, rights, coeffs, nf, boundary, check_finite, of)
+    gm, gw = _vm_call(V, ps, _adjoint_op, gf, mf, wf, kind, lefts, rights, coeffs, nf,
+                      boundary, check_finite, of)
     gm = _vm_unfold(V, gm, ps)
     if weights is None:
         gw = gw.new_empty(V, 0)
@@ -832,8 +851,11 @@ def _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced, unvoiced_va
     w_low = torch.where(placeholder, one, torch.where(keep, w, dropped_value))
     w_low = w_low.expand(B, T, L, D).reshape(B, T, LD)
     lefts, rights, coeffs = _encode(wins)
+    if not batched:   # (as given: an error raised by the op names the caller's indices)
+        m_low, w_low = m_low[0], w_low[0]
     out = _call(_mlpg_op, m_low.contiguous(), w_low.contiguous(), kind, list(lefts),
                 list(rights), list(coeffs), lens, boundary, check_finite)
+    out = out if batched else out.unsqueeze(0)
     _check_eager_result("forward", checked, out, unvoiced)
     out = torch.where(unvoiced, torch.full((), unvoiced_value, dtype=out.dtype, device=dev),
                       out)

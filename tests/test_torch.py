@@ -563,6 +563,36 @@ def test_torch_compile_fullgraph(rng):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.skipif(not _compile_works()[0], reason=_compile_works()[1])
+def test_overflow_under_compile_and_vmap_names_the_callers_entry():
+    # the ops check their own results where the wrapper cannot (torch.compile,
+    # torch.func): an unbatched voiced call reports the unbatched index, and a
+    # vmapped call says how the folded batch maps to the caller's samples
+    T, D = 8, 2
+    m, v = torch.zeros(T, 3 * D, dtype=torch.float64), torch.ones(T, 3 * D, dtype=torch.float64)
+    m[3, 1], v[3, 1] = 1e200, 1e-200
+    voiced = torch.arange(T) != 6
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, b: mt.mlpg(a, b, voiced=voiced), fullgraph=True)
+    with pytest.raises(ValueError) as want:   # (eager: the first non-finite entry)
+        mt.mlpg(m, v, voiced=voiced)
+    assert str(want.value).startswith("output[0, 1] = nan is not finite although means")
+    with pytest.raises(ValueError) as got:
+        compiled(m, v)
+    assert str(got.value) == str(want.value)
+    ms, vs = torch.zeros(4, T, 3 * D, dtype=torch.float64), torch.ones(4, T, 3 * D,
+                                                                       dtype=torch.float64)
+    ms[2], vs[2] = m, v
+    with pytest.raises(ValueError) as info:
+        torch.func.vmap(mt.mlpg)(ms, vs)
+    msg = str(info.value)
+    assert msg.startswith("output[2, 0, 1] = nan is not finite although"), msg
+    assert "a leading index i is sample i" in msg, msg
+    mb, vb = ms.reshape(2, 2, T, 3 * D), vs.reshape(2, 2, T, 3 * D)   # sample 1, sequence 0
+    with pytest.raises(ValueError, match=r"^output\[2, 0, 1\] = .*sample i // 2, sequence i % 2"):
+        torch.func.vmap(mt.mlpg)(mb, vb)
+
+
 # ---------------------------------------------------------------------------
 # MGE training on a real utterance
 # ---------------------------------------------------------------------------

@@ -520,12 +520,6 @@ def test_linalg_error_propagates(rng):
     assert str(got.value) == str(want.value)
 
 
-def _value_free(msg):
-    """A message with its trailing value repr dropped (NumPy writes a scalar
-    as ``np.float64(nan)``, CuPy as ``array(nan)``)."""
-    return re.sub(r" = \S+$", " = <value>", msg)
-
-
 @pytest.mark.cuda
 @gpu
 @pytest.mark.parametrize("case", ["shape", "columns", "var-shape", "neg-var", "neg-prec", "nan",
@@ -538,7 +532,7 @@ def test_bad_input_same_message_on_cuda(rng, case):
         mt.mlpg(**targs, **opts)
     with pytest.raises(want.type) as got:
         mt.mlpg(**{k: v.cuda() for k, v in targs.items()}, **opts)
-    assert _value_free(str(got.value)) == _value_free(str(want.value))
+    assert str(got.value) == str(want.value)   # (values print as Python numbers on both)
 
 
 @pytest.mark.cuda
