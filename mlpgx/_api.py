@@ -2,6 +2,7 @@
 and :func:`window_matrix`."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -10,7 +11,7 @@ import numpy as np
 from . import _msd
 from . import backends as _backends
 from ._validate import (array_namespace, check_int, check_result, check_unvoiced_value,
-                        finite_inside, frames_array, make_problem)
+                        finish_means_scan, finite_inside, frames_array, make_problem)
 from .windows import DELTA, as_windows
 
 
@@ -39,8 +40,17 @@ def run_forward(b, problem, unvoiced_value=0.0, check_finite=False):
     """:meth:`Backend.forward` of ``problem`` on backend ``b`` (batched), with
     ``unvoiced_value`` on unvoiced frames; ``check_finite``: the result is
     checked finite (:func:`check_result`) before the marker is written."""
-    out = b.forward(_for_backend(b, problem))
-    if check_finite:
+    if problem.means_scan_deferred and not getattr(b, "nonfinite_means_reach_output", False):
+        finish_means_scan(problem)     # (this backend's output cannot show bad means)
+        problem = dataclasses.replace(problem, means_scan_deferred=False)
+    try:
+        out = b.forward(_for_backend(b, problem))
+    except np.linalg.LinAlgError:
+        finish_means_scan(problem)     # bad means are reported before a singular R
+        raise
+    # (a deferred means scan tests the output first: when it passes, that is
+    # the result check too)
+    if check_finite and not finish_means_scan(problem, out):
         unvoiced = None if problem.voiced is None else \
             _msd.unvoiced_frames(problem.voiced, problem.lengths)
         check_results("forward", problem, (out,), ignore=unvoiced)
@@ -168,7 +178,10 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
         Scan ``means`` for NaN/inf (one pass), and the result: finite
         inputs so extreme that the float64 arithmetic overflows (a mean of
         1e200 with a variance of 1e-200) raise ``ValueError`` instead of
-        giving inf or NaN.  ``False`` skips both scans.
+        giving inf or NaN.  ``False`` skips both scans.  (Backends whose
+        output always shows a bad mean, ``"cython"``, scan the means after
+        the kernel through the output and the sequences' edge frames; the
+        errors are the same.)
     num_threads : int, optional
         Threads for the compiled backend; default: ``OMP_NUM_THREADS`` or
         all cores (one thread for small problems).  Capped at the CPUs
@@ -217,9 +230,14 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     unvoiced_value = check_unvoiced_value(unvoiced_value)
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
-                           num_threads=num_threads, voiced=voiced, msd_rule=msd_rule)
-    b = _backends.resolve(backend, means, operation="forward", dtype=problem.dtype,
-                          boundary=problem.boundary)
+                           num_threads=num_threads, voiced=voiced, msd_rule=msd_rule,
+                           defer_means_scan=True)
+    try:
+        b = _backends.resolve(backend, means, operation="forward", dtype=problem.dtype,
+                              boundary=problem.boundary)
+    except Exception:
+        finish_means_scan(problem)    # (bad means are reported first, as without deferring)
+        raise
     return _strip(problem, run_forward(b, problem, unvoiced_value, check_finite))
 
 

@@ -29,7 +29,8 @@ class Problem:
     means : ndarray or None
         ``(B, T, L*D)`` C-contiguous array of ``dtype`` (NumPy, or CuPy for
         the ``"cuda"`` backend; ``weights`` come from the same library), window-major columns
-        ``[static d=0..D-1, window 1 d=0..D-1, ...]``; finite.  ``None`` for a
+        ``[static d=0..D-1, window 1 d=0..D-1, ...]``; finite (unless
+        ``means_scan_deferred``).  ``None`` for a
         pure solve (:meth:`Backend.solve`), which needs no means.
     weights : ndarray or None
         Variances or precisions (see ``weight_kind``), C-contiguous, ``dtype``,
@@ -66,6 +67,11 @@ class Problem:
     voicing_keep : ndarray or None
         ``(B, T, L, Dm)`` bool: the precisions the voicing rule keeps,
         computed once by the validation layer (``None`` without ``voiced``).
+    means_scan_deferred : bool
+        ``means`` have not been scanned for NaN/inf yet: the API layer scans
+        them after the kernel, and only where the output cannot show them
+        (see :func:`mlpgx._validate.finish_means_scan`).  Only backends that
+        set ``Backend.nonfinite_means_reach_output`` receive such a problem.
     """
 
     means: Optional[np.ndarray]
@@ -82,6 +88,7 @@ class Problem:
     voiced: Optional[np.ndarray] = None
     msd_rule: str = "hts"
     voicing_keep: Optional[np.ndarray] = None
+    means_scan_deferred: bool = False
 
     @property
     def batch_size(self) -> int:

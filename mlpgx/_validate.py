@@ -377,7 +377,8 @@ def _weights(variances, precisions):
 
 def make_problem(means, variances=None, windows=None, *, precisions=None, lengths=None,
                  boundary="per-window", check_finite=True, num_threads=None,
-                 static_dim=None, dtype_from=None, voiced=None, msd_rule="hts") -> Problem:
+                 static_dim=None, dtype_from=None, voiced=None, msd_rule="hts",
+                 defer_means_scan=False) -> Problem:
     """Validate the arguments of :func:`mlpgx.mlpg` and friends.
 
     ``means`` may be ``None`` for a pure solve; then ``static_dim`` and
@@ -386,6 +387,11 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     checked (their values are never read); where some of them are not
     finite (or not valid weights), the problem holds a copy with 0 (means)
     or 1 (weights) there.
+
+    ``defer_means_scan``: with ``check_finite`` and no voicing mask, leave
+    the means' NaN/inf scan to :func:`finish_means_scan` after the kernel
+    (``Problem.means_scan_deferred``); bad weights are still reported after
+    bad means, as without it.
     """
     wins = as_windows(windows)
     L = len(wins)
@@ -459,8 +465,10 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         # A passing first scan already proves the means finite.
         # Padding frames (t >= lengths[b]) are not read either: replaced by
         # zeros too when not all finite.
+        deferred = bool(defer_means_scan and check_finite and keep is None
+                        and all(any(c != 0 for c in win.coeffs) for win in wins))
         if keep is None:
-            if check_finite:
+            if check_finite and not deferred:
                 m = finite_inside(m, lens, "means", num_threads)
         elif not _all_finite(m, num_threads):
             m = where_kept(keep, m, 0)
@@ -468,12 +476,17 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
                 m = _padding_filled(m, lens, 0)
             if check_finite:
                 _check_finite(m, "means", num_threads)
+        m_caller_shape = m.shape
         m = m.reshape(B, T, LD)
+    else:
+        deferred = False
     if w is not None:
         xp = array_namespace(w)
         w = xp.ascontiguousarray(w, dtype=dtype)
         # the same for invalid weights that are never read: 1 there
         if not _weights_ok(w, kind, num_threads):
+            if deferred:   # (bad means are reported first, as without deferring)
+                finite_inside(m.reshape(m_caller_shape), lens, "means", num_threads)
             if keep is not None and w.ndim > 1:
                 w = where_kept(keep, w, 1)
             if padded and w.ndim > 1:
@@ -485,7 +498,47 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     return Problem(means=m, weights=w, weight_kind=kind, windows=wins, lengths=lens,
                    boundary=boundary, static_dim=D, n_frames=T, dtype=np.dtype(dtype),
                    batched=batched, num_threads=num_threads, voiced=vmask,
-                   msd_rule=msd_rule, voicing_keep=keep)
+                   msd_rule=msd_rule, voicing_keep=keep, means_scan_deferred=deferred)
+
+
+def finish_means_scan(problem: Problem, output=None) -> bool:
+    """The NaN/inf scan of ``problem.means`` that :func:`make_problem`
+    deferred (``means_scan_deferred``); raises the ``ValueError`` it would
+    have raised, naming the first bad entry.
+
+    ``output``: the forward's result, computed by a backend with
+    ``nonfinite_means_reach_output``.  When it is finite, only the frames
+    where a bad mean might not reach it are scanned: the first and last
+    ``windows.max_halfwidth`` frames of each sequence (a window may be
+    dropped there by the boundary rule, or have its nonzero coefficients
+    outside the sequence).  ``None`` (no result: the kernel failed, or the
+    backend cannot show bad means) scans them all.  Returns whether
+    ``output`` was found finite (its result check can then be skipped)."""
+    if not problem.means_scan_deferred:
+        return False
+    m, lens = problem.means, problem.lengths
+    if output is not None and _all_finite(output, problem.num_threads):
+        K = problem.windows.max_halfwidth
+        if K == 0 or _edge_frames_finite(m, lens, K):
+            return True
+    finite_inside(m if problem.batched else m[0], lens, "means", problem.num_threads)
+    return False
+
+
+def _edge_frames_finite(m, lengths, K: int) -> bool:
+    """Whether frames ``0..K-1`` and ``n-K..n-1`` of every sequence of ``m``
+    (``(B, T, C)``; ``n = lengths[b]``) are finite."""
+    xp = array_namespace(m)
+    T = m.shape[1]
+    if not bool(xp.isfinite(m[:, :K]).all()):
+        return False
+    n = np.asarray(lengths)
+    if bool((n == T).all()):
+        return bool(xp.isfinite(m[:, max(T - K, 0):]).all())
+    t = n.reshape(-1, 1) - K + np.arange(K)                         # (B, K)
+    b = np.broadcast_to(np.arange(n.shape[0]).reshape(-1, 1), t.shape)
+    inside = t >= 0          # (frames >= n are padding; those < K were scanned)
+    return bool(xp.isfinite(m[xp.asarray(b[inside]), xp.asarray(t[inside])]).all())
 
 
 def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarray:

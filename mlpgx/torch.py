@@ -113,7 +113,7 @@ import mlpgx
 from ._api import check_results
 from ._problem import Problem
 from ._validate import (_weights, check_boundary, check_msd_rule, check_unvoiced_value,
-                        frames_array, integer_lengths, make_problem)
+                        finish_means_scan, frames_array, integer_lengths, make_problem)
 from .windows import DELTA, WindowSet, as_windows
 
 __all__ = ["mlpg", "mlpg_solve", "mlpg_gv", "MLPG", "MLPGLayer"]
@@ -806,6 +806,8 @@ def _check_eager_result(mode, problem, out, unvoiced=None):
         return
     x = out.detach()
     x = x if x.dim() == 3 else x.unsqueeze(0)
+    if finish_means_scan(problem, x.numpy()):   # (a deferred means scan checked x too)
+        return
     check_results(mode, problem, (x.numpy(),),
                   ignore=None if unvoiced is None else unvoiced.numpy())
 
@@ -931,15 +933,24 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
             vmask = voiced
             if isinstance(voiced, torch.Tensor):
                 vmask = voiced.detach().cpu().numpy()
+            # (the means' NaN/inf scan after the op when its kernel shows them:
+            # see mlpgx._validate.finish_means_scan)
+            defer = getattr(mlpgx.backends.get(_backend_for(means.device)),
+                            "nonfinite_means_reach_output", False)
             pb = make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
                               boundary=boundary, voiced=vmask, msd_rule=msd_rule,
-                              **_weights_kw(weights, kind))
+                              defer_means_scan=defer, **_weights_kw(weights, kind))
     if voiced is not None:
         return _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced,
                             unvoiced_value, msd_rule, not validate, pb)
     lefts, rights, coeffs = _encode(wins)
-    out = _call(_mlpg_op, means, weights, kind, list(lefts), list(rights), list(coeffs), lens,
-                boundary, not validate)
+    try:
+        out = _call(_mlpg_op, means, weights, kind, list(lefts), list(rights), list(coeffs),
+                    lens, boundary, not validate)
+    except np.linalg.LinAlgError:
+        if pb is not None:
+            finish_means_scan(pb)   # bad means are reported before a singular R
+        raise
     _check_eager_result("forward", pb, out)
     return out
 

@@ -1264,3 +1264,89 @@ def test_bad_entry_found_in_a_large_input(threads, scans, monkeypatch):
     assert f"precisions[0, {T_big - 2}, 1]" in str(info.value)
     p[0, T_big - 2, 1] = -0.0        # a negative zero precision is a zero precision
     mlpgx.testing.assert_matches_reference(m[:, :40], precisions=p[:, :40], backend="cython")
+
+
+# ---------------------------------------------------------------------------
+# The deferred means scan: the cython backend's forward scans the means after
+# the kernel (all of them only when the output is not finite, else the first
+# and last max_halfwidth frames of each sequence).  A bad mean anywhere must
+# still raise, with the message of the up-front scan.
+# ---------------------------------------------------------------------------
+
+_DEFER_WINDOWS = {
+    "delta": DELTA,
+    # one-sided taps: at the last frame, [0, 0, 1]'s only nonzero tap lies
+    # outside the sequence under boundary="none"
+    "one-sided": as_windows([(0, 0, [1.0]), (1, 1, [0.0, 0.0, 1.0]), (1, 0, [1.0, 0.0])]),
+    "wide": as_windows([(0, 0, [1.0]), (1, 1, [-0.5, 0.0, 0.5]),
+                        (3, 2, [0.1, -0.2, 0.3, 0.0, -0.4, 0.2])]),
+    "static": as_windows([(0, 0, [1.0])]),
+}
+
+
+@pytest.mark.parametrize("windows", list(_DEFER_WINDOWS))
+@pytest.mark.parametrize("boundary", ["per-window", "nnmnkwii", "none"])
+@pytest.mark.parametrize("weights", ["variances", "inf-variances", "precisions", "global", "none"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bad_mean_anywhere_raises_after_the_kernel(windows, boundary, weights, dtype):
+    wins = _DEFER_WINDOWS[windows]
+    Lw, Dw, Tw = len(wins), 2, 9
+    lengths = np.array([Tw, 6, 1])
+    mu = _means((3, Tw, Lw * Dw), dtype=dtype)
+    kw = {}
+    if weights == "variances":
+        kw["variances"] = _variances((3, Tw, Lw * Dw), dtype=dtype)
+    elif weights == "inf-variances":   # precision 0 wherever a dynamic window is
+        var = _variances((3, Tw, Lw * Dw), dtype=dtype)
+        var[..., Dw:] = np.inf
+        kw["variances"] = var
+    elif weights == "precisions":
+        prec = _variances((3, Tw, Lw * Dw), dtype=dtype)
+        prec[:, ::2, Dw:] = 0.0
+        kw["precisions"] = prec
+    elif weights == "global":
+        kw["variances"] = _variances((Lw * Dw,), dtype=dtype)
+    checked = 0
+    for b in range(3):
+        for t in range(lengths[b]):
+            for col in range(Lw * Dw):
+                for bad in (np.nan, np.inf, -np.inf):
+                    m = mu.copy()
+                    m[b, t, col] = bad
+                    want = f"means must be finite; means[{b}, {t}, {col}] = {bad!r}"
+                    for backend in ("cython", "reference"):
+                        with pytest.raises(ValueError) as info:
+                            mlpgx.mlpg(m, windows=wins, lengths=lengths, boundary=boundary,
+                                       backend=backend, **kw)
+                        assert str(info.value) == want, (backend, str(info.value))
+                    checked += 1
+    assert checked == 3 * (Tw + 6 + 1) * Lw * Dw
+    # padding may still hold anything
+    m = mu.copy()
+    m[1, 6:] = np.nan
+    m[2, 1:] = np.inf
+    np.testing.assert_array_equal(
+        mlpgx.mlpg(m, windows=wins, lengths=lengths, boundary=boundary, **kw),
+        mlpgx.mlpg(np.where(np.isfinite(m), m, 0), windows=wins, lengths=lengths,
+                   boundary=boundary, **kw))
+
+
+def test_deferred_means_scan_keeps_the_order_of_errors():
+    # bad means are named before bad variances, an unknown backend and a
+    # singular R, as when the means were scanned first
+    m = _means()
+    m[3, 1] = np.nan
+    v = _variances()
+    v[5, 0] = -1.0
+    with pytest.raises(ValueError, match=r"^means must be finite; means\[3, 1\]"):
+        mlpgx.mlpg(m, v)
+    with pytest.raises(ValueError, match=r"^means must be finite; means\[3, 1\]"):
+        mlpgx.mlpg(m, backend="no-such-backend")
+    prec = np.zeros((T, LD))                                 # R singular everywhere
+    with pytest.raises(ValueError, match=r"^means must be finite; means\[3, 1\]"):
+        mlpgx.mlpg(m, precisions=prec)
+    with pytest.raises(LinAlgError):
+        mlpgx.mlpg(_means(), precisions=prec)
+    # check_finite=False: no scan at all, before or after
+    out = mlpgx.mlpg(m, check_finite=False)
+    assert not np.isfinite(out).all()

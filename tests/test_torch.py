@@ -346,6 +346,25 @@ def test_solve_rhs_must_be_finite(rng, bad):
     assert str(got.value) == str(want.value) and "rhs[1, 3, 0]" in str(got.value)
 
 
+@pytest.mark.parametrize("boundary", ["per-window", "none"])
+def test_bad_mean_anywhere_same_error_as_numpy(boundary):
+    # the eager path scans the means after the op (the cython kernel shows
+    # them in its output; the edge frames are scanned explicitly): every
+    # position still gets mlpgx.mlpg's error
+    T, D = 6, 2
+    mu = np.random.default_rng(3).normal(size=(T, 3 * D))
+    for t in range(T):
+        for col in range(3 * D):
+            m = mu.copy()
+            m[t, col] = np.nan
+            with pytest.raises(ValueError) as want:
+                mlpgx.mlpg(m, boundary=boundary)
+            with pytest.raises(ValueError) as got:
+                mt.mlpg(torch.from_numpy(m), boundary=boundary)
+            assert str(got.value) == str(want.value) == \
+                f"means must be finite; means[{t}, {col}] = nan"
+
+
 def test_overflowing_arithmetic_raises_in_the_forward_only():
     # Finite inputs so extreme that the float64 arithmetic overflows: the
     # forward raises mlpgx.mlpg's ValueError.  The backward, like torch's

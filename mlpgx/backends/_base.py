@@ -114,6 +114,16 @@ class Backend:
         Whether its :meth:`adjoint` takes ``output=`` (the forward's result
         for the same problem) and reads ``c`` from it instead of solving for
         it again.  Backends without it are never given one.
+    nonfinite_means_reach_output : bool
+        Whether a NaN or inf in ``problem.means`` at any frame that is at
+        least ``windows.max_halfwidth`` frames inside its sequence's ends
+        always makes the forward's output non-finite (IEEE arithmetic on
+        every mean, ``0 * nan`` included, and no NaN-absorbing operation on
+        the way: a ``NaN`` right-hand side entry reaches the solution).  The
+        API layer then scans the means after the kernel, and all of them
+        only when the output is not finite (see
+        :func:`mlpgx._validate.finish_means_scan`), instead of scanning them
+        before every call.
     """
 
     name: str = "base"
@@ -125,6 +135,7 @@ class Backend:
     torch_devices: Tuple[str, ...] = ()
     handles_voicing: bool = False
     reuses_output: bool = False
+    nonfinite_means_reach_output: bool = False
     description: str = ""
 
     def availability(self) -> Tuple[bool, str]:

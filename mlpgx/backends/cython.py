@@ -35,6 +35,10 @@ class CythonBackend(KernelBackend):
     array_module = "numpy"
     torch_devices = ("cpu",)       # zero-copy through Tensor.numpy()
     reuses_output = True           # mode "adjoint_from_output" of the solver
+    # both kernels form p * mu for every mean of an active window (0 * nan
+    # too) and add it into r with its nonzero coefficients; a NaN in r[i]
+    # reaches c[i] through y[i] / D[i]
+    nonfinite_means_reach_output = True
     description = "compiled banded LDL^T (Cython, OpenMP), O(T) per dimension"
 
     @property
