@@ -313,16 +313,33 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     >>> bool(np.allclose(gmu2, gmu) and np.allclose(gvar2, gvar))
     True
     """
+    # the means reach the weight gradient only: without weights they are
+    # scanned first, as in mlpg; with them, through it (see run_forward)
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
-                           num_threads=num_threads, voiced=voiced, msd_rule=msd_rule)
-    g = _output_frames(problem, grad_output, "grad_output", check_finite)
-    c = None if output is None else _output_frames(problem, output, "output", check_finite)
-    b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
-                          boundary=problem.boundary)
-    gm, gw = run_adjoint(b, problem, g, c)
+                           num_threads=num_threads, voiced=voiced, msd_rule=msd_rule,
+                           defer_means_scan=variances is not None or precisions is not None)
+    try:
+        g = _output_frames(problem, grad_output, "grad_output", check_finite)
+        c = None if output is None else _output_frames(problem, output, "output", check_finite)
+        b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
+                              boundary=problem.boundary)
+    except Exception:
+        finish_means_scan(problem)    # (bad means are reported first, as without deferring)
+        raise
+    if problem.means_scan_deferred and not getattr(b, "nonfinite_means_reach_output", False):
+        finish_means_scan(problem)
+        problem = dataclasses.replace(problem, means_scan_deferred=False)
+    try:
+        gm, gw = run_adjoint(b, problem, g, c)
+    except np.linalg.LinAlgError:
+        finish_means_scan(problem)
+        raise
     if check_finite:
-        check_results("adjoint", problem, (gm, gw), given_output=c is not None)
+        # (a deferred means scan tests gw first: when it passes, gw needs no
+        # result check of its own)
+        shown = finish_means_scan(problem, gw)
+        check_results("adjoint", problem, (gm, None if shown else gw), given_output=c is not None)
     gw = gw if problem.global_weights else _strip(problem, gw)
     return _strip(problem, gm), gw
 

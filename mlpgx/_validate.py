@@ -506,8 +506,9 @@ def finish_means_scan(problem: Problem, output=None) -> bool:
     deferred (``means_scan_deferred``); raises the ``ValueError`` it would
     have raised, naming the first bad entry.
 
-    ``output``: the forward's result, computed by a backend with
-    ``nonfinite_means_reach_output``.  When it is finite, only the frames
+    ``output``: the forward's result (or the adjoint's weight gradient),
+    computed by a backend with ``nonfinite_means_reach_output``.  When it
+    is finite, only the frames
     where a bad mean might not reach it are scanned: the first and last
     ``windows.max_halfwidth`` frames of each sequence (a window may be
     dropped there by the boundary rule, or have its nonzero coefficients

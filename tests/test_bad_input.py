@@ -1288,7 +1288,8 @@ _DEFER_WINDOWS = {
 @pytest.mark.parametrize("boundary", ["per-window", "nnmnkwii", "none"])
 @pytest.mark.parametrize("weights", ["variances", "inf-variances", "precisions", "global", "none"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_bad_mean_anywhere_raises_after_the_kernel(windows, boundary, weights, dtype):
+@pytest.mark.parametrize("op", ["mlpg", "adjoint", "adjoint-given-output"])
+def test_bad_mean_anywhere_raises_after_the_kernel(windows, boundary, weights, dtype, op):
     wins = _DEFER_WINDOWS[windows]
     Lw, Dw, Tw = len(wins), 2, 9
     lengths = np.array([Tw, 6, 1])
@@ -1306,6 +1307,9 @@ def test_bad_mean_anywhere_raises_after_the_kernel(windows, boundary, weights, d
         kw["precisions"] = prec
     elif weights == "global":
         kw["variances"] = _variances((Lw * Dw,), dtype=dtype)
+    grad = _means((3, Tw, Dw), seed=4, dtype=dtype)
+    given = mlpgx.mlpg(mu, windows=wins, lengths=lengths, boundary=boundary, **kw) \
+        if op == "adjoint-given-output" else None
     checked = 0
     for b in range(3):
         for t in range(lengths[b]):
@@ -1315,9 +1319,13 @@ def test_bad_mean_anywhere_raises_after_the_kernel(windows, boundary, weights, d
                     m[b, t, col] = bad
                     want = f"means must be finite; means[{b}, {t}, {col}] = {bad!r}"
                     for backend in ("cython", "reference"):
+                        opts = dict(windows=wins, lengths=lengths, boundary=boundary,
+                                    backend=backend, **kw)
                         with pytest.raises(ValueError) as info:
-                            mlpgx.mlpg(m, windows=wins, lengths=lengths, boundary=boundary,
-                                       backend=backend, **kw)
+                            if op == "mlpg":
+                                mlpgx.mlpg(m, **opts)
+                            else:
+                                mlpgx.mlpg_adjoint(grad, m, output=given, **opts)
                         assert str(info.value) == want, (backend, str(info.value))
                     checked += 1
     assert checked == 3 * (Tw + 6 + 1) * Lw * Dw
@@ -1325,10 +1333,16 @@ def test_bad_mean_anywhere_raises_after_the_kernel(windows, boundary, weights, d
     m = mu.copy()
     m[1, 6:] = np.nan
     m[2, 1:] = np.inf
-    np.testing.assert_array_equal(
-        mlpgx.mlpg(m, windows=wins, lengths=lengths, boundary=boundary, **kw),
-        mlpgx.mlpg(np.where(np.isfinite(m), m, 0), windows=wins, lengths=lengths,
-                   boundary=boundary, **kw))
+    opts = dict(windows=wins, lengths=lengths, boundary=boundary, **kw)
+    if op == "mlpg":
+        np.testing.assert_array_equal(mlpgx.mlpg(m, **opts),
+                                      mlpgx.mlpg(np.where(np.isfinite(m), m, 0), **opts))
+    else:
+        got = mlpgx.mlpg_adjoint(grad, m, output=given, **opts)
+        want = mlpgx.mlpg_adjoint(grad, np.where(np.isfinite(m), m, 0), output=given, **opts)
+        for a, b in zip(got, want):
+            if b is not None:
+                np.testing.assert_array_equal(a, b)
 
 
 def test_deferred_means_scan_keeps_the_order_of_errors():
@@ -1342,9 +1356,18 @@ def test_deferred_means_scan_keeps_the_order_of_errors():
         mlpgx.mlpg(m, v)
     with pytest.raises(ValueError, match=r"^means must be finite; means\[3, 1\]"):
         mlpgx.mlpg(m, backend="no-such-backend")
+    g = _means((T, D), seed=2)
+    with pytest.raises(ValueError, match=r"^means must be finite; means\[3, 1\]"):
+        mlpgx.mlpg_adjoint(g, m, v)
+    with pytest.raises(ValueError, match=r"^means must be finite; means\[3, 1\]"):
+        mlpgx.mlpg_adjoint(g[:-1], m, _variances())                # bad grad_output shape
+    with pytest.raises(ValueError, match=r"^means must be finite; means\[3, 1\]"):
+        mlpgx.mlpg_adjoint(g, m, _variances(), backend="no-such-backend")
     prec = np.zeros((T, LD))                                 # R singular everywhere
     with pytest.raises(ValueError, match=r"^means must be finite; means\[3, 1\]"):
         mlpgx.mlpg(m, precisions=prec)
+    with pytest.raises(ValueError, match=r"^means must be finite; means\[3, 1\]"):
+        mlpgx.mlpg_adjoint(g, m, precisions=prec)
     with pytest.raises(LinAlgError):
         mlpgx.mlpg(_means(), precisions=prec)
     # check_finite=False: no scan at all, before or after

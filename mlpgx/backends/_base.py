@@ -117,13 +117,14 @@ class Backend:
     nonfinite_means_reach_output : bool
         Whether a NaN or inf in ``problem.means`` at any frame that is at
         least ``windows.max_halfwidth`` frames inside its sequence's ends
-        always makes the forward's output non-finite (IEEE arithmetic on
-        every mean, ``0 * nan`` included, and no NaN-absorbing operation on
-        the way: a ``NaN`` right-hand side entry reaches the solution).  The
-        API layer then scans the means after the kernel, and all of them
-        only when the output is not finite (see
-        :func:`mlpgx._validate.finish_means_scan`), instead of scanning them
-        before every call.
+        always makes the forward's output, and the adjoint's weight
+        gradient, non-finite (IEEE arithmetic on every mean, ``0 * nan``
+        included, and no NaN-absorbing operation on the way: a ``NaN``
+        right-hand side entry reaches the solution; ``mu - W c`` enters the
+        weight gradient at the mean's own entry).  The API layer then scans
+        the means after the kernel, and all of them only when that result
+        is not finite (see :func:`mlpgx._validate.finish_means_scan`),
+        instead of scanning them before every call.
     """
 
     name: str = "base"
