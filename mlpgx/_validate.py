@@ -16,6 +16,7 @@ raise ``TypeError``.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
@@ -466,7 +467,7 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         # Padding frames (t >= lengths[b]) are not read either: replaced by
         # zeros too when not all finite.
         deferred = bool(defer_means_scan and check_finite and keep is None
-                        and all(any(c != 0 for c in win.coeffs) for win in wins))
+                        and _every_window_nonzero(wins))
         if keep is None:
             if check_finite and not deferred:
                 m = finite_inside(m, lens, "means", num_threads)
@@ -501,6 +502,13 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
                    msd_rule=msd_rule, voicing_keep=keep, means_scan_deferred=deferred)
 
 
+@functools.lru_cache(maxsize=64)
+def _every_window_nonzero(windows) -> bool:
+    """Whether every window has a nonzero coefficient (a window of zeros
+    never carries its means into a result: those must be scanned first)."""
+    return all(any(c != 0 for c in w.coeffs) for w in windows)
+
+
 def finish_means_scan(problem: Problem, output=None) -> bool:
     """The NaN/inf scan of ``problem.means`` that :func:`make_problem`
     deferred (``means_scan_deferred``); raises the ``ValueError`` it would
@@ -529,8 +537,10 @@ def finish_means_scan(problem: Problem, output=None) -> bool:
 def _edge_frames_finite(m, lengths, K: int) -> bool:
     """Whether frames ``0..K-1`` and ``n-K..n-1`` of every sequence of ``m``
     (``(B, T, C)``; ``n = lengths[b]``) are finite."""
+    B, T = m.shape[0], m.shape[1]
+    if B == 1 and int(lengths[0]) == T:   # (the common call: two contiguous slices)
+        return _all_finite(m[0, :K]) and _all_finite(m[0, max(T - K, 0):])
     xp = array_namespace(m)
-    T = m.shape[1]
     if not bool(xp.isfinite(m[:, :K]).all()):
         return False
     n = np.asarray(lengths)

@@ -1281,6 +1281,8 @@ _DEFER_WINDOWS = {
     "wide": as_windows([(0, 0, [1.0]), (1, 1, [-0.5, 0.0, 0.5]),
                         (3, 2, [0.1, -0.2, 0.3, 0.0, -0.4, 0.2])]),
     "static": as_windows([(0, 0, [1.0])]),
+    # a window of zeros carries no mean anywhere: scanned before the kernel
+    "zero-window": as_windows([(0, 0, [1.0]), (1, 1, [0.0, 0.0, 0.0]), (2, 2, [0.0] * 5)]),
 }
 
 
