@@ -69,7 +69,9 @@ variants = {"_solver": [], "_window_matrix": [], "_streaming": []}
 if (platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
         and os.environ.get("MLPGX_NO_AVX2", "") in ("", "0")
         and _compiler_accepts(AVX2_FLAGS, PLAIN_PROBE)):
-    variants["_solver_avx2"] = AVX2_FLAGS
+    # with the k <= 2 kernel's AVX-512 clones (GCC; run where the CPU has
+    # AVX-512, see mlpgx/_ext/mlpgx_band2.h)
+    variants["_solver_avx2"] = AVX2_FLAGS + ["-DMLPGX_B2_AVX512"]
 
 extensions = [
     Extension(

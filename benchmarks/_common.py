@@ -24,7 +24,8 @@ def machine_info(**extra) -> dict:
 
     info = dict(host=socket.gethostname(), platform=platform.platform(),
                 processor=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-                simd=mlpgx._ext.simd, python=sys.version.split()[0], numpy=np.__version__,
+                simd=mlpgx._ext.simd + ("+avx512" if mlpgx._ext.solver.use_avx512() else ""),
+                python=sys.version.split()[0], numpy=np.__version__,
                 mlpgx=mlpgx.__version__)
     info.update(extra)
     return info

@@ -75,3 +75,101 @@ def test_simd_env_override(monkeypatch):
     monkeypatch.setenv("MLPGX_SIMD", "sse9")
     with pytest.raises(ValueError, match="MLPGX_SIMD"):
         ext._select()
+
+
+# ---------------------------------------------------------------------------
+# The AVX-512 clones of the k <= 2 kernel (in the AVX2 build, GCC only; run
+# for the forward, the solve and the adjoint given c where the CPU has
+# AVX-512F/VL/DQ)
+# ---------------------------------------------------------------------------
+
+def _cpu_has_avx512():
+    feats = ext._cpu_features()
+    return all(feats.get(f) for f in ("AVX512F", "AVX512VL", "AVX512DQ"))
+
+
+def _built_with_gcc():
+    import sysconfig
+    cc = (sysconfig.get_config_var("CC") or "") + " " + os.environ.get("CC", "")
+    return "clang" not in cc
+
+
+def test_avx512_clones_present_where_they_run():
+    """The AVX2 build has the clones when GCC built it, and offers them
+    exactly where the CPU can run them; the baseline build never does."""
+    base = _build("_solver")
+    assert not base.avx512_available() and not base.use_avx512()
+    with pytest.raises(ValueError, match="AVX-512"):
+        base.use_avx512(True)
+    avx2 = _build("_solver_avx2")
+    if _built_with_gcc():
+        assert avx2.avx512_available() == _cpu_has_avx2_avx512()
+    if not avx2.avx512_available():
+        with pytest.raises(ValueError, match="AVX-512"):
+            avx2.use_avx512(True)
+    elif os.environ.get("MLPGX_AVX512", "1") not in ("0", ""):
+        assert avx2.use_avx512()    # on by default
+
+
+def _cpu_has_avx2_avx512():
+    return ext._cpu_has_avx2_fma() and _cpu_has_avx512()
+
+
+@pytest.fixture
+def avx512_solver():
+    mod = _build("_solver_avx2")
+    if not mod.avx512_available():
+        pytest.skip("no AVX-512 clones here (not a GCC build, or the CPU lacks AVX-512)")
+    before = mod.use_avx512()
+    yield mod
+    mod.use_avx512(before)
+
+
+_CLONE_WINDOWS = {
+    "static": [[1.0]],
+    "delta": mlpgx.windows.DELTA,                     # window 1 with a zero centre
+    "nnmnkwii3": [[1.0], [-0.5, 0.0, 0.5], [1.0, -2.0, 1.0], [0.3, 0.4, 0.3]],
+    "two-tap": [(0, 0, [1.0]), (1, 0, [-1.0, 1.0])],
+    "asym": [(0, 0, [1.0]), (0, 1, [-1.0, 1.0]), (1, 1, [0.2, -0.7, 0.5])],
+}
+
+
+@pytest.mark.parametrize("windows", list(_CLONE_WINDOWS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weights", ["variances", "precisions", "global", "none"])
+@pytest.mark.parametrize("boundary", ["per-window", "none"])
+def test_avx512_clones_match_avx2_and_reference(avx512_solver, monkeypatch, windows, dtype,
+                                                weights, boundary):
+    monkeypatch.setattr(cython_backend, "_solver", avx512_solver)
+    wins = mlpgx.windows.as_windows(_CLONE_WINDOWS[windows])
+    rng = np.random.default_rng(11)
+    L, B = len(wins), 3
+    results = {}
+    for D, T in [(1, 7), (21, 40), (70, 33)]:        # partial vectors, several chunks
+        mu = rng.standard_normal((B, T, L * D)).astype(dtype)
+        kw = {}
+        if weights == "variances":
+            kw["variances"] = rng.uniform(0.5, 2.0, (B, T, L * D)).astype(dtype)
+        elif weights == "precisions":
+            kw["precisions"] = rng.uniform(0.5, 2.0, (B, T, L * D)).astype(dtype)
+        elif weights == "global":
+            kw["variances"] = rng.uniform(0.5, 2.0, (L * D,)).astype(dtype)
+        g = rng.standard_normal((B, T, D)).astype(dtype)
+        opts = dict(windows=wins, lengths=[T, T // 2, 1], boundary=boundary, **kw)
+        for wide in (False, True):
+            avx512_solver.use_avx512(wide)
+            c = mlpgx.mlpg(mu, **opts)
+            x = mlpgx.mlpg_solve(g, **opts)
+            adj = mlpgx.mlpg_adjoint(g, mu, **opts)
+            adj_c = mlpgx.mlpg_adjoint(g, mu, output=c, **opts)
+            results[wide] = [c, x, *adj, *adj_c]
+            rep = mlpgx.verify(mu, windows=wins, lengths=[T, T // 2, 1], boundary=boundary,
+                               backend="cython", **kw)
+            assert rep.passed, (wide, str(rep))
+        rtol = 1e-13 if dtype == np.float64 else 2e-6
+        for a, b in zip(results[False], results[True]):
+            if a is None:
+                assert b is None
+                continue
+            scale = max(float(np.abs(a).max()), 1e-30)
+            np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * scale)

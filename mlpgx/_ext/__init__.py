@@ -4,6 +4,10 @@
 AVX2 + FMA build (``_solver_avx2``) on x86-64 CPUs that have both, else the
 baseline build (``_solver``).  Set ``MLPGX_SIMD=baseline`` to force the
 baseline build (``MLPGX_SIMD=avx2`` forces AVX2 and fails without it).
+The AVX2 build, when GCC compiled it, also holds AVX-512 clones of the
+k <= 2 kernel, which it runs on CPUs with AVX-512F/VL/DQ
+(``solver.avx512_available()``; ``MLPGX_AVX512=0`` or
+``solver.use_avx512(False)`` turns them off).
 """
 from __future__ import annotations
 
@@ -12,14 +16,20 @@ import os
 from . import _solver as _baseline
 
 
-def _cpu_has_avx2_fma() -> bool:
-    try:  # NumPy's own run-time CPU feature detection
+def _cpu_features() -> dict:
+    """NumPy's own run-time CPU feature detection (``{}`` where unavailable)."""
+    try:
         from numpy._core._multiarray_umath import __cpu_features__ as feats
     except ImportError:  # NumPy 1.x
         try:
             from numpy.core._multiarray_umath import __cpu_features__ as feats
         except ImportError:
-            return False
+            return {}
+    return dict(feats)
+
+
+def _cpu_has_avx2_fma() -> bool:
+    feats = _cpu_features()
     return bool(feats.get("AVX2")) and bool(feats.get("FMA3"))
 
 

@@ -30,6 +30,16 @@ cdef extern from "mlpgx_band2.h" nogil:
                        const float* g, float* out, float* gmeans, float* gweights,
                        double* gw_acc, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd,
                        double* ws, float* scratch)
+    # the AVX-512 clones (aliases of the two above where not compiled)
+    int mlpgx_b2_run_d512(const mlpgx_b2plan* pl, const double* means, const double* weights,
+                          const double* g, double* out, double* gmeans, double* gweights,
+                          double* gw_acc, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd,
+                          double* ws, double* scratch)
+    int mlpgx_b2_run_f512(const mlpgx_b2plan* pl, const float* means, const float* weights,
+                          const float* g, float* out, float* gmeans, float* gweights,
+                          double* gw_acc, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd,
+                          double* ws, float* scratch)
+    int mlpgx_b2_cpu_avx512()
 
 cdef enum SolverMode:
     MODE_FORWARD = 0    # rhs = r from the means; writes c

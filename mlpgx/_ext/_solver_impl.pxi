@@ -37,6 +37,7 @@
 # a non-positive pivot is returned as an info code and turned into
 # ``numpy.linalg.LinAlgError`` after the nogil region.
 
+import os
 import threading
 
 import numpy as np
@@ -212,13 +213,24 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     Returns 0, or 1 with ``bad = (frame, dimension)``.
     """
     cdef int status = 1
+    # the AVX-512 clones where they run and pay: not for the standalone
+    # adjoint, slower with them beyond T = 1000 (see mlpgx_band2.h)
+    cdef bint wide = _use_avx512 and pl.mode != MODE_ADJOINT
     if pl.band2 != NULL:
         if floating is float:
-            status = mlpgx_b2_run_f(pl.band2, means, weights, g, out, gmeans, gweights,
-                                    gw_acc, n, d0, nd, ws, scratch)
+            if wide:
+                status = mlpgx_b2_run_f512(pl.band2, means, weights, g, out, gmeans, gweights,
+                                           gw_acc, n, d0, nd, ws, scratch)
+            else:
+                status = mlpgx_b2_run_f(pl.band2, means, weights, g, out, gmeans, gweights,
+                                        gw_acc, n, d0, nd, ws, scratch)
         else:
-            status = mlpgx_b2_run_d(pl.band2, means, weights, g, out, gmeans, gweights,
-                                    gw_acc, n, d0, nd, ws, scratch)
+            if wide:
+                status = mlpgx_b2_run_d512(pl.band2, means, weights, g, out, gmeans, gweights,
+                                           gw_acc, n, d0, nd, ws, scratch)
+            else:
+                status = mlpgx_b2_run_d(pl.band2, means, weights, g, out, gmeans, gweights,
+                                        gw_acc, n, d0, nd, ws, scratch)
     if status != 0:
         status = _solve_chunk_general(pl, means, weights, g, out, gmeans, gweights, gw_acc,
                                       n, d0, nd, ws, scratch, bad)
@@ -573,6 +585,31 @@ def _plan_threads(Py_ssize_t B, Py_ssize_t D, Py_ssize_t T, num_threads):
 #: k <= 2 kernel (mlpgx_band2.h).  Tests set it to False to check the general
 #: kernel on the same inputs.
 USE_BAND2 = True
+
+#: Whether the k <= 2 kernel runs its AVX-512 clones (mlpgx_band2.h): on CPUs
+#: with AVX-512F/VL/DQ, in builds that have them (the AVX2 build with GCC).
+#: ``MLPGX_AVX512=0`` turns them off; :func:`use_avx512` switches them.
+cdef bint _use_avx512 = (mlpgx_b2_cpu_avx512() != 0
+                         and os.environ.get("MLPGX_AVX512", "1") not in ("0", ""))
+
+
+def avx512_available():
+    """Whether this build has the kernel's AVX-512 clones and this CPU runs them."""
+    return mlpgx_b2_cpu_avx512() != 0
+
+
+def use_avx512(flag=None):
+    """Whether the k <= 2 kernel runs its AVX-512 clones; ``flag`` switches
+    them on (where :func:`avx512_available`) or off.  Returns the setting
+    before the call.  Not for use while another thread runs the solver."""
+    global _use_avx512
+    before = bool(_use_avx512)
+    if flag is not None:
+        if flag and not avx512_available():
+            raise ValueError("the AVX-512 clones are not in this build or this CPU lacks "
+                             "AVX-512F/VL/DQ")
+        _use_avx512 = bool(flag)
+    return before
 
 
 def _band2_fits(windows):
