@@ -31,6 +31,14 @@ directives = {
 
 OPENMP_PROBE = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
 PLAIN_PROBE = "int main(void){return 0;}\n"
+# what mlpgx_band2.h's AVX-512 clones need of the compiler
+AVX512_PROBE = ("#pragma GCC push_options\n"
+                "#pragma GCC target(\"avx512f,avx512vl,avx512dq,prefer-vector-width=512\")\n"
+                "static double f(const double *x, int n) { double s = 0; int i;\n"
+                "  for (i = 0; i < n; i++) s += x[i] * x[i]; return s; }\n"
+                "#pragma GCC pop_options\n"
+                "int main(void) { double x[4] = {0}; __builtin_cpu_init();\n"
+                "  return __builtin_cpu_supports(\"avx512f\") ? (int)f(x, 4) : 0; }\n")
 
 
 def _compiler_accepts(flags, src=OPENMP_PROBE):
@@ -69,9 +77,12 @@ variants = {"_solver": [], "_window_matrix": [], "_streaming": []}
 if (platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
         and os.environ.get("MLPGX_NO_AVX2", "") in ("", "0")
         and _compiler_accepts(AVX2_FLAGS, PLAIN_PROBE)):
-    # with the k <= 2 kernel's AVX-512 clones (GCC; run where the CPU has
-    # AVX-512, see mlpgx/_ext/mlpgx_band2.h)
-    variants["_solver_avx2"] = AVX2_FLAGS + ["-DMLPGX_B2_AVX512"]
+    # with the k <= 2 kernel's AVX-512 clones where the compiler takes their
+    # target pragma (GCC; run where the CPU has AVX-512, see
+    # mlpgx/_ext/mlpgx_band2.h)
+    clones = ["-DMLPGX_B2_AVX512"] if _compiler_accepts(AVX2_FLAGS + ["-Werror"],
+                                                        AVX512_PROBE) else []
+    variants["_solver_avx2"] = AVX2_FLAGS + clones
 
 extensions = [
     Extension(

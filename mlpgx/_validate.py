@@ -236,8 +236,8 @@ def check_result(x, problem: Problem, name: str, inputs: str, ignore=None) -> No
         x, bad = x[0], bad[0]
     idx = _first_bad_index(bad)
     inputs += _weights_name(problem)
-    raise ValueError(f"{name}{list(idx)} = {scalar_repr(x[idx])} is not finite although {inputs} are: "
-                     f"{overflow_reason(problem.dtype)}; rescale {inputs}")
+    raise ValueError(f"{name}{list(idx)} = {scalar_repr(x[idx])} is not finite although "
+                     f"{inputs} are: {overflow_reason(problem.dtype)}; rescale {inputs}")
 
 
 def check_boundary(boundary) -> str:
