@@ -2,7 +2,6 @@
 and :func:`window_matrix`."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -11,7 +10,8 @@ import numpy as np
 from . import _msd
 from . import backends as _backends
 from ._validate import (array_namespace, check_int, check_result, check_unvoiced_value,
-                        finish_means_scan, finite_inside, frames_array, make_problem)
+                        finish_means_scan, finite_inside, frames_array, make_problem,
+                        means_reported_first, settle_means_scan)
 from .windows import DELTA, as_windows
 
 
@@ -40,14 +40,9 @@ def run_forward(b, problem, unvoiced_value=0.0, check_finite=False):
     """:meth:`Backend.forward` of ``problem`` on backend ``b`` (batched), with
     ``unvoiced_value`` on unvoiced frames; ``check_finite``: the result is
     checked finite (:func:`check_result`) before the marker is written."""
-    if problem.means_scan_deferred and not getattr(b, "nonfinite_means_reach_output", False):
-        finish_means_scan(problem)     # (this backend's output cannot show bad means)
-        problem = dataclasses.replace(problem, means_scan_deferred=False)
-    try:
+    problem = settle_means_scan(problem, b)
+    with means_reported_first(problem, np.linalg.LinAlgError):   # (before a singular R)
         out = b.forward(_for_backend(b, problem))
-    except np.linalg.LinAlgError:
-        finish_means_scan(problem)     # bad means are reported before a singular R
-        raise
     # (a deferred means scan tests the output first: when it passes, that is
     # the result check too)
     if check_finite and not finish_means_scan(problem, out):
@@ -232,12 +227,9 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule,
                            defer_means_scan=True)
-    try:
+    with means_reported_first(problem):
         b = _backends.resolve(backend, means, operation="forward", dtype=problem.dtype,
                               boundary=problem.boundary)
-    except Exception:
-        finish_means_scan(problem)    # (bad means are reported first, as without deferring)
-        raise
     return _strip(problem, run_forward(b, problem, unvoiced_value, check_finite))
 
 
@@ -319,22 +311,14 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule,
                            defer_means_scan=variances is not None or precisions is not None)
-    try:
+    with means_reported_first(problem):
         g = _output_frames(problem, grad_output, "grad_output", check_finite)
         c = None if output is None else _output_frames(problem, output, "output", check_finite)
         b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
                               boundary=problem.boundary)
-    except Exception:
-        finish_means_scan(problem)    # (bad means are reported first, as without deferring)
-        raise
-    if problem.means_scan_deferred and not getattr(b, "nonfinite_means_reach_output", False):
-        finish_means_scan(problem)
-        problem = dataclasses.replace(problem, means_scan_deferred=False)
-    try:
+    problem = settle_means_scan(problem, b)
+    with means_reported_first(problem, np.linalg.LinAlgError):
         gm, gw = run_adjoint(b, problem, g, c)
-    except np.linalg.LinAlgError:
-        finish_means_scan(problem)
-        raise
     if check_finite:
         # (a deferred means scan tests gw first: when it passes, gw needs no
         # result check of its own)

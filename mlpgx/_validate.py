@@ -16,11 +16,14 @@ raise ``TypeError``.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import math
 import numbers
 import operator
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -532,6 +535,31 @@ def finish_means_scan(problem: Problem, output=None) -> bool:
             return True
     finite_inside(m if problem.batched else m[0], lens, "means", problem.num_threads)
     return False
+
+
+@contextlib.contextmanager
+def means_reported_first(problem: Optional[Problem], errors=Exception):
+    """Run the block; when it raises one of ``errors``, the means scan that
+    :func:`make_problem` deferred runs first, so that a bad mean is reported
+    before the block's error, as it was when the means were scanned before
+    everything else.  ``problem`` ``None``: nothing deferred."""
+    try:
+        yield
+    except errors:
+        if problem is not None:
+            finish_means_scan(problem)
+        raise
+
+
+def settle_means_scan(problem: Problem, backend) -> Problem:
+    """``problem`` for ``backend``: a deferred means scan runs now (and the
+    problem says it ran) unless the backend's results show bad means
+    (``Backend.nonfinite_means_reach_output``)."""
+    if problem.means_scan_deferred and not getattr(backend, "nonfinite_means_reach_output",
+                                                   False):
+        finish_means_scan(problem)
+        return dataclasses.replace(problem, means_scan_deferred=False)
+    return problem
 
 
 def _edge_frames_finite(m, lengths, K: int) -> bool:

@@ -113,7 +113,8 @@ import mlpgx
 from ._api import check_results
 from ._problem import Problem
 from ._validate import (_weights, check_boundary, check_msd_rule, check_unvoiced_value,
-                        finish_means_scan, frames_array, integer_lengths, make_problem)
+                        finish_means_scan, frames_array, integer_lengths, make_problem,
+                        means_reported_first)
 from .windows import DELTA, WindowSet, as_windows
 
 __all__ = ["mlpg", "mlpg_solve", "mlpg_gv", "MLPG", "MLPGLayer"]
@@ -944,13 +945,9 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
         return _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced,
                             unvoiced_value, msd_rule, not validate, pb)
     lefts, rights, coeffs = _encode(wins)
-    try:
+    with means_reported_first(pb, np.linalg.LinAlgError):   # (before a singular R)
         out = _call(_mlpg_op, means, weights, kind, list(lefts), list(rights), list(coeffs),
                     lens, boundary, not validate)
-    except np.linalg.LinAlgError:
-        if pb is not None:
-            finish_means_scan(pb)   # bad means are reported before a singular R
-        raise
     _check_eager_result("forward", pb, out)
     return out
 

@@ -83,9 +83,11 @@ def test_simd_env_override(monkeypatch):
 # AVX-512F/VL/DQ)
 # ---------------------------------------------------------------------------
 
-def _cpu_has_avx512():
+def _cpu_runs_avx512_clones():
+    """The AVX2 build runs here and the CPU has AVX-512F/VL/DQ."""
     feats = ext._cpu_features()
-    return all(feats.get(f) for f in ("AVX512F", "AVX512VL", "AVX512DQ"))
+    return ext._cpu_has_avx2_fma() and all(feats.get(f)
+                                           for f in ("AVX512F", "AVX512VL", "AVX512DQ"))
 
 
 def _built_with_gcc():
@@ -103,16 +105,12 @@ def test_avx512_clones_present_where_they_run():
         base.use_avx512(True)
     avx2 = _build("_solver_avx2")
     if _built_with_gcc():
-        assert avx2.avx512_available() == _cpu_has_avx2_avx512()
+        assert avx2.avx512_available() == _cpu_runs_avx512_clones()
     if not avx2.avx512_available():
         with pytest.raises(ValueError, match="AVX-512"):
             avx2.use_avx512(True)
     elif os.environ.get("MLPGX_AVX512", "1") not in ("0", ""):
         assert avx2.use_avx512()    # on by default
-
-
-def _cpu_has_avx2_avx512():
-    return ext._cpu_has_avx2_fma() and _cpu_has_avx512()
 
 
 @pytest.fixture
