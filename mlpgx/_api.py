@@ -11,7 +11,7 @@ from . import _msd
 from . import backends as _backends
 from ._validate import (array_namespace, check_int, check_result, check_unvoiced_value,
                         finish_means_scan, finite_inside, frames_array, make_problem,
-                        means_reported_first, settle_means_scan)
+                        inputs_reported_first, settle_deferred_scans, finish_weights_scan)
 from .windows import DELTA, as_windows
 
 
@@ -40,12 +40,14 @@ def run_forward(b, problem, unvoiced_value=0.0, check_finite=False):
     """:meth:`Backend.forward` of ``problem`` on backend ``b`` (batched), with
     ``unvoiced_value`` on unvoiced frames; ``check_finite``: the result is
     checked finite (:func:`check_result`) before the marker is written."""
-    problem = settle_means_scan(problem, b)
-    with means_reported_first(problem, np.linalg.LinAlgError):   # (before a singular R)
+    problem = settle_deferred_scans(problem, b)
+    with inputs_reported_first(problem, np.linalg.LinAlgError):   # (before a singular R)
         out = b.forward(_for_backend(b, problem))
     # (a deferred means scan tests the output first: when it passes, that is
-    # the result check too)
-    if check_finite and not finish_means_scan(problem, out):
+    # the result check too; the weights the kernel did not read come next)
+    shown = finish_means_scan(problem, out)
+    finish_weights_scan(problem)
+    if check_finite and not shown:
         unvoiced = None if problem.voiced is None else \
             _msd.unvoiced_frames(problem.voiced, problem.lengths)
         check_results("forward", problem, (out,), ignore=unvoiced)
@@ -226,8 +228,8 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule,
-                           defer_means_scan=True)
-    with means_reported_first(problem):
+                           defer_means_scan=True, defer_weights_scan=True)
+    with inputs_reported_first(problem):
         b = _backends.resolve(backend, means, operation="forward", dtype=problem.dtype,
                               boundary=problem.boundary)
     return _strip(problem, run_forward(b, problem, unvoiced_value, check_finite))
@@ -310,19 +312,21 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule,
-                           defer_means_scan=variances is not None or precisions is not None)
-    with means_reported_first(problem):
+                           defer_means_scan=variances is not None or precisions is not None,
+                           defer_weights_scan=True)
+    with inputs_reported_first(problem):
         g = _output_frames(problem, grad_output, "grad_output", check_finite)
         c = None if output is None else _output_frames(problem, output, "output", check_finite)
         b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
                               boundary=problem.boundary)
-    problem = settle_means_scan(problem, b)
-    with means_reported_first(problem, np.linalg.LinAlgError):
+    problem = settle_deferred_scans(problem, b)
+    with inputs_reported_first(problem, np.linalg.LinAlgError):
         gm, gw = run_adjoint(b, problem, g, c)
+    # (a deferred means scan tests gw first: when it passes, gw needs no
+    # result check of its own; the weights the kernel did not read come next)
+    shown = finish_means_scan(problem, gw)
+    finish_weights_scan(problem)
     if check_finite:
-        # (a deferred means scan tests gw first: when it passes, gw needs no
-        # result check of its own)
-        shown = finish_means_scan(problem, gw)
         check_results("adjoint", problem, (gm, None if shown else gw), given_output=c is not None)
     gw = gw if problem.global_weights else _strip(problem, gw)
     return _strip(problem, gm), gw

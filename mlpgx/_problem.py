@@ -72,6 +72,13 @@ class Problem:
         them after the kernel, and only where the output cannot show them
         (see :func:`mlpgx._validate.finish_means_scan`).  Only backends that
         set ``Backend.nonfinite_means_reach_output`` receive such a problem.
+    weights_scan_deferred : bool
+        ``weights`` (per frame) have not been checked yet: a backend whose
+        ``Backend.checks_weights`` says so checks those it reads while it
+        solves (raising ``WeightsRejected`` of the compiled solver), and the
+        API layer checks the rest after it (see
+        :func:`mlpgx._validate.finish_weights_scan`).  Other backends never
+        receive such a problem.
     """
 
     means: Optional[np.ndarray]
@@ -89,6 +96,7 @@ class Problem:
     msd_rule: str = "hts"
     voicing_keep: Optional[np.ndarray] = None
     means_scan_deferred: bool = False
+    weights_scan_deferred: bool = False
 
     @property
     def batch_size(self) -> int:

@@ -44,8 +44,12 @@ SMALLEST_VARIANCE = {
 
 try:   # the compiled scans; without the extension NumPy's reductions check
     from ._ext import solver as _solver
+    WeightsRejected = _solver.WeightsRejected
 except ImportError:
     _solver = None
+
+    class WeightsRejected(ValueError):
+        """(The compiled solver's exception; never raised without it.)"""
 
 
 def array_namespace(x):
@@ -382,7 +386,7 @@ def _weights(variances, precisions):
 def make_problem(means, variances=None, windows=None, *, precisions=None, lengths=None,
                  boundary="per-window", check_finite=True, num_threads=None,
                  static_dim=None, dtype_from=None, voiced=None, msd_rule="hts",
-                 defer_means_scan=False) -> Problem:
+                 defer_means_scan=False, defer_weights_scan=False) -> Problem:
     """Validate the arguments of :func:`mlpgx.mlpg` and friends.
 
     ``means`` may be ``None`` for a pure solve; then ``static_dim`` and
@@ -395,7 +399,10 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     ``defer_means_scan``: with ``check_finite`` and no voicing mask, leave
     the means' NaN/inf scan to :func:`finish_means_scan` after the kernel
     (``Problem.means_scan_deferred``); bad weights are still reported after
-    bad means, as without it.
+    bad means, as without it.  ``defer_weights_scan``: the same for the
+    check of per-frame weights (without a voicing mask), left to the
+    backend's kernel and :func:`finish_weights_scan`
+    (``Problem.weights_scan_deferred``).
     """
     wins = as_windows(windows)
     L = len(wins)
@@ -484,11 +491,13 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         m = m.reshape(B, T, LD)
     else:
         deferred = False
+    weights_deferred = False
     if w is not None:
         xp = array_namespace(w)
         w = xp.ascontiguousarray(w, dtype=dtype)
+        weights_deferred = bool(defer_weights_scan and w.ndim > 1 and keep is None)
         # the same for invalid weights that are never read: 1 there
-        if not _weights_ok(w, kind, num_threads):
+        if not weights_deferred and not _weights_ok(w, kind, num_threads):
             if deferred:   # (bad means are reported first, as without deferring)
                 finite_inside(m.reshape(m_caller_shape), lens, "means", num_threads)
             if keep is not None and w.ndim > 1:
@@ -502,7 +511,8 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     return Problem(means=m, weights=w, weight_kind=kind, windows=wins, lengths=lens,
                    boundary=boundary, static_dim=D, n_frames=T, dtype=np.dtype(dtype),
                    batched=batched, num_threads=num_threads, voiced=vmask,
-                   msd_rule=msd_rule, voicing_keep=keep, means_scan_deferred=deferred)
+                   msd_rule=msd_rule, voicing_keep=keep, means_scan_deferred=deferred,
+                   weights_scan_deferred=weights_deferred)
 
 
 @functools.lru_cache(maxsize=64)
@@ -531,53 +541,115 @@ def finish_means_scan(problem: Problem, output=None) -> bool:
     m, lens = problem.means, problem.lengths
     if output is not None and _all_finite(output, problem.num_threads):
         K = problem.windows.max_halfwidth
-        if K == 0 or _edge_frames_finite(m, lens, K):
+        if K == 0 or _edge_frames_ok(m, lens, K):
             return True
     finite_inside(m if problem.batched else m[0], lens, "means", problem.num_threads)
     return False
 
 
+def weights_range(dtype, kind: str):
+    """``(lo, hi)``: valid weights of ``kind`` lie in ``[lo, hi]`` (NaN
+    outside), as :func:`_check_weights` has it and as the compiled solver's
+    ``check_weights`` takes it: variances from the smallest whose reciprocal
+    fits float64 (see ``SMALLEST_VARIANCE``) to ``+inf``, precisions from 0
+    to the largest finite number of ``dtype``."""
+    if kind == "variance":
+        return float(_smallest_variance(dtype)), math.inf
+    return 0.0, float(np.finfo(dtype).max)
+
+
+def _scan_weights(problem: Problem) -> None:
+    """The whole check of the weights that :func:`make_problem` deferred:
+    raises the ``ValueError`` it would have raised (a bad mean first)."""
+    w, lens, kind = problem.weights, problem.lengths, problem.weight_kind
+    if _weights_ok(w, kind, problem.num_threads):
+        return
+    finish_means_scan(problem)   # (bad means are reported first)
+    if _has_padding(lens, problem.n_frames):   # (never read: may hold anything)
+        w = _padding_filled(w, lens, 1)
+    _check_weights(w if problem.batched else w[0], kind,
+                   "precisions" if kind == "precision" else "variances", problem.num_threads)
+
+
+def finish_weights_scan(problem: Problem, checked_in_kernel: bool = True) -> None:
+    """The check of ``problem.weights`` that :func:`make_problem` deferred
+    (``weights_scan_deferred``); raises the ``ValueError`` it would have
+    raised, naming the first bad entry.
+
+    ``checked_in_kernel``: a backend with ``Backend.checks_weights`` solved
+    the problem without complaint, so every weight it read is valid; those
+    are all but the frames where the boundary rule may drop a window, the
+    first and last ``max(zero_frame_ranges())`` frames of each sequence,
+    which are scanned here.  ``False`` scans them all."""
+    if not problem.weights_scan_deferred:
+        return
+    if checked_in_kernel:
+        lo, hi = problem.zero_frame_ranges()
+        K = int(max(lo.max(initial=0), hi.max(initial=0)))
+        if K == 0 or _edge_frames_ok(problem.weights, problem.lengths, K,
+                                     lambda x: _weights_ok(x, problem.weight_kind)):
+            return
+    _scan_weights(problem)
+
+
 @contextlib.contextmanager
-def means_reported_first(problem: Optional[Problem], errors=Exception):
-    """Run the block; when it raises one of ``errors``, the means scan that
-    :func:`make_problem` deferred runs first, so that a bad mean is reported
-    before the block's error, as it was when the means were scanned before
-    everything else.  ``problem`` ``None``: nothing deferred."""
+def inputs_reported_first(problem: Optional[Problem], errors=Exception):
+    """Run the block; when it raises one of ``errors``, or the compiled
+    solver's ``WeightsRejected``, the means scan and the weights check that
+    :func:`make_problem` deferred run first, so that bad means and then bad
+    weights are reported before the block's error, as they were when the
+    inputs were checked before everything else.  ``problem`` ``None``:
+    nothing deferred."""
     try:
         yield
+    except WeightsRejected:
+        if problem is not None:
+            finish_means_scan(problem)
+            finish_weights_scan(problem, checked_in_kernel=False)
+        raise RuntimeError("the solver's weight check and the validation layer's "
+                           "disagree: please report this") from None
     except errors:
         if problem is not None:
             finish_means_scan(problem)
+            finish_weights_scan(problem, checked_in_kernel=False)
         raise
 
 
-def settle_means_scan(problem: Problem, backend) -> Problem:
+def settle_deferred_scans(problem: Problem, backend) -> Problem:
     """``problem`` for ``backend``: a deferred means scan runs now (and the
     problem says it ran) unless the backend's results show bad means
-    (``Backend.nonfinite_means_reach_output``)."""
+    (``Backend.nonfinite_means_reach_output``); a deferred weights check
+    runs now unless the backend checks the weights it reads
+    (``Backend.checks_weights(problem)``)."""
     if problem.means_scan_deferred and not getattr(backend, "nonfinite_means_reach_output",
                                                    False):
         finish_means_scan(problem)
-        return dataclasses.replace(problem, means_scan_deferred=False)
+        problem = dataclasses.replace(problem, means_scan_deferred=False)
+    if problem.weights_scan_deferred and not backend.checks_weights(problem):
+        finish_weights_scan(problem, checked_in_kernel=False)
+        problem = dataclasses.replace(problem, weights_scan_deferred=False)
     return problem
 
 
-def _edge_frames_finite(m, lengths, K: int) -> bool:
+def _edge_frames_ok(m, lengths, K: int, ok=_all_finite) -> bool:
     """Whether frames ``0..K-1`` and ``n-K..n-1`` of every sequence of ``m``
-    (``(B, T, C)``; ``n = lengths[b]``) are finite."""
+    (``(B, T, C)``; ``n = lengths[b]``) pass ``ok`` (an array -> bool check;
+    by default: finite)."""
     B, T = m.shape[0], m.shape[1]
+    check = ok
+    ok = lambda x: x.size == 0 or check(x)   # noqa: E731
     if B == 1 and int(lengths[0]) == T:   # (the common call: two contiguous slices)
-        return _all_finite(m[0, :K]) and _all_finite(m[0, max(T - K, 0):])
+        return ok(m[0, :K]) and ok(m[0, max(T - K, 0):])
     xp = array_namespace(m)
-    if not bool(xp.isfinite(m[:, :K]).all()):
+    if not ok(xp.ascontiguousarray(m[:, :K])):
         return False
     n = np.asarray(lengths)
     if bool((n == T).all()):
-        return bool(xp.isfinite(m[:, max(T - K, 0):]).all())
+        return ok(xp.ascontiguousarray(m[:, max(T - K, 0):]))
     t = n.reshape(-1, 1) - K + np.arange(K)                         # (B, K)
     b = np.broadcast_to(np.arange(n.shape[0]).reshape(-1, 1), t.shape)
     inside = t >= 0          # (frames >= n are padding; those < K were scanned)
-    return bool(xp.isfinite(m[xp.asarray(b[inside]), xp.asarray(t[inside])]).all())
+    return ok(m[xp.asarray(b[inside]), xp.asarray(t[inside])])
 
 
 def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarray:

@@ -114,7 +114,7 @@ from ._api import check_results
 from ._problem import Problem
 from ._validate import (_weights, check_boundary, check_msd_rule, check_unvoiced_value,
                         finish_means_scan, frames_array, integer_lengths, make_problem,
-                        means_reported_first)
+                        inputs_reported_first)
 from .windows import DELTA, WindowSet, as_windows
 
 __all__ = ["mlpg", "mlpg_solve", "mlpg_gv", "MLPG", "MLPGLayer"]
@@ -935,17 +935,21 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
             if isinstance(voiced, torch.Tensor):
                 vmask = voiced.detach().cpu().numpy()
             # (the means' NaN/inf scan after the op when its kernel shows them:
-            # see mlpgx._validate.finish_means_scan)
+            # see mlpgx._validate.finish_means_scan; the weights are checked
+            # by the op's own mlpgx.mlpg, in its kernel where it can, and
+            # named here, after the means, when that raises)
             defer = getattr(mlpgx.backends.get(_backend_for(means.device)),
                             "nonfinite_means_reach_output", False)
             pb = make_problem(_np(means), windows=wins, lengths=_np_lengths(lengths, lens),
                               boundary=boundary, voiced=vmask, msd_rule=msd_rule,
-                              defer_means_scan=defer, **_weights_kw(weights, kind))
+                              defer_means_scan=defer, defer_weights_scan=True,
+                              **_weights_kw(weights, kind))
     if voiced is not None:
         return _mlpg_voiced(means, weights, kind, wins, lens, boundary, voiced,
                             unvoiced_value, msd_rule, not validate, pb)
     lefts, rights, coeffs = _encode(wins)
-    with means_reported_first(pb, np.linalg.LinAlgError):   # (before a singular R)
+    # (bad means before bad weights, and both before a singular R)
+    with inputs_reported_first(pb, (np.linalg.LinAlgError, ValueError)):
         out = _call(_mlpg_op, means, weights, kind, list(lefts), list(rights), list(coeffs),
                     lens, boundary, not validate)
     _check_eager_result("forward", pb, out)

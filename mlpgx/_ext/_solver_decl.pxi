@@ -13,6 +13,9 @@ cdef extern from "mlpgx_band2.h" nogil:
         Py_ssize_t w_row_stride
         Py_ssize_t CH
         double pivot_rtol
+        int check_weights
+        double weight_lo
+        double weight_hi
         double w[4][3]
         Py_ssize_t zero_lo[4]
         Py_ssize_t zero_hi[4]

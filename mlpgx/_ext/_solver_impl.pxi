@@ -200,6 +200,24 @@ cdef inline void _load_frame(const Plan* pl, const floating* means, const floati
                 pm[d] = p[d] * mu[d]
 
 
+cdef bint _weights_in_range(const Plan* pl, const floating* weights, Py_ssize_t n,
+                            Py_ssize_t d0, Py_ssize_t nd) noexcept nogil:
+    # Every weight the boundary rule keeps in [weight_lo, weight_hi] (NaN
+    # fails): the k <= 2 kernel's check_weights, on its own.
+    cdef Py_ssize_t t, l, d
+    cdef const floating* w
+    cdef double lo = pl.band2.weight_lo, hi = pl.band2.weight_hi
+    for t in range(n):
+        for l in range(pl.L):
+            if not _active(pl, l, t, n):
+                continue
+            w = weights + t * pl.w_row_stride + l * pl.D + d0
+            for d in range(nd):
+                if not (<double>w[d] >= lo and <double>w[d] <= hi):
+                    return False
+    return True
+
+
 cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* weights,
                       const floating* g, floating* out, floating* gmeans,
                       floating* gweights, double* gw_acc,
@@ -210,7 +228,9 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     Windows reaching at most one frame to each side go to the k <= 2 kernel
     (mlpgx_band2.h); everything else, and a k <= 2 system with a non-positive
     pivot (so that the error names its frame), to the general kernel.
-    Returns 0, or 1 with ``bad = (frame, dimension)``.
+    Returns 0, or 1 with ``bad = (frame, dimension)``; or, when the k <= 2
+    kernel's weight check failed (``check_weights``), nonzero with
+    ``bad[0] = -2``.
     """
     cdef int status = 1
     # the AVX-512 clones where they run and pay: not for the standalone
@@ -231,11 +251,23 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
             else:
                 status = mlpgx_b2_run_d(pl.band2, means, weights, g, out, gmeans, gweights,
                                         gw_acc, n, d0, nd, ws, scratch)
+    if status & 2:   # an invalid weight: the validation layer names it
+        bad[0] = -2
+        return status
+    if _always_rerun_general and pl.band2 != NULL:
+        status = 1
     if status != 0:
         status = _solve_chunk_general(pl, means, weights, g, out, gmeans, gweights, gw_acc,
                                       n, d0, nd, ws, scratch, bad)
         if status != 0:
             return status
+        # (the general kernel solved a system whose pivot the k <= 2 kernel
+        # found non-positive, a rounding borderline: the weights of the rows
+        # that kernel did not reach are checked here)
+        if (pl.band2 != NULL and pl.band2.check_weights
+                and not _weights_in_range(pl, weights, n, d0, nd)):
+            bad[0] = -2
+            return 2
     # ---- frames beyond the sequence's length are 0
     cdef Py_ssize_t t, l
     for t in range(n, pl.T):
@@ -623,6 +655,26 @@ def band2_applies(windows):
     return USE_BAND2 and _band2_fits(windows)
 
 
+#: Tests set it (``_rerun_general``) to make every k <= 2 solve rerun on the
+#: general kernel, the path of a pivot the k <= 2 kernel found non-positive.
+cdef bint _always_rerun_general = False
+
+
+def _rerun_general(flag):
+    """Tests: whether every k <= 2 solve is redone by the general kernel, as
+    after a non-positive pivot (returns the previous setting)."""
+    global _always_rerun_general
+    before = _always_rerun_general
+    _always_rerun_general = bool(flag)
+    return before
+
+
+class WeightsRejected(ValueError):
+    """Raised by :func:`run` when its ``check_weights`` found a weight outside
+    the range it was given.  The validation layer catches it and scans the
+    weights to name the first bad entry (mlpgx._validate.finish_weights_scan)."""
+
+
 cdef class _WindowPlan:
     """The window fields of a Plan (and of the k <= 2 kernel's plan) for one
     window set and boundary margins, flattened once and kept for later calls:
@@ -715,7 +767,7 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
         means, weights, g, out, gmeans, gweights, gw_acc,
         lengths, Py_ssize_t T, Py_ssize_t D,
         bint has_means, bint has_weights, bint global_weights, bint has_g,
-        bint has_gweights, bint has_gw_acc, num_threads=None):
+        bint has_gweights, bint has_gw_acc, num_threads=None, check_weights=None):
     """Run the solver over a batch (all arrays flat, C order, validated).
 
     means (B*T*L*D), weights (B*T*L*D or L*D), g (B*T*D); outputs out
@@ -728,18 +780,24 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     dimension of a non-positive pivot.  Returns the kernel planned:
     ``"band2"`` (windows reaching at most one frame to each side, see
     mlpgx_band2.h) or ``"general"``.
+
+    ``check_weights``: ``None``, or ``(lo, hi)``: the k <= 2 kernel then checks
+    every weight it reads (those of the frames and windows the boundary rule
+    keeps, inside the lengths) to lie in ``[lo, hi]``, NaN failing, and
+    :class:`WeightsRejected` is raised when one does not.  The general kernel
+    checks nothing (see :func:`band2_applies`).
     """
     dtype = (gmeans if _writes_gradients(MODES[mode]) else out).dtype
     if dtype == np.float64:
         return _run_typed[double](mode, windows, zero_lo, zero_hi, weight_kind, means, weights,
                                   g, out, gmeans, gweights, gw_acc, lengths, T, D, has_means,
                                   has_weights, global_weights, has_g, has_gweights,
-                                  has_gw_acc, num_threads, cnp.NPY_DOUBLE)
+                                  has_gw_acc, num_threads, check_weights, cnp.NPY_DOUBLE)
     if dtype == np.float32:
         return _run_typed[float](mode, windows, zero_lo, zero_hi, weight_kind, means, weights,
                                  g, out, gmeans, gweights, gw_acc, lengths, T, D, has_means,
                                  has_weights, global_weights, has_g, has_gweights,
-                                 has_gw_acc, num_threads, cnp.NPY_FLOAT)
+                                 has_gw_acc, num_threads, check_weights, cnp.NPY_FLOAT)
     raise TypeError(f"the solver runs on float32 or float64 arrays, got {dtype}")
 
 
@@ -747,8 +805,8 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
                        means, weights, g, out, gmeans, gweights, gw_acc,
                        lengths, Py_ssize_t T, Py_ssize_t D,
                        bint has_means, bint has_weights, bint global_weights, bint has_g,
-                       bint has_gweights, bint has_gw_acc, num_threads, int typenum,
-                       floating dtype_tag=0):
+                       bint has_gweights, bint has_gw_acc, num_threads, check_weights,
+                       int typenum, floating dtype_tag=0):
     cdef Py_ssize_t B = cnp.PyArray_SIZE(<cnp.ndarray?>lengths)
     cdef Py_ssize_t L = len(windows)
     cdef Py_ssize_t nthreads, width, nitems, it, b, d0, nd, c0, cw, tid, wsz, ssz, nstarts
@@ -783,6 +841,11 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
         b2.LD = pl.LD
         b2.w_row_stride = pl.w_row_stride
         b2.CH = pl.chunk
+        b2.check_weights = 0
+        if check_weights is not None and has_weights and not global_weights:
+            b2.check_weights = 1
+            b2.weight_lo = float(check_weights[0])
+            b2.weight_hi = float(check_weights[1])
         pl.band2 = &b2
         wsz = max(wsz, mlpgx_b2_workspace_doubles(pl.chunk, <int>L, <int>pl.nrhs))
         ssz = max(ssz, T * mlpgx_b2_scratch_row(pl.chunk, <int>pl.nrhs))
@@ -855,11 +918,16 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
                     break
                 c0 = c0 + cw
 
+    rejected = False
     rows = []
     for it in range(nitems):
+        if bad[2 * it] == -2:
+            rejected = True
         if bad[2 * it] >= 0:
             rows.append((it // nstarts, bad[2 * it], bad[2 * it + 1]))
     free(bad)
+    if rejected:   # (before a pivot: the invalid weight may have caused it)
+        raise WeightsRejected("a weight outside the range given to check_weights")
     if rows:
         b, t, d = min(rows)
         raise LinAlgError(

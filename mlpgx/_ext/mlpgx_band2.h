@@ -51,6 +51,10 @@ typedef struct {
     ptrdiff_t w_row_stride; /* 0 for global (per-column) weights */
     ptrdiff_t CH;           /* column stride of the workspace and scratch rows, >= nd */
     double pivot_rtol;      /* a pivot must exceed pivot_rtol * R[i, i] */
+    int check_weights;      /* 1: the forward sweep checks every weight it reads to
+                             * lie in [weight_lo, weight_hi] (NaN fails); a weight
+                             * outside makes the kernel return with bit 2 set */
+    double weight_lo, weight_hi;
     double w[MLPGX_B2_MAX_WINDOWS][3];   /* coefficients on frames t-1, t, t+1 */
     ptrdiff_t zero_lo[MLPGX_B2_MAX_WINDOWS], zero_hi[MLPGX_B2_MAX_WINDOWS];
 } mlpgx_b2plan;
@@ -147,6 +151,13 @@ static inline ptrdiff_t mlpgx_b2_workspace_doubles(ptrdiff_t CH, int L, int nrhs
 static inline ptrdiff_t mlpgx_b2_scratch_row(ptrdiff_t CH, int nrhs) {
     return CH * (2 + nrhs);   /* L[i, i-1], L[i, i-2], y[i] / D[i] per rhs */
 }
+
+/* Integer lanes as wide as each clone's storage type (mlpgx_b2_mask_<suffix>):
+ * an OR-reduced comparison mask of another width costs a widening per vector. */
+typedef long long mlpgx_b2_mask_d;
+typedef int mlpgx_b2_mask_f;
+typedef long long mlpgx_b2_mask_d512;
+typedef int mlpgx_b2_mask_f512;
 
 #define MLPGX_B2_T double
 #define MLPGX_B2_SUF d

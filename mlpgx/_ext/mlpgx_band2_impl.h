@@ -32,15 +32,36 @@ MLPGX_B2_INLINE int B2_FN(b2_active)(const mlpgx_b2plan *pl, int l, ptrdiff_t f,
     return f >= 0 && f < n && f >= pl->zero_lo[l] && f < n - pl->zero_hi[l];
 }
 
-/* p[0:nd] = precisions of window l at frame f (the caller checked b2_active). */
-MLPGX_B2_INLINE void B2_FN(b2_precisions)(const mlpgx_b2plan *pl, const B2_T *weights,
-                                          int l, ptrdiff_t f, ptrdiff_t d0, ptrdiff_t nd,
-                                          double *p) {
+/* Whether any of w[0:nd] lies outside [lo, hi] or is NaN (the validation
+ * layer's rule for the weights, which it leaves to the forward sweep: see
+ * mlpgx._validate.finish_weights_scan).  A separate pass over the row that
+ * the sweep has just brought into L1: the load loops stay as they were. */
+MLPGX_B2_INLINE int B2_FN(b2_weights_bad)(const mlpgx_b2plan *pl, const B2_T *w, ptrdiff_t nd) {
+    /* compared in the storage type (the bounds are numbers of it: the
+     * validation layer's weights_range), which for float32 keeps the loop
+     * at float32 vector width */
+    const B2_T lo = (B2_T)pl->weight_lo, hi = (B2_T)pl->weight_hi;
+    B2_FN(mlpgx_b2_mask) bad = 0;   /* integers as wide as the lanes compared */
+    ptrdiff_t d;
+    MLPGX_B2_IVDEP
+    for (d = 0; d < nd; d++) {
+        /* bitwise, not &&: a branch-free loop that vectorises */
+        const B2_T x = w[d];
+        bad |= (B2_FN(mlpgx_b2_mask))!(x >= lo) | (B2_FN(mlpgx_b2_mask))(x > hi);   /* NaN: !(x >= lo) */
+    }
+    return (int)(bad != 0);
+}
+
+/* p[0:nd] = precisions of window l at frame f (the caller checked b2_active).
+ * CHECK: return whether a weight read is invalid (with pl->check_weights). */
+MLPGX_B2_INLINE int B2_FN(b2_precisions)(const mlpgx_b2plan *pl, const B2_T *weights,
+                                         int l, ptrdiff_t f, ptrdiff_t d0, ptrdiff_t nd,
+                                         double *p, const int CHECK) {
     ptrdiff_t d;
     const B2_T *w;
     if (pl->weight_kind == 2) {
         for (d = 0; d < nd; d++) p[d] = 1.0;
-        return;
+        return 0;
     }
     w = weights + f * pl->w_row_stride + l * pl->D + d0;
     if (pl->weight_kind == 0) {
@@ -48,15 +69,18 @@ MLPGX_B2_INLINE void B2_FN(b2_precisions)(const mlpgx_b2plan *pl, const B2_T *we
     } else {
         for (d = 0; d < nd; d++) p[d] = (double)w[d];
     }
+    return (CHECK && pl->check_weights) ? B2_FN(b2_weights_bad)(pl, w, nd) : 0;
 }
 
 /* Ring slot SLOT = f & 3 (a compile-time constant) of the precision and
- * precision * mean rings: frame f. */
-MLPGX_B2_INLINE void B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, const int SLOT,
+ * precision * mean rings: frame f.  Returns whether a weight read is
+ * invalid (with pl->check_weights). */
+MLPGX_B2_INLINE int B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, const int SLOT,
                                           const B2_T *means, const B2_T *weights,
                                           ptrdiff_t n, ptrdiff_t f, ptrdiff_t d0, ptrdiff_t nd,
                                           double *pring, double *pmring) {
     ptrdiff_t d;
+    int wbad = 0;
     for (int l = 0; l < L; l++) {
         double *p = pring + (SLOT * L + l) * MLPGX_B2_RS;
         double *pm = pmring + (SLOT * L + l) * MLPGX_B2_RS;
@@ -70,20 +94,43 @@ MLPGX_B2_INLINE void B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, c
              * frame: about 20% of the time at T = 1000, D = 60) */
             const B2_T *mu = means + f * pl->LD + l * pl->D + d0;
             const B2_T *w = weights + f * pl->w_row_stride + l * pl->D + d0;
+            if (pl->check_weights && sizeof(B2_T) == sizeof(double)) {
+                /* float64: the same loop, checking each variance too (a
+                 * second pass over the row measured 2-5% slower) */
+                const B2_T lo = (B2_T)pl->weight_lo, hi = (B2_T)pl->weight_hi;
+                long long bad = 0;
+                MLPGX_B2_IVDEP
+                for (d = 0; d < nd; d++) {
+                    const B2_T x = w[d];
+                    const double pv = B2_FN(b2_recip)(w[d]);
+                    p[d] = pv;
+                    pm[d] = pv * (double)mu[d];
+                    bad |= (long long)!(x >= lo) | (long long)(x > hi);   /* NaN: !(x >= lo) */
+                }
+                wbad |= bad != 0;
+                continue;
+            }
             MLPGX_B2_IVDEP
             for (d = 0; d < nd; d++) {
                 const double pv = B2_FN(b2_recip)(w[d]);
                 p[d] = pv;
                 pm[d] = pv * (double)mu[d];
             }
+            /* float32: a second pass at float32 vector width (the
+             * one-loop form widens each compare to double lanes).  Either
+             * costs 6-9% of the float32 forward kernel (D = 60, 1e3-1e5
+             * frames, AVX-512), about what the scan it replaces costs: the
+             * cython backend only asks for the check on float64 input */
+            if (pl->check_weights) wbad |= B2_FN(b2_weights_bad)(pl, w, nd);
             continue;
         }
-        B2_FN(b2_precisions)(pl, weights, l, f, d0, nd, p);
+        wbad |= B2_FN(b2_precisions)(pl, weights, l, f, d0, nd, p, 1);
         if (means != NULL) {
             const B2_T *mu = means + f * pl->LD + l * pl->D + d0;
             for (d = 0; d < nd; d++) pm[d] = p[d] * (double)mu[d];
         }
     }
+    return wbad;
 }
 
 /* The adjoint's gradients of one window at one frame, in one pass:
@@ -125,7 +172,8 @@ MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, const 
  * load frame i + 1, form row i of R and r, its LDL^T row and the forward
  * substitution; store L[i, i-1], L[i, i-2] and y[i] / D[i] (per right-hand
  * side) to the scratch row.  The rings lie in ws (mlpgx_b2_workspace_doubles)
- * with rows of MLPGX_B2_RS doubles.  Returns 1 when a pivot is not positive. */
+ * with rows of MLPGX_B2_RS doubles.  Returns bit 1 when a pivot is not
+ * positive, bit 2 when a weight of frame i + 1 is invalid. */
 MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, const int NR,
                                           const int RHS_R, const int CZ1, const int SLOT,
                                           ptrdiff_t i, const B2_T *means, const B2_T *weights,
@@ -147,7 +195,8 @@ MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, c
     ptrdiff_t d;
     int l;
 
-    B2_FN(b2_load_frame)(pl, L, NEXT, means, weights, n, i + 1, d0, nd, pring, pmring);
+    const int wbad = B2_FN(b2_load_frame)(pl, L, NEXT, means, weights, n, i + 1, d0, nd,
+                                          pring, pmring);
     MLPGX_B2_IVDEP
     for (d = 0; d < nd; d++) {
         /* the static window: R[i, i] += p_0[i], r[i] += (p mu)_0[i] */
@@ -192,7 +241,7 @@ MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, c
             sc[3 * CH + d] = (B2_T)(y * dinv);
         }
     }
-    return bad != 0;
+    return (bad != 0) | (wbad << 1);
 }
 
 /* One sequence, columns d0 .. d0+nd-1 (see mlpgx_b2_run_*).  L windows;
@@ -231,24 +280,27 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
            (mlpgx_b2_workspace_doubles(CH, L, NR) - mlpgx_b2_d_ring(L)) * sizeof(double));
 
     /* ---- forward sweep: row i of R and r, its LDL^T row, forward substitution */
+    int status;
     B2_FN(b2_load_frame)(pl, L, 3, sweep_means, weights, n, -1, d0, nd, pring, pmring);
-    B2_FN(b2_load_frame)(pl, L, 0, sweep_means, weights, n, 0, d0, nd, pring, pmring);
+    if (B2_FN(b2_load_frame)(pl, L, 0, sweep_means, weights, n, 0, d0, nd, pring, pmring))
+        return 2;
     /* rows in groups of 4, one per ring slot, so that the slots are
      * compile-time constants (see MLPGX_B2_RS) */
 #define B2_FORWARD_ROW(SLOT, row) \
     B2_FN(b2_forward_row)(pl, L, NR, RHS_R, CZ1, SLOT, row, sweep_means, weights, g, n, d0, nd, \
                           ws, scratch, &cf)
     for (i = 0; i + 4 <= n; i += 4) {
-        if (B2_FORWARD_ROW(0, i)) return 1;
-        if (B2_FORWARD_ROW(1, i + 1)) return 1;
-        if (B2_FORWARD_ROW(2, i + 2)) return 1;
-        if (B2_FORWARD_ROW(3, i + 3)) return 1;
+        if ((status = B2_FORWARD_ROW(0, i))) return status;
+        if ((status = B2_FORWARD_ROW(1, i + 1))) return status;
+        if ((status = B2_FORWARD_ROW(2, i + 2))) return status;
+        if ((status = B2_FORWARD_ROW(3, i + 3))) return status;
     }
-    /* the last n % 4 rows (slots 0, 1, 2): a nonzero status makes the caller
-     * rerun the general kernel, which names the frame */
-    if (i < n && B2_FORWARD_ROW(0, i)) return 1;
-    if (i + 1 < n && B2_FORWARD_ROW(1, i + 1)) return 1;
-    if (i + 2 < n && B2_FORWARD_ROW(2, i + 2)) return 1;
+    /* the last n % 4 rows (slots 0, 1, 2): status 1 (a pivot) makes the
+     * caller rerun the general kernel, which names the frame; bit 2 (a
+     * weight) goes back to the validation layer */
+    if (i < n && (status = B2_FORWARD_ROW(0, i))) return status;
+    if (i + 1 < n && (status = B2_FORWARD_ROW(1, i + 1))) return status;
+    if (i + 2 < n && (status = B2_FORWARD_ROW(2, i + 2))) return status;
 #undef B2_FORWARD_ROW
 
     /* ---- back substitution from the end; in adjoint mode the gradients of
@@ -313,7 +365,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                 if (pl->weight_kind == 2) {
                     B2_GRAD(2, 0, NULL, gm, NULL, NULL);
                 } else if (gw == NULL && acc == NULL) {
-                    B2_FN(b2_precisions)(pl, weights, l, t, d0, nd, p);
+                    B2_FN(b2_precisions)(pl, weights, l, t, d0, nd, p, 0);
                     B2_GRAD(2, 0, NULL, gm, NULL, NULL);
                     MLPGX_B2_IVDEP
                     for (d = 0; d < nd; d++) gm[d] = (B2_T)(p[d] * (double)gm[d]);
@@ -355,7 +407,8 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
 /* Solve one sequence (pointers at its frame 0) over columns d0 .. d0+nd-1.
  * ws: mlpgx_b2_workspace_doubles(CH, L, nrhs) doubles; scratch: n rows of
  * mlpgx_b2_scratch_row(CH, nrhs) elements.  Rows t >= n are not touched.
- * Returns 0, or 1 when a pivot is not positive (outputs then undefined). */
+ * Returns 0; or, with the outputs undefined, bit 1 when a pivot is not
+ * positive, bit 2 when pl->check_weights found an invalid weight. */
 static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
                                const B2_T *means, const B2_T *weights, const B2_T *g,
                                B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,

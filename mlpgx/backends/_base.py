@@ -125,6 +125,9 @@ class Backend:
         the means after the kernel, and all of them only when that result
         is not finite (see :func:`mlpgx._validate.finish_means_scan`),
         instead of scanning them before every call.
+
+    A backend may also check the per-frame weights it reads while it solves
+    (see :meth:`checks_weights`).
     """
 
     name: str = "base"
@@ -142,6 +145,18 @@ class Backend:
     def availability(self) -> Tuple[bool, str]:
         """``(True, "")`` when usable here, else ``(False, reason)``."""
         return True, ""
+
+    def checks_weights(self, problem: Problem) -> bool:
+        """Whether this backend, given ``problem`` with
+        ``weights_scan_deferred``, checks every weight it reads (all frames
+        inside the lengths, but for the windows the boundary rule drops)
+        against :func:`mlpgx._validate.weights_range` while it solves, and
+        raises the compiled solver's ``WeightsRejected`` when one fails.  The
+        API layer then checks the weights it did not read after it (see
+        :func:`mlpgx._validate.finish_weights_scan`) instead of scanning them
+        all before every call.  ``False`` (the default): the API layer checks
+        them before the backend runs, which never sees such a problem."""
+        return False
 
     def forward(self, problem: Problem):
         """Return the static trajectory ``c``, ``(B, T, D)``, zeros for
