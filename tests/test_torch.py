@@ -365,6 +365,51 @@ def test_bad_mean_anywhere_same_error_as_numpy(boundary):
                 f"means must be finite; means[{t}, {col}] = nan"
 
 
+@pytest.mark.parametrize("boundary", ["per-window", "none"])
+@pytest.mark.parametrize("kind", ["variances", "precisions"])
+def test_bad_weight_anywhere_same_error_as_numpy(boundary, kind):
+    # the eager path leaves the weights to its op's mlpgx.mlpg (its kernel
+    # checks them as it reads them, the edge frames are scanned after it):
+    # every position still gets mlpgx.mlpg's error, after a bad mean's
+    T, D = 6, 2
+    mu = np.random.default_rng(3).normal(size=(T, 3 * D))
+    w = np.random.default_rng(4).uniform(0.5, 2.0, size=(T, 3 * D))
+    for t in range(T):
+        for col in range(3 * D):
+            x = w.copy()
+            x[t, col] = -1.0
+            with pytest.raises(ValueError) as want:
+                mlpgx.mlpg(mu, boundary=boundary, **{kind: x})
+            with pytest.raises(ValueError) as got:
+                mt.mlpg(torch.from_numpy(mu), boundary=boundary, **{kind: torch.from_numpy(x)})
+            assert str(got.value) == str(want.value) and f"{kind}[{t}, {col}] = -1.0" in \
+                str(got.value)
+            m = mu.copy()
+            m[(t + 3) % T, 0] = np.inf
+            with pytest.raises(ValueError, match=r"^means must be finite"):
+                mt.mlpg(torch.from_numpy(m), boundary=boundary, **{kind: torch.from_numpy(x)})
+    # and before a singular system
+    x = np.full((T, 3 * D), np.inf if kind == "variances" else 0.0)
+    x[2, 1] = -1.0
+    with pytest.raises(ValueError, match=rf"{kind}\[2, 1\] = -1.0"):
+        mt.mlpg(torch.from_numpy(mu), **{kind: torch.from_numpy(x)})
+
+
+def test_eager_forward_does_not_scan_the_weights_whole(monkeypatch):
+    # float64 per-frame weights with DELTA: checked in the op's kernel, not
+    # by a pass over the whole array (neither in the eager validation nor in
+    # the op)
+    import mlpgx._validate as validate
+    sizes = []
+    real = validate._weights_ok
+    monkeypatch.setattr(validate, "_weights_ok",
+                        lambda w, kind, num_threads=None: sizes.append(w.size) or
+                        real(w, kind, num_threads))
+    mu, var = torch.randn(50, 6, dtype=torch.float64), torch.ones(50, 6, dtype=torch.float64)
+    mt.mlpg(mu, var)
+    assert sizes and max(sizes) < var.numel() // 4, sizes
+
+
 def test_overflowing_arithmetic_raises_in_the_forward_only():
     # Finite inputs so extreme that the float64 arithmetic overflows: the
     # forward raises mlpgx.mlpg's ValueError.  The backward, like torch's
