@@ -184,6 +184,15 @@ def _padding_filled(x, lengths: np.ndarray, fill):
     return out.reshape(x.shape)
 
 
+def _check_weights_inside(w, lengths: np.ndarray, kind: str, name: str, num_threads=None):
+    """:func:`_check_weights` of per-frame weights ``w`` (the caller's shape)
+    on the frames inside the lengths: the padding, never read, is set to 1
+    first (in a copy).  Global weights are checked whole."""
+    if w.ndim > 1 and _has_padding(lengths, w.shape[-2]):
+        w = _padding_filled(w, lengths, 1)
+    _check_weights(w, kind, name, num_threads)
+
+
 def _has_padding(lengths: np.ndarray, T: int) -> bool:
     return lengths.size > 0 and int(lengths.min()) < T
 
@@ -502,9 +511,7 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
                 finite_inside(m.reshape(m_caller_shape), lens, "means", num_threads)
             if keep is not None and w.ndim > 1:
                 w = where_kept(keep, w, 1)
-            if padded and w.ndim > 1:
-                w = _padding_filled(w, lens, 1)
-            _check_weights(w, kind, wname, num_threads)
+            _check_weights_inside(w, lens, kind, wname, num_threads)
         if w.ndim > 1:
             w = w.reshape(B, T, LD)
 
@@ -565,10 +572,9 @@ def _scan_weights(problem: Problem) -> None:
     if _weights_ok(w, kind, problem.num_threads):
         return
     finish_means_scan(problem)   # (bad means are reported first)
-    if _has_padding(lens, problem.n_frames):   # (never read: may hold anything)
-        w = _padding_filled(w, lens, 1)
-    _check_weights(w if problem.batched else w[0], kind,
-                   "precisions" if kind == "precision" else "variances", problem.num_threads)
+    _check_weights_inside(w if problem.batched else w[0], lens, kind,
+                          "precisions" if kind == "precision" else "variances",
+                          problem.num_threads)
 
 
 def finish_weights_scan(problem: Problem, checked_in_kernel: bool = True) -> None:
@@ -600,18 +606,16 @@ def inputs_reported_first(problem: Optional[Problem], errors=Exception):
     weights are reported before the block's error, as they were when the
     inputs were checked before everything else.  ``problem`` ``None``:
     nothing deferred."""
+    caught = (WeightsRejected,) + (errors if isinstance(errors, tuple) else (errors,))
     try:
         yield
-    except WeightsRejected:
+    except caught as exc:
         if problem is not None:
             finish_means_scan(problem)
             finish_weights_scan(problem, checked_in_kernel=False)
-        raise RuntimeError("the solver's weight check and the validation layer's "
-                           "disagree: please report this") from None
-    except errors:
-        if problem is not None:
-            finish_means_scan(problem)
-            finish_weights_scan(problem, checked_in_kernel=False)
+        if isinstance(exc, WeightsRejected):   # (the full check found nothing)
+            raise RuntimeError("the solver's weight check and the validation layer's "
+                               "disagree: please report this") from None
         raise
 
 
