@@ -42,12 +42,13 @@ def run_forward(b, problem, unvoiced_value=0.0, check_finite=False):
     checked finite (:func:`check_result`) before the marker is written."""
     problem = settle_deferred_scans(problem, b)
     with inputs_reported_first(problem, np.linalg.LinAlgError):   # (before a singular R)
-        out = b.forward(_for_backend(b, problem))
+        out, (known_finite,) = b.forward_checked(_for_backend(b, problem))
     # (a deferred means scan tests the output first: when it passes, that is
-    # the result check too; the weights the kernel did not read come next)
-    shown = finish_means_scan(problem, out)
+    # the result check too; the weights the kernel did not read come next.
+    # A backend that tested the output finite spares both the scan of it)
+    shown = finish_means_scan(problem, out, known_finite)
     finish_weights_scan(problem)
-    if check_finite and not shown:
+    if check_finite and not (shown or known_finite):
         unvoiced = None if problem.voiced is None else \
             _msd.unvoiced_frames(problem.voiced, problem.lengths)
         check_results("forward", problem, (out,), ignore=unvoiced)
@@ -55,10 +56,11 @@ def run_forward(b, problem, unvoiced_value=0.0, check_finite=False):
 
 
 def _adjoint_call(b, problem, g, output):
-    """``b.adjoint``, given ``output`` only when it is there and ``b`` reuses it."""
+    """``b.adjoint_checked``, given ``output`` only when it is there and ``b``
+    reuses it: ``((grad_means, grad_weights), (means_finite, weights_finite))``."""
     if output is None or not getattr(b, "reuses_output", False):
-        return b.adjoint(problem, g)
-    return b.adjoint(problem, g, output=output)
+        return b.adjoint_checked(problem, g)
+    return b.adjoint_checked(problem, g, output=output)
 
 
 def check_results(operation, problem, results, given_output=False, ignore=None):
@@ -82,21 +84,29 @@ def run_adjoint(b, problem, g, output=None):
     rule drops get exactly 0.  ``output``: ``None`` or the forward's result
     for ``problem`` (batched; any values on unvoiced frames), which backends
     with ``reuses_output`` read instead of solving for it again."""
+    return run_adjoint_checked(b, problem, g, output)[0]
+
+
+def run_adjoint_checked(b, problem, g, output=None):
+    """:func:`run_adjoint` as ``((grad_means, grad_weights), (means_finite,
+    weights_finite))``: each flag ``True`` when the backend tested that
+    gradient finite (:meth:`Backend.adjoint_checked`)."""
     if problem.voiced is None:
         return _adjoint_call(b, problem, g, output)
     lowered = _for_backend(b, problem)
     if output is not None and lowered is not problem:
         output = _msd.lowered_output(problem, output)
-    gm, gw = _adjoint_call(b, lowered, g, output)
+    (gm, gw), (gm_finite, gw_finite) = _adjoint_call(b, lowered, g, output)
     keep = _msd._keep4(problem)
     gm = _msd.where_kept(keep, gm, 0)
     if problem.weights is None:
-        return gm, None
+        return (gm, None), (gm_finite, False)
     gw = _msd.where_kept(keep, gw, 0) if gw.ndim > 1 else gw
     if problem.global_weights and gw.ndim > 1:   # lowered weights are per frame
         with np.errstate(over="ignore", invalid="ignore"):   # (see check_result)
             gw = gw.sum(axis=(0, 1), dtype=np.float64).astype(problem.dtype)
-    return gm, gw
+        gw_finite = False   # (the sum may overflow)
+    return (gm, gw), (gm_finite, gw_finite)
 
 
 def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
@@ -321,13 +331,16 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
                               boundary=problem.boundary)
     problem = settle_deferred_scans(problem, b)
     with inputs_reported_first(problem, np.linalg.LinAlgError):
-        gm, gw = run_adjoint(b, problem, g, c)
+        (gm, gw), (gm_finite, gw_finite) = run_adjoint_checked(b, problem, g, c)
     # (a deferred means scan tests gw first: when it passes, gw needs no
-    # result check of its own; the weights the kernel did not read come next)
-    shown = finish_means_scan(problem, gw)
+    # result check of its own; the weights the kernel did not read come next.
+    # Gradients the backend tested finite are not scanned again)
+    shown = finish_means_scan(problem, gw, gw_finite)
     finish_weights_scan(problem)
     if check_finite:
-        check_results("adjoint", problem, (gm, None if shown else gw), given_output=c is not None)
+        check_results("adjoint", problem, (None if gm_finite else gm,
+                                           None if shown or gw_finite else gw),
+                      given_output=c is not None)
     gw = gw if problem.global_weights else _strip(problem, gw)
     return _strip(problem, gm), gw
 

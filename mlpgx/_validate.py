@@ -529,7 +529,7 @@ def _every_window_nonzero(windows) -> bool:
     return all(any(c != 0 for c in w.coeffs) for w in windows)
 
 
-def finish_means_scan(problem: Problem, output=None) -> bool:
+def finish_means_scan(problem: Problem, output=None, known_finite: bool = False) -> bool:
     """The NaN/inf scan of ``problem.means`` that :func:`make_problem`
     deferred (``means_scan_deferred``); raises the ``ValueError`` it would
     have raised, naming the first bad entry.
@@ -541,12 +541,14 @@ def finish_means_scan(problem: Problem, output=None) -> bool:
     ``windows.max_halfwidth`` frames of each sequence (a window may be
     dropped there by the boundary rule, or have its nonzero coefficients
     outside the sequence).  ``None`` (no result: the kernel failed, or the
-    backend cannot show bad means) scans them all.  Returns whether
-    ``output`` was found finite (its result check can then be skipped)."""
+    backend cannot show bad means) scans them all.  ``known_finite``: the
+    backend tested ``output`` finite as it computed it (``forward_checked``),
+    so it is not scanned again.  Returns whether ``output`` was found finite
+    (its result check can then be skipped)."""
     if not problem.means_scan_deferred:
         return False
     m, lens = problem.means, problem.lengths
-    if output is not None and _all_finite(output, problem.num_threads):
+    if output is not None and (known_finite or _all_finite(output, problem.num_threads)):
         K = problem.windows.max_halfwidth
         if K == 0 or _edge_frames_ok(m, lens, K):
             return True

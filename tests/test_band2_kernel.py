@@ -52,8 +52,9 @@ def _kernels_used(monkeypatch, solver):
     real = solver.run
 
     def recording(*args, **kwargs):
-        used.append(real(*args, **kwargs))
-        return used[-1]
+        kernel, results_finite = real(*args, **kwargs)
+        used.append(kernel)
+        return kernel, results_finite
 
     monkeypatch.setattr(solver, "run", recording)
     return used

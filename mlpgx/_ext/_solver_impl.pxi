@@ -230,7 +230,9 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     pivot (so that the error names its frame), to the general kernel.
     Returns 0, or 1 with ``bad = (frame, dimension)``; or, when the k <= 2
     kernel's weight check failed (``check_weights``), nonzero with
-    ``bad[0] = -2``.
+    ``bad[0] = -2``.  ``bad[2]`` is set to 1 unless the results were tested
+    finite and are (the k <= 2 kernel's float64 clones test them, see
+    ``mlpgx_b2_run``; the general kernel and the float32 clones do not).
     """
     cdef int status = 1
     # the AVX-512 clones where they run and pay: not for the standalone
@@ -254,9 +256,15 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     if status & 2:   # an invalid weight: the validation layer names it
         bad[0] = -2
         return status
+    if floating is float:
+        bad[2] = 1
+    elif pl.band2 == NULL or status & 4:
+        bad[2] = 1   # (a result that is not finite: the validation layer names it)
+    status &= ~4
     if _always_rerun_general and pl.band2 != NULL:
         status = 1
     if status != 0:
+        bad[2] = 1   # (the general kernel tests no results)
         status = _solve_chunk_general(pl, means, weights, g, out, gmeans, gweights, gw_acc,
                                       n, d0, nd, ws, scratch, bad)
         if status != 0:
@@ -777,9 +785,13 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     with ``out`` an input: the forward's output c for these inputs, read
     instead of solved for (one right-hand side, g).  Absent arrays are
     placeholders flagged by the ``has_*`` arguments.  Raises LinAlgError naming the sequence, frame and
-    dimension of a non-positive pivot.  Returns the kernel planned:
-    ``"band2"`` (windows reaching at most one frame to each side, see
-    mlpgx_band2.h) or ``"general"``.
+    dimension of a non-positive pivot.  Returns ``(kernel, results_finite)``:
+    the kernel planned, ``"band2"`` (windows reaching at most one frame to
+    each side, see mlpgx_band2.h) or ``"general"`` (``"none"`` for an empty
+    batch); and whether the results (``out``; or ``gmeans`` and ``gweights``,
+    not ``gw_acc``) were tested finite as the kernel stored them and are.
+    ``False`` says only that they were not shown finite: the k <= 2 kernel
+    tests them in float64, the general kernel and float32 do not.
 
     ``check_weights``: ``None``, or ``(lo, hi)``: the k <= 2 kernel then checks
     every weight it reads (those of the frames and windows the boundary rule
@@ -814,7 +826,7 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
     cdef Plan pl
     cdef mlpgx_b2plan b2
     if B == 0 or T == 0 or D == 0:
-        return "none"
+        return "none", True
     cdef _WindowPlan wp = _window_plan(windows, zero_lo, zero_hi)
     pl = wp.base
     pl.T = T
@@ -887,12 +899,15 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
                               np.float64 if floating is double else np.float32)
     cdef double* ws_p = <double*>_aligned(cnp.PyArray_DATA(<cnp.ndarray>workspace))
     cdef floating* sc_p = <floating*>_aligned(cnp.PyArray_DATA(<cnp.ndarray>scratch))
-    # per work item: (frame, dimension) of a non-positive pivot, or -1
-    cdef Py_ssize_t* bad = <Py_ssize_t*>malloc(2 * nitems * sizeof(Py_ssize_t))
+    # per work item: (frame, dimension) of a non-positive pivot, or -1; and
+    # 1 when its results were not tested finite, or were not (_solve_chunk)
+    cdef Py_ssize_t* bad = <Py_ssize_t*>malloc(3 * nitems * sizeof(Py_ssize_t))
     if bad == NULL:
         raise MemoryError()
-    for it in range(2 * nitems):
-        bad[it] = -1
+    for it in range(nitems):
+        bad[3 * it] = -1
+        bad[3 * it + 1] = -1
+        bad[3 * it + 2] = 0
 
     with nogil:
         for it in prange(nitems, num_threads=nthreads, schedule="dynamic"):
@@ -913,18 +928,21 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
                     (gwp + b * T * pl.LD) if gwp != NULL else NULL,
                     (gap + b * pl.LD) if gap != NULL else NULL,
                     lens[b], c0, cw,
-                    ws_p + tid * wsz, sc_p + tid * ssz, bad + 2 * it)
+                    ws_p + tid * wsz, sc_p + tid * ssz, bad + 3 * it)
                 if status != 0:
                     break
                 c0 = c0 + cw
 
     rejected = False
     rows = []
+    results_finite = True
     for it in range(nitems):
-        if bad[2 * it] == -2:
+        if bad[3 * it] == -2:
             rejected = True
-        if bad[2 * it] >= 0:
-            rows.append((it // nstarts, bad[2 * it], bad[2 * it + 1]))
+        if bad[3 * it] >= 0:
+            rows.append((it // nstarts, bad[3 * it], bad[3 * it + 1]))
+        if bad[3 * it + 2] != 0:
+            results_finite = False
     free(bad)
     if rejected:   # (before a pivot: the invalid weight may have caused it)
         raise WeightsRejected("a weight outside the range given to check_weights")
@@ -936,7 +954,7 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
             f"the frame may be zero: infinite variances, zero precisions or the "
             f"boundary rule; or the system is singular; or precisions so large, "
             f"variances so small, that R's entries overflowed float64)")
-    return "band2" if pl.band2 != NULL else "general"
+    return ("band2" if pl.band2 != NULL else "general"), results_finite
 
 
 #: Elements per scan block (one OpenMP work item), and the size below which a

@@ -159,6 +159,13 @@ typedef int mlpgx_b2_mask_f;
 typedef long long mlpgx_b2_mask_d512;
 typedef int mlpgx_b2_mask_f512;
 
+/* Unsigned integers of each clone's storage width, for the bit tests of
+ * the results stored (b2_nonfinite_bits). */
+typedef unsigned long long mlpgx_b2_bits_d;
+typedef unsigned int mlpgx_b2_bits_f;
+typedef unsigned long long mlpgx_b2_bits_d512;
+typedef unsigned int mlpgx_b2_bits_f512;
+
 #define MLPGX_B2_T double
 #define MLPGX_B2_SUF d
 #include "mlpgx_band2_impl.h"

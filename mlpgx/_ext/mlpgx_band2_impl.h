@@ -21,6 +21,31 @@
 #define B2_FN(name) MLPGX_B2_CAT(name, MLPGX_B2_SUF)
 #define B2_T MLPGX_B2_T
 
+/* Whether this clone tests its results finite: float64 only.  The float32
+ * clones would test the values rounded to float32 (a double result may
+ * overflow there): on AVX-512 that narrowing made the adjoint given c
+ * 1.7-1.9x slower, so float32 results are left to the validation layer's
+ * scan. */
+#define B2_TESTS_RESULTS (sizeof(B2_T) == sizeof(double))
+
+/* Results stored are tested finite with integer operations on their bits
+ * (as mlpgx_scan.h does), which vectorise at the storage width on AVX2 and
+ * AVX-512 alike: a floating-point compare turned into an integer mask cost
+ * the AVX-512 clones 20-35% of the adjoint given c.  The exponent field
+ * plus its lowest bit carries into the sign bit exactly when the field is
+ * all ones (inf or NaN): OR these over the values stored, and the sign bit
+ * of the OR says whether any was not finite (B2_NONFINITE). */
+#define B2_BITS B2_FN(mlpgx_b2_bits)
+MLPGX_B2_INLINE B2_BITS B2_FN(b2_nonfinite_bits)(B2_T stored) {
+    const B2_BITS exp_field = sizeof(B2_T) == 8 ? (B2_BITS)0x7ff0000000000000ULL : (B2_BITS)0x7f800000U;
+    const B2_BITS exp_lsb = sizeof(B2_T) == 8 ? (B2_BITS)0x0010000000000000ULL : (B2_BITS)0x00800000U;
+    B2_BITS bits;
+    memcpy(&bits, &stored, sizeof bits);
+    return (bits & exp_field) + exp_lsb;
+}
+#define B2_NONFINITE(acc) \
+    (((acc) >> (8 * sizeof(B2_BITS) - 1)) != 0)
+
 /* The precision of a variance: 1 / inf = 0 ("no constraint"); a float32
  * variance is inverted in float32, as in the general kernel. */
 MLPGX_B2_INLINE double B2_FN(b2_recip)(B2_T v) {
@@ -139,8 +164,10 @@ MLPGX_B2_INLINE int B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, co
  * c from the ring rows cm, c0, cp, or with GIVEN from the rows xm, x0, xp of
  * the forward's output (storage type).  KIND: 0 variances, 1 precisions
  * (read from w), 2 unit precisions and no weight gradient; ACC: add the
- * weight gradient to acc (global weights) instead of storing it to gw. */
-MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, const int GIVEN,
+ * weight gradient to acc (global weights) instead of storing it to gw.
+ * Returns whether a value stored to gm or gw is not finite (b2_nonfinite_bits;
+ * the sums in acc are the caller's to check). */
+MLPGX_B2_INLINE int B2_FN(b2_grad_window)(const int KIND, const int ACC, const int GIVEN,
                                            ptrdiff_t nd, double u0, double u1, double u2,
                                            const double *vm, const double *v0, const double *vp,
                                            const double *cm, const double *c0, const double *cp,
@@ -148,24 +175,35 @@ MLPGX_B2_INLINE void B2_FN(b2_grad_window)(const int KIND, const int ACC, const 
                                            const B2_T *w, const B2_T *mu, B2_T *gm, B2_T *gw,
                                            double *acc) {
     ptrdiff_t d;
+    B2_BITS bad = 0;
     MLPGX_B2_IVDEP
     for (d = 0; d < nd; d++) {
         const double wv = u0 * vm[d] + u1 * v0[d] + u2 * vp[d];
         double p, wc, dp;
         if (KIND == 2) {
             gm[d] = (B2_T)wv;
+            if (B2_TESTS_RESULTS) bad |= B2_FN(b2_nonfinite_bits)((B2_T)wv);
             continue;
         }
         p = (KIND == 0) ? B2_FN(b2_recip)(w[d]) : (double)w[d];
         wc = GIVEN ? u0 * (double)xm[d] + u1 * (double)x0[d] + u2 * (double)xp[d]
                    : u0 * cm[d] + u1 * c0[d] + u2 * cp[d];
         gm[d] = (B2_T)(p * wv);
+        /* variances: dL/dvar below is -gm times a number, so a gm that is
+         * not finite makes it so too: testing dL/dvar alone is enough */
+        if (B2_TESTS_RESULTS && !(KIND == 0 && !ACC))
+            bad |= B2_FN(b2_nonfinite_bits)((B2_T)(p * wv));
         /* dL/dvar = -p^2 dL/dp as -(p W v)(p (mu - W c)): p^2 alone overflows
          * for variances below ~1e-154 where the gradient itself is finite */
         dp = (KIND == 0) ? -(p * wv) * (p * ((double)mu[d] - wc)) : wv * ((double)mu[d] - wc);
-        if (ACC) acc[d] += dp;
-        else gw[d] = (B2_T)dp;
+        if (ACC) {
+            acc[d] += dp;
+        } else {
+            gw[d] = (B2_T)dp;
+            if (B2_TESTS_RESULTS) bad |= B2_FN(b2_nonfinite_bits)((B2_T)dp);
+        }
     }
+    return B2_NONFINITE(bad);
 }
 
 /* Forward sweep, row i (ring slot SLOT = i & 3, a compile-time constant):
@@ -304,7 +342,11 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
 #undef B2_FORWARD_ROW
 
     /* ---- back substitution from the end; in adjoint mode the gradients of
-     * frame t = i + 1 are complete once row i is solved */
+     * frame t = i + 1 are complete once row i is solved.  The results are
+     * tested finite (bit 4 of the return value), so that the validation
+     * layer need not read them again to know it: the gradients as they are
+     * stored, the float64 solution through its row 0 (below). */
+    long long results_bad = 0;
     for (i = n - 1; i >= (GRADS ? -1 : 0); i--) {
         double *c = cring + (i & 3) * NR * CH;
         if (i >= 0) {
@@ -327,6 +369,18 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
             }
         } else {
             memset(c, 0, NR * CH * sizeof(double));   /* c[-1] = v[-1] = 0 */
+        }
+        if (!GRADS && i == 0 && B2_TESTS_RESULTS) {
+            /* The forward and the solve in float64: a value of the solution
+             * that is not finite makes every one of lower frames so
+             * (x[i] = z[i] - L[i+1, i] x[i+1] - L[i+2, i] x[i+2], and inf or
+             * NaN times anything, 0 included, is not finite), so row 0 tells
+             * for its whole column: no test per value.  (Float32 storage may
+             * overflow where the double arithmetic did not: not tested.) */
+            B2_BITS row_bad = 0;
+            MLPGX_B2_IVDEP
+            for (d = 0; d < nd; d++) row_bad |= B2_FN(b2_nonfinite_bits)((B2_T)c[d]);
+            results_bad |= B2_NONFINITE(row_bad);
         }
         if (GRADS && i + 1 < n) {
             const ptrdiff_t t = i + 1;
@@ -363,31 +417,37 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
     B2_FN(b2_grad_window)(KIND, ACC, GIVEN, nd, u0, u1, u2, vm, v0, vp, cm, c0, cp, \
                           xm, x0, xp, wt, mu, gm, gw, acc)
                 if (pl->weight_kind == 2) {
-                    B2_GRAD(2, 0, NULL, gm, NULL, NULL);
+                    results_bad |= B2_GRAD(2, 0, NULL, gm, NULL, NULL);
                 } else if (gw == NULL && acc == NULL) {
+                    B2_BITS row_bad = 0;
                     B2_FN(b2_precisions)(pl, weights, l, t, d0, nd, p, 0);
                     B2_GRAD(2, 0, NULL, gm, NULL, NULL);
                     MLPGX_B2_IVDEP
-                    for (d = 0; d < nd; d++) gm[d] = (B2_T)(p[d] * (double)gm[d]);
+                    for (d = 0; d < nd; d++) {
+                        const double x = p[d] * (double)gm[d];
+                        gm[d] = (B2_T)x;
+                        if (B2_TESTS_RESULTS) row_bad |= B2_FN(b2_nonfinite_bits)((B2_T)x);
+                    }
+                    results_bad |= B2_NONFINITE(row_bad);
                 } else {
                     const B2_T *wt = weights + t * pl->w_row_stride + l * D + d0;
                     if (pl->weight_kind == 0) {
                         if (gw != NULL)
-                            B2_GRAD(0, 0, wt, gm, gw, NULL);
+                            results_bad |= B2_GRAD(0, 0, wt, gm, gw, NULL);
                         else
-                            B2_GRAD(0, 1, wt, gm, NULL, acc);
+                            results_bad |= B2_GRAD(0, 1, wt, gm, NULL, acc);
                     } else {
                         if (gw != NULL)
-                            B2_GRAD(1, 0, wt, gm, gw, NULL);
+                            results_bad |= B2_GRAD(1, 0, wt, gm, gw, NULL);
                         else
-                            B2_GRAD(1, 1, wt, gm, NULL, acc);
+                            results_bad |= B2_GRAD(1, 1, wt, gm, NULL, acc);
                     }
                 }
 #undef B2_GRAD
             }
         }
     }
-    return 0;
+    return (results_bad != 0) << 2;
 }
 
 #define B2_CLONE(Lc, NRc, RHSc, CZc, GIVc) \
@@ -408,7 +468,11 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
  * ws: mlpgx_b2_workspace_doubles(CH, L, nrhs) doubles; scratch: n rows of
  * mlpgx_b2_scratch_row(CH, nrhs) elements.  Rows t >= n are not touched.
  * Returns 0; or, with the outputs undefined, bit 1 when a pivot is not
- * positive, bit 2 when pl->check_weights found an invalid weight. */
+ * positive, bit 2 when pl->check_weights found an invalid weight; or, the
+ * outputs written, bit 4 (alone) when a value stored to gmeans or gweights
+ * (modes 2 and 3) or to out (modes 0 and 1) is not finite.  Float64 only
+ * (B2_TESTS_RESULTS): without bit 4 those are all finite.  The float32
+ * clones and the sums added to gw_acc test nothing. */
 static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
                                const B2_T *means, const B2_T *weights, const B2_T *g,
                                B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
@@ -427,5 +491,8 @@ static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
 
 #undef B2_BY_L
 #undef B2_CLONE
+#undef B2_NONFINITE
+#undef B2_BITS
+#undef B2_TESTS_RESULTS
 #undef B2_FN
 #undef B2_T

@@ -127,7 +127,8 @@ class Backend:
         instead of scanning them before every call.
 
     A backend may also check the per-frame weights it reads while it solves
-    (see :meth:`checks_weights`).
+    (see :meth:`checks_weights`), and report that its results are finite
+    without the API layer scanning them (see :meth:`forward_checked`).
     """
 
     name: str = "base"
@@ -181,6 +182,23 @@ class Backend:
         or beyond a sequence's length get exactly 0.
         """
         raise NotImplementedError(f"backend {self.name!r} has no adjoint")
+
+    def forward_checked(self, problem: Problem):
+        """``(output, (finite,))``: :meth:`forward`'s result, and ``True``
+        when the backend tested every entry of it finite while it computed
+        it and found them so; ``False`` when it did not test them or found
+        one that is not (the API layer then scans the result, see
+        :func:`mlpgx._validate.check_result`).  The default tests nothing."""
+        return self.forward(problem), (False,)
+
+    def adjoint_checked(self, problem: Problem, grad_output, output=None):
+        """``((grad_means, grad_weights), (means_finite, weights_finite))``:
+        :meth:`adjoint`'s results, each with ``True`` when the backend tested
+        it finite as it computed it (see :meth:`forward_checked`).  The
+        default tests nothing."""
+        result = self.adjoint(problem, grad_output) if output is None else \
+            self.adjoint(problem, grad_output, output=output)
+        return result, (False, False)
 
     def solve(self, problem: Problem, rhs):
         """Solve ``R x = rhs`` per sequence and static dimension, ``rhs`` and
