@@ -22,9 +22,14 @@ on the CPU before it is timed: the ``"cython"`` backend at full size, the
 ``"reference"`` backend with ``--check``):
 
 ``torch fwd``      ``mlpgx.torch.mlpg(means, variances)`` on CUDA tensors
-``torch fwd+bwd``  the same, then ``.backward(g)`` (gradients for means and variances)
+``torch fwd+bwd``  the same, then ``.backward(g)`` (gradients for means and
+                   variances; the backward reads the saved output ``c``)
+``torch fwd+bwd, c re-solved``  the same with the backward solving for ``c``
+                   again (``mlpgx.torch._BACKWARD_REUSES_OUTPUT = False``)
 ``cupy fwd``       ``mlpgx.mlpg(means, variances)`` on CuPy arrays
-``cupy fwd+bwd``   ``mlpgx.mlpg`` then ``mlpgx.mlpg_adjoint`` on CuPy arrays
+``cupy fwd+bwd``   ``c = mlpgx.mlpg(...)`` then ``mlpgx.mlpg_adjoint(..., output=c)``
+                   on CuPy arrays
+``cupy fwd+bwd, c re-solved``  the same without ``output=``
 ``dense fwd``      ``torch.matmul(M, X)``: ``M = (W^T W)^{-1} W^T`` precomputed
                    (not timed) for unit variances, ``X`` the means stacked
                    window-major ``(B, L*T, D)`` (nnmnkwii's ``UnitVarianceMLPG``)
@@ -65,7 +70,8 @@ BOUNDARY = "none"
 CASES = [("batch", 32, 1000, 187, True), ("batch", 32, 4000, 187, True),
          ("latency", 1, 5000, 60, False)]
 CHECK_CASES = [("batch", 3, 24, 5, True), ("batch", 2, 40, 4, True), ("latency", 1, 50, 3, False)]
-PATHS = ("torch fwd", "torch fwd+bwd", "cupy fwd", "cupy fwd+bwd", "dense fwd", "dense fwd+bwd")
+PATHS = ("torch fwd", "torch fwd+bwd", "torch fwd+bwd, c re-solved", "cupy fwd",
+         "cupy fwd+bwd", "cupy fwd+bwd, c re-solved", "dense fwd", "dense fwd+bwd")
 TARGET_BW = 0.33
 TARGET_DENSE_X = 10.0
 TARGET_DENSE_T = 4000
@@ -239,10 +245,17 @@ def run_case(name, B, T, D, dtype, dense, oracle, warmup, reps, seed=0):
         gmu.grad = gvar.grad = None
         mt.mlpg(gmu, gvar, boundary=BOUNDARY).backward(tg)
 
-    torch_fwd_bwd()
-    _check(f"{name} torch bwd (means)", relative_error(gmu.grad.cpu().numpy(), want_gm), tol)
-    _check(f"{name} torch bwd (variances)", relative_error(gvar.grad.cpu().numpy(), want_gv), tol)
-    row("torch fwd+bwd", cuda_median_ms(torch_fwd_bwd, "torch", warmup, reps), True)
+    for path, reuse in (("torch fwd+bwd", True), ("torch fwd+bwd, c re-solved", False)):
+        saved, mt._BACKWARD_REUSES_OUTPUT = mt._BACKWARD_REUSES_OUTPUT, reuse
+        try:
+            torch_fwd_bwd()
+            _check(f"{name} {path} (means)", relative_error(gmu.grad.cpu().numpy(), want_gm),
+                   tol)
+            _check(f"{name} {path} (variances)",
+                   relative_error(gvar.grad.cpu().numpy(), want_gv), tol)
+            row(path, cuda_median_ms(torch_fwd_bwd, "torch", warmup, reps), True)
+        finally:
+            mt._BACKWARD_REUSES_OUTPUT = saved
     del gmu, gvar
 
     # CuPy arrays through the NumPy API
@@ -251,14 +264,16 @@ def run_case(name, B, T, D, dtype, dense, oracle, warmup, reps, seed=0):
     row("cupy fwd", cuda_median_ms(lambda: mlpgx.mlpg(cmu, cvar, boundary=BOUNDARY), "cupy",
                                    warmup, reps), False)
 
-    def cupy_fwd_bwd():
+    def cupy_fwd_bwd(reuse):
         c = mlpgx.mlpg(cmu, cvar, boundary=BOUNDARY)
-        return c, mlpgx.mlpg_adjoint(cg, cmu, cvar, boundary=BOUNDARY)
+        return c, mlpgx.mlpg_adjoint(cg, cmu, cvar, boundary=BOUNDARY,
+                                     output=c if reuse else None)
 
-    _, (gm, gv) = cupy_fwd_bwd()
-    _check(f"{name} cupy adjoint (means)", relative_error(cupy.asnumpy(gm), want_gm), tol)
-    _check(f"{name} cupy adjoint (variances)", relative_error(cupy.asnumpy(gv), want_gv), tol)
-    row("cupy fwd+bwd", cuda_median_ms(cupy_fwd_bwd, "cupy", warmup, reps), True)
+    for path, reuse in (("cupy fwd+bwd", True), ("cupy fwd+bwd, c re-solved", False)):
+        _, (gm, gv) = cupy_fwd_bwd(reuse)
+        _check(f"{name} {path} (means)", relative_error(cupy.asnumpy(gm), want_gm), tol)
+        _check(f"{name} {path} (variances)", relative_error(cupy.asnumpy(gv), want_gv), tol)
+        row(path, cuda_median_ms(lambda: cupy_fwd_bwd(reuse), "cupy", warmup, reps), True)
     del gm, gv
 
     if dense:

@@ -392,24 +392,25 @@ def mlpg_solve(rhs, variances=None, windows=DELTA, *, precisions=None, lengths=N
     >>> mlpgx.mlpg_solve(np.arange(3.0)[:, None], windows="static").ravel()
     array([0., 1., 2.])
     """
-    problem, x = _solve(rhs, variances, windows, precisions, lengths, boundary, backend,
-                        check_finite, num_threads)
-    if check_finite:
+    problem, x, finite = _solve(rhs, variances, windows, precisions, lengths, boundary,
+                                backend, check_finite, num_threads)
+    if check_finite and not finite:   # (unless the backend tested it: Backend.solve_checked)
         check_results("solve", problem, (x,))
     return _strip(problem, x)
 
 
 def _solve(rhs, variances, windows, precisions, lengths, boundary, backend, check_finite,
            num_threads):
-    """:func:`mlpg_solve` up to the scan of its result: ``(problem, x)``, ``x``
-    batched."""
+    """:func:`mlpg_solve` up to the scan of its result: ``(problem, x,
+    finite)``, ``x`` batched, ``finite`` whether the backend tested it finite."""
     problem = make_problem(None, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, dtype_from=rhs)
     x = frames_array(rhs, problem, "rhs", check_finite)
     b = _backends.resolve(backend, rhs, operation="solve", dtype=problem.dtype,
                           boundary=problem.boundary)
-    return problem, b.solve(problem, x)
+    x, (finite,) = b.solve_checked(problem, x)
+    return problem, x, finite
 
 
 def solve_unchecked_result(rhs, variances=None, windows=DELTA, *, precisions=None,
@@ -418,8 +419,8 @@ def solve_unchecked_result(rhs, variances=None, windows=DELTA, *, precisions=Non
     """:func:`mlpg_solve` with its inputs validated but its result not
     scanned for overflow: for :mod:`mlpgx.gv`, whose iteration handles
     iterates that leave the float64 range itself."""
-    problem, x = _solve(rhs, variances, windows, precisions, lengths, boundary, backend, True,
-                        num_threads)
+    problem, x, _ = _solve(rhs, variances, windows, precisions, lengths, boundary, backend,
+                           True, num_threads)
     return _strip(problem, x)
 
 

@@ -299,15 +299,17 @@ def _cuda_results(mode, pb: Problem, means, weights, device):
 
 
 def _cuda_run(mode, frames, means, weights, weight_kind, lefts, rights, coeffs, lengths,
-              boundary, check_finite):
+              boundary, check_finite, given_output=None):
     """One op on CUDA tensors, without copies: CuPy views of the inputs go
     through the shared validation layer (:func:`make_problem`,
     :func:`frames_array`: the checks and messages of :func:`mlpgx.mlpg`, run
     on the device) to the backend's kernel, which writes into tensors
     allocated by torch (``outputs=`` of ``KernelBackend._run``), all on
     torch's current stream of the inputs' device.  ``frames``: the right-hand
-    side (solve) or the upstream gradient (adjoint).  Returns the tuple of
-    output tensors."""
+    side (solve) or the upstream gradient (adjoint).  ``given_output``
+    (adjoint): the forward's output ``c``, which the kernel reads instead of
+    solving for it (``output=`` of :func:`mlpgx.mlpg_adjoint`).  Returns the
+    tuple of output tensors."""
     x = means if means is not None else frames
     device = x.device
     name = _backend_for(device)
@@ -320,6 +322,8 @@ def _cuda_run(mode, frames, means, weights, weight_kind, lefts, rights, coeffs, 
                           **_weights_kw(weights, weight_kind, view))
         if f is not None:
             f = frames_array(f, pb, "rhs" if mode == "solve" else "grad_output", check_finite)
+        c = None if given_output is None else \
+            frames_array(view(given_output), pb, "output", check_finite)
         b = mlpgx.backends.resolve(name, operation=mode, dtype=pb.dtype, boundary=pb.boundary)
         results = _cuda_results(mode, pb, means, weights, device)
         B, T, LD = pb.batch_size, pb.n_frames, pb.n_windows * pb.static_dim
@@ -327,9 +331,11 @@ def _cuda_run(mode, frames, means, weights, weight_kind, lefts, rights, coeffs, 
             ((B, T, LD), None if pb.weights is None else pb.weights.shape)
         outputs = tuple(None if r is None else view(r).reshape(s)
                         for r, s in zip(results, shapes))
-        b._run(mode, pb, f, outputs=outputs)  # the status read-back synchronises the stream
+        given = {} if c is None or not b.reuses_output else {"given_output": c}
+        # (the status read-back synchronises the stream)
+        b._run(mode, pb, f, outputs=outputs, **given)
         if check_finite:   # (overflow of finite inputs, as mlpgx.mlpg checks it)
-            check_results(mode, pb, outputs)
+            check_results(mode, pb, outputs, given_output=bool(given))
     return results
 
 
@@ -347,9 +353,9 @@ def _cuda_solve(rhs, weights, weight_kind, lefts, rights, coeffs, lengths, bound
 
 def _cuda_adjoint(grad_output, means, weights, weight_kind, lefts, rights, coeffs, lengths,
                   boundary, check_finite, output=None):
-    # (output unused: the cuda backend solves for c itself, Backend.reuses_output)
+    # output: c, read by the kernel instead of solved for (Backend.reuses_output)
     gm, gw = _cuda_run("adjoint", grad_output, means, weights, weight_kind, lefts, rights,
-                       coeffs, lengths, boundary, check_finite)
+                       coeffs, lengths, boundary, check_finite, given_output=output)
     return gm, gw if gw is not None else means.new_empty(0)
 
 

@@ -38,7 +38,7 @@ static int run_typed(int maxk, const MlpgArgs<S>& A) {
 // frame, or per (b, d) over all frames for global weights.
 template <typename S, int L>
 static int run_split_l(int pf, const MlpgArgs<S>& A) {
-    const bool has_means = A.mode != MLPG_MODE_SOLVE;
+    const bool has_means = A.mode == MLPG_MODE_FORWARD || A.mode == MLPG_MODE_ADJOINT;
     for (mlpg_i64 b = 0; b < A.B; ++b)
         for (mlpg_i64 t = 0; t < A.T; ++t)
             for (mlpg_i64 d = 0; d < A.D; ++d) {
@@ -56,13 +56,14 @@ static int run_split_l(int pf, const MlpgArgs<S>& A) {
                 MLPGX_CASE(MLPG_MODE_FORWARD, 8) MLPGX_CASE(MLPG_MODE_SOLVE, 1)
                 MLPGX_CASE(MLPG_MODE_SOLVE, 3) MLPGX_CASE(MLPG_MODE_SOLVE, 8)
                 MLPGX_CASE(MLPG_MODE_ADJOINT, 1) MLPGX_CASE(MLPG_MODE_ADJOINT, 3)
-                MLPGX_CASE(MLPG_MODE_ADJOINT, 8)
+                MLPGX_CASE(MLPG_MODE_ADJOINT, 8) MLPGX_CASE(MLPG_MODE_ADJOINT_GIVEN_C, 1)
+                MLPGX_CASE(MLPG_MODE_ADJOINT_GIVEN_C, 3) MLPGX_CASE(MLPG_MODE_ADJOINT_GIVEN_C, 8)
                 default: return -1;
             }
 #undef MLPGX_CASE
             failed |= st;
         }
-    if (failed || A.mode != MLPG_MODE_ADJOINT) return failed;
+    if (failed || !mlpg_is_adjoint(A.mode)) return failed;
     const bool per_frame_launch = A.weight_kind == MLPG_KIND_UNIT || !A.global_weights;
     for (mlpg_i64 b = 0; b < A.B; ++b)
         for (mlpg_i64 d = 0; d < A.D; ++d) {

@@ -98,13 +98,17 @@ def _ptr(a):
 HARNESS_KERNEL = {"general": 0, "split": 1}
 
 
-def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8, kernel=None):
+def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8, kernel=None,
+             given_output=None):
     """CudaBackend._run with the host build: same plan, same buffers (outputs
     and work buffers pre-filled with ``sentinel`` to catch entries the kernel
     does not write, or reads before writing).  The plan picks the routines as
     on the GPU (``kernel``: as :func:`launch_plan`'s; the k <= 2 ones with
-    prefetch depth ``pf``); ``maxk`` forces the general one with that ring size."""
-    plan = launch_plan(pb, mode, kernel="general" if maxk is not None else kernel)
+    prefetch depth ``pf``); ``maxk`` forces the general one with that ring size.
+    ``given_output`` (adjoint): ``c``, read instead of solved for."""
+    given = given_output is not None and mode == "adjoint"
+    plan = launch_plan(pb, "adjoint_given_output" if given else mode,
+                       kernel="general" if maxk is not None else kernel)
     maxk = plan.maxk if maxk is None else maxk
     dt = np.dtype(pb.dtype)
     B, T, D, L = pb.batch_size, pb.n_frames, pb.static_dim, pb.n_windows
@@ -117,6 +121,8 @@ def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8, kernel=Non
             gw_acc = np.zeros((B, L * D), dtype=np.float64)
     else:
         out = np.full((B, T, D), sentinel, dtype=dt)
+    if given:    # the kernel's `out` is c's in this mode
+        out = np.ascontiguousarray(given_output, dtype=dt)
     scratch = np.full(max(plan.scratch_size, 1), sentinel, dtype=dt)
     work = np.full(max(plan.work_size, 1), sentinel, dtype=np.float64)
     status = np.full(1, NO_FAILURE, dtype=np.uint64)
@@ -161,6 +167,7 @@ class HostBuildBackend(Backend):
 
     name = "cuda-host-build"
     array_module = "numpy"
+    reuses_output = True     # as CudaBackend: mode "adjoint_given_output"
 
     def __init__(self, lib, maxk=None, pf=8, kernel=None):
         self.lib, self.kw = lib, dict(maxk=maxk, pf=pf, kernel=kernel)
@@ -168,8 +175,9 @@ class HostBuildBackend(Backend):
     def forward(self, problem):
         return host_run(self.lib, "forward", problem, **self.kw)
 
-    def adjoint(self, problem, grad_output):
-        return host_run(self.lib, "adjoint", problem, grad_output, **self.kw)
+    def adjoint(self, problem, grad_output, output=None):
+        return host_run(self.lib, "adjoint", problem, grad_output, given_output=output,
+                        **self.kw)
 
     def solve(self, problem, rhs):
         return host_run(self.lib, "solve", problem, rhs, **self.kw)
@@ -195,16 +203,27 @@ def check_all(lib, rng, dtype, windows, boundary, means, wkw, lengths, maxk=None
     c = mlpgx.mlpg(means, **wkw, **common, backend=hb)
     gm, gw = mlpgx.mlpg_adjoint(g, means, **wkw, **common, backend=hb)
     x = mlpgx.mlpg_solve(rhs, **wkw, **common, backend=hb)
+    # the adjoint given the forward's output (mode "adjoint_given_output";
+    # its accuracy is verify's " (output=)" rows above): c is only read, and
+    # not beyond the lengths
+    c_given = c.copy()
+    for b, n in enumerate(lengths if lengths is not None else [T] * B):
+        c_given[b, n:] = np.nan
+    c_seen = c_given.copy()
+    gm_o, gw_o = mlpgx.mlpg_adjoint(g, means, **wkw, **common, backend=hb, output=c_given)
+    np.testing.assert_array_equal(c_given, c_seen)
     for name, a, shape in [("forward", c, (B, T, D)), ("solve", x, (B, T, D)),
-                           ("grad_means", gm, means.shape)]:
+                           ("grad_means", gm, means.shape),
+                           ("grad_means (output=)", gm_o, means.shape)]:
         assert a.dtype == dtype and a.shape == shape, (name, a.dtype, a.shape)
         assert np.all(np.isfinite(a)), name
     if not wkw:
-        assert gw is None
+        assert gw is None and gw_o is None
     else:
         w = next(iter(wkw.values()))
-        assert gw.dtype == dtype and gw.shape == w.shape
-        assert np.all(np.isfinite(gw))
+        for a in (gw, gw_o):
+            assert a.dtype == dtype and a.shape == w.shape
+            assert np.all(np.isfinite(a))
     wide = {k: np.asarray(v, dtype=np.float64) for k, v in wkw.items()}
     c_ref = mlpgx.mlpg(means.astype(np.float64), **wide, **common, backend="reference")
     x_ref = mlpgx.mlpg_solve(rhs.astype(np.float64), **wide, **common, backend="reference")
@@ -212,8 +231,10 @@ def check_all(lib, rng, dtype, windows, boundary, means, wkw, lengths, maxk=None
     assert_close("solve", x, x_ref, rtol)
     # padded frames are exactly 0 (host_run's outputs start as NaN)
     for b, n in enumerate(lengths if lengths is not None else [T] * B):
-        for name, a in [("forward", c), ("solve", x), ("grad_means", gm)] + (
-                [("grad_weights", gw)] if gw is not None and gw.ndim == 3 else []):
+        for name, a in [("forward", c), ("solve", x), ("grad_means", gm),
+                        ("grad_means (output=)", gm_o)] + (
+                [("grad_weights", gw), ("grad_weights (output=)", gw_o)]
+                if gw is not None and gw.ndim == 3 else []):
             assert np.all(a[b, n:] == 0), f"{name}: padded frames of sequence {b} not 0"
 
 
@@ -258,6 +279,15 @@ def test_split_rule():
     assert plan.kernel == cuda_backend.K2_KERNEL == "split"
     assert plan.scratch_size == 5 * (2 + 2) * 2 * 3 and plan.work_size == 5 * 6 * 2 * 3
     assert launch_plan(pb, "forward").work_size == 5 * 4 * 2 * 3
+    # given c: g the one right-hand side, v alone in the x buffer
+    given = launch_plan(pb, "adjoint_given_output")
+    assert given.scratch_size == 5 * (2 + 1) * 2 * 3 and given.work_size == 5 * 5 * 2 * 3
+    assert cuda_backend.plan_kernels(given, np.float64) == [
+        ("mlpg_split_rows_kernel<double, 3, 0>", "frame"),
+        (f"mlpg_split_solve_kernel<double, 3, {pf}>", "sequence"),
+        ("mlpg_split_grads_kernel<double, 3, 0>", "sequence")]
+    assert launch_plan(pb, "adjoint_given_output", kernel="general").scratch_size == \
+        5 * (2 + 1) * 2 * 3
     general = launch_plan(pb, "adjoint", kernel="general")
     assert general.kernel == "general" and general.work_size == 0
     pb1 = make_problem(np.zeros((1, 5, 4)), windows=BAND2_SETS["left-tap"])
@@ -285,7 +315,7 @@ def test_split_rule():
         ("mlpg_split_rows_kernel<double, 3, 0>", "frame"),
         (f"mlpg_split_solve_kernel<double, 1, {pf}>", "sequence")]
     # the split path's kernels are compiled as one module per (dtype, L, depth)
-    for p in (plan, launch_plan(per_frame, "adjoint"), launch_plan(solve, "solve")):
+    for p in (plan, launch_plan(per_frame, "adjoint"), launch_plan(solve, "solve"), given):
         for dt in (np.float32, np.float64):
             group = cuda_backend.split_group(dt, 3, pf)
             assert all(n in group for n, _ in cuda_backend.plan_kernels(p, dt))

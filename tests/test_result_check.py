@@ -167,6 +167,12 @@ def test_results_the_kernel_tested_are_not_scanned_again(monkeypatch, output_giv
     seen.clear()
     gm, gv = mlpgx.mlpg_adjoint(g, m, v[0])
     assert not _was_scanned(seen, gm) and _was_scanned(seen, gv)
+    # the solve (Backend.solve_checked)
+    seen.clear()
+    x = mlpgx.mlpg_solve(g, v)
+    assert not _was_scanned(seen, x)
+    np.testing.assert_allclose(x, mlpgx.mlpg_solve(g, v, backend="reference"), rtol=1e-10,
+                               atol=1e-12)
 
 
 def test_results_nobody_tested_are_scanned(monkeypatch):
@@ -185,6 +191,9 @@ def test_results_nobody_tested_are_scanned(monkeypatch):
         seen.clear()
         gm, gv = mlpgx.mlpg_adjoint(np.ones((T, D), dtype), m, v, windows, backend=backend)
         assert _was_scanned(seen, gm) and _was_scanned(seen, gv), (windows, dtype, backend)
+        seen.clear()
+        x = mlpgx.mlpg_solve(np.ones((T, D), dtype), v, windows, backend=backend)
+        assert _was_scanned(seen, x), (windows, dtype, backend)
 
 
 def test_overflow_found_by_the_kernel_is_named_by_the_layer():
@@ -202,3 +211,6 @@ def test_overflow_found_by_the_kernel_is_named_by_the_layer():
     with pytest.raises(ValueError, match=r"^grad_(means|variances)\[\d+, \d+\] = .* is not "
                                          r"finite although grad_output, means and variances"):
         mlpgx.mlpg_adjoint(g, np.ones((T, 3 * D)), v2)
+    with pytest.raises(ValueError, match=r"^x\[\d+, \d+\] = .* is not finite although rhs "
+                                         r"and variances"):
+        mlpgx.mlpg_solve(np.full((T, D), 1e300), np.full((T, 3 * D), 1e10))

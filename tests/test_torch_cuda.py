@@ -202,14 +202,19 @@ class _HostOutputs(KernelBackend):
     the cuda backend on the CPU (records every call)."""
 
     name = "host-outputs"
+    reuses_output = True     # as the cuda backend
 
     def __init__(self):
         self.calls = []
 
-    def _run(self, mode, pb, g=None, outputs=None):
-        self.calls.append(dict(mode=mode, problem=pb, frames=g, outputs=outputs))
+    def _run(self, mode, pb, g=None, outputs=None, given_output=None):
+        self.calls.append(dict(mode=mode, problem=pb, frames=g, outputs=outputs,
+                               given_output=given_output))
         cy = mlpgx.backends.get("cython")
-        res = cy.forward(pb) if mode == "forward" else getattr(cy, mode)(pb, g)
+        if given_output is not None:
+            res = cy.adjoint(pb, g, output=given_output)
+        else:
+            res = cy.forward(pb) if mode == "forward" else getattr(cy, mode)(pb, g)
         out, gm, gw, acc = allocate_outputs(np, mode, pb, outputs)
         if mode != "adjoint":
             out[...] = res
@@ -280,10 +285,21 @@ def test_cuda_kernels_plumbing_on_host(rng, host_cuda, dtype, kind, layout):
     np.testing.assert_array_equal(gm.numpy(), wgm.numpy())
     np.testing.assert_array_equal(gw.numpy(), wgw.numpy())
     outs = host_cuda.calls[-1]["outputs"]
+    assert host_cuda.calls[-1]["given_output"] is None
     if gm.numel():
         assert _shares(outs[0], gm)
     if ww is not None and gw.numel():
         assert _shares(outs[1], gw)
+
+    # the backward's call: the saved output reaches the kernel, without a copy
+    c = _mlpg_op(*args)
+    wgm, wgw = _adjoint_op(*adj_args, c)
+    gm, gw = mt._cuda_adjoint(*adj_args, output=c)
+    np.testing.assert_array_equal(gm.numpy(), wgm.numpy())
+    np.testing.assert_array_equal(gw.numpy(), wgw.numpy())
+    given = host_cuda.calls[-1]["given_output"]
+    if c.numel():
+        assert given is not None and _shares(given, c)
 
 
 def test_cuda_kernels_validate_like_the_cpu(rng, host_cuda):

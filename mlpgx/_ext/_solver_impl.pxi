@@ -258,8 +258,10 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
         return status
     if floating is float:
         bad[2] = 1
-    elif pl.band2 == NULL or status & 4:
+    elif status & 4:
         bad[2] = 1   # (a result that is not finite: the validation layer names it)
+    # (without the k <= 2 kernel status is still 1: the general kernel below
+    # sets bad[2])
     status &= ~4
     if _always_rerun_general and pl.band2 != NULL:
         status = 1

@@ -200,6 +200,12 @@ class Backend:
             self.adjoint(problem, grad_output, output=output)
         return result, (False, False)
 
+    def solve_checked(self, problem: Problem, rhs):
+        """``(x, (finite,))``: :meth:`solve`'s result, with ``True`` when the
+        backend tested it finite (see :meth:`forward_checked`).  The default
+        tests nothing."""
+        return self.solve(problem, rhs), (False,)
+
     def solve(self, problem: Problem, rhs):
         """Solve ``R x = rhs`` per sequence and static dimension, ``rhs`` and
         the result ``(B, T, D)``; ``problem.means`` is ignored.  Entries of

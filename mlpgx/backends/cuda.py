@@ -51,8 +51,12 @@ from ._base import KernelBackend, adjoint_result, allocate_outputs
 
 #: A pivot must exceed this fraction of ``R[i, i]`` (as in the CPU backend).
 PIVOT_RTOL = 1e-13
-#: Kernel mode codes (``MLPG_MODE_*`` in the source).
-MODES = {"forward": 0, "solve": 1, "adjoint": 2}
+#: Kernel mode codes (``MLPG_MODE_*`` in the source).  ``"adjoint_given_output"``:
+#: the adjoint reading ``c`` from the forward's output (``output=``), solving
+#: for ``v`` alone.
+MODES = {"forward": 0, "solve": 1, "adjoint": 2, "adjoint_given_output": 3}
+#: The modes whose results are the adjoint's gradients.
+ADJOINT_MODES = ("adjoint", "adjoint_given_output")
 #: Weight kind codes (``MLPG_KIND_*``); ``None``: no weights (unit variances).
 WEIGHT_KINDS = {None: 0, "variance": 1, "precision": 2}
 #: Threads per block (at most; see :func:`block_size`).
@@ -115,10 +119,12 @@ class LaunchPlan(NamedTuple):
     @property
     def work_size(self) -> int:
         """Float64 entries of the split path's work buffer: the rows of R and
-        r ``(T, 4, B*D)``, then (adjoint) c and v ``(T, 2, B*D)``; 0 otherwise."""
+        r ``(T, 4, B*D)``, then (adjoint) c and v ``(T, 2, B*D)`` or (adjoint
+        given the output) v ``(T, 1, B*D)``; 0 otherwise."""
         if self.kernel != "split":
             return 0
-        return int(self.T) * (4 + 2 * (self.nrhs - 1)) * int(self.B) * int(self.D)
+        solutions = {MODES["adjoint"]: 2, MODES["adjoint_given_output"]: 1}.get(int(self.mode), 0)
+        return int(self.T) * (4 + solutions) * int(self.B) * int(self.D)
 
     @property
     def scalars(self) -> tuple:
@@ -155,9 +161,9 @@ def band2_fits(windows) -> bool:
 def launch_plan(problem: Problem, mode: str, *, kernel: Optional[str] = None) -> LaunchPlan:
     """The tables, ring size and typed scalars of a launch for ``problem``.
 
-    ``kernel``: ``"general"`` or ``"split"`` (only for windows
-    :func:`band2_fits`); by default :data:`K2_KERNEL` for such windows and
-    ``"general"`` for the others.
+    ``mode``: a key of :data:`MODES`.  ``kernel``: ``"general"`` or
+    ``"split"`` (only for windows :func:`band2_fits`); by default
+    :data:`K2_KERNEL` for such windows and ``"general"`` for the others.
 
     Raises ``ValueError`` when the windows are wider than the largest
     instantiated ring (``MAXK = max(MAXK_VALUES)``).
@@ -174,7 +180,7 @@ def launch_plan(problem: Problem, mode: str, *, kernel: Optional[str] = None) ->
     tables = window_tables(wins, tuple(int(x) for x in lo), tuple(int(x) for x in hi))
     kind = problem.weight_kind if problem.weights is not None else None
     return LaunchPlan(
-        tables=tables, maxk=maxk, nrhs=2 if mode == "adjoint" else 1,
+        tables=tables, maxk=maxk, nrhs=2 if mode == "adjoint" else 1,   # (given c: v alone)
         B=np.int64(problem.batch_size), T=np.int64(problem.n_frames),
         D=np.int64(problem.static_dim), L=np.int64(problem.n_windows), k=np.int64(k),
         P=np.int64(P), mode=np.int32(MODES[mode]), weight_kind=np.int32(WEIGHT_KINDS[kind]),
@@ -220,10 +226,11 @@ def plan_kernels(plan: LaunchPlan, dtype) -> list:
     ct, L, mode = _CTYPES[np.dtype(dtype)], int(plan.L), int(plan.mode)
     if plan.kernel == "general":
         return [(kernel_name(dtype, plan.maxk), "sequence")]
-    has_means = int(mode != MODES["solve"])
+    # (r is needed for c: not by the solve, nor by the adjoint given c)
+    has_means = int(mode in (MODES["forward"], MODES["adjoint"]))
     steps = [(f"mlpg_split_rows_kernel<{ct}, {L}, {has_means}>", "frame"),
              (f"mlpg_split_solve_kernel<{ct}, {mode}, {BAND2_PREFETCH}>", "sequence")]
-    if mode == MODES["adjoint"]:
+    if mode in (MODES["adjoint"], MODES["adjoint_given_output"]):
         # global weights: their gradient sums over frames, one thread per (b, d)
         per_frame = int(not (plan.weight_kind != WEIGHT_KINDS[None] and plan.global_weights))
         steps.append((f"mlpg_split_grads_kernel<{ct}, {L}, {per_frame}>",
@@ -261,10 +268,11 @@ def _kernel(name: str, group: tuple = ()):
 
 def split_group(dtype, n_windows: int, prefetch: int) -> tuple:
     """Every split-path kernel for one dtype, window count and prefetch depth
-    (compiled as one module: the three modes and both weight layouts)."""
+    (compiled as one module: every mode and both weight layouts)."""
     ct = _CTYPES[np.dtype(dtype)]
     return tuple([f"mlpg_split_rows_kernel<{ct}, {n_windows}, {h}>" for h in (0, 1)]
-                 + [f"mlpg_split_solve_kernel<{ct}, {m}, {prefetch}>" for m in (0, 1, 2)]
+                 + [f"mlpg_split_solve_kernel<{ct}, {m}, {prefetch}>"
+                    for m in sorted(MODES.values())]
                  + [f"mlpg_split_grads_kernel<{ct}, {n_windows}, {p}>" for p in (0, 1)])
 
 
@@ -319,6 +327,10 @@ class CudaBackend(KernelBackend):
     #: ``mlpgx.torch`` hands CUDA tensors to it through DLPack (no copies) and
     #: launches on torch's current stream; see :mod:`mlpgx.torch`.
     torch_devices = ("cuda",)
+    #: ``adjoint(..., output=c)`` reads ``c`` instead of solving for it
+    #: (kernel mode ``"adjoint_given_output"``): one right-hand side in the
+    #: recurrence, and (split path) no ``r`` from the means.
+    reuses_output = True
     description = ("CUDA banded LDL^T (CuPy RawModule): rows and gradients per frame, the "
                    "recurrence per sequence and dimension")
 
@@ -355,10 +367,14 @@ class CudaBackend(KernelBackend):
                 return a.device.id
         return cp.cuda.Device().id
 
-    def _run(self, mode: str, pb: Problem, g=None, outputs=None):
+    def _run(self, mode: str, pb: Problem, g=None, outputs=None, given_output=None):
+        """``mode`` ``"forward"``, ``"solve"`` or ``"adjoint"``; ``given_output``
+        (adjoint only): the forward's result ``c`` ``(B, T, D)``, read by the
+        kernel (never written; frames beyond the lengths are not read)."""
         cp = _import_cupy()
         dt = np.dtype(pb.dtype)
-        plan = launch_plan(pb, mode)
+        given = given_output is not None and mode == "adjoint"
+        plan = launch_plan(pb, "adjoint_given_output" if given else mode)
         B, T, D = pb.batch_size, pb.n_frames, pb.static_dim
         has_weights = pb.weights is not None
         with cp.cuda.Device(self._device_id(pb.means, pb.weights, g)):
@@ -369,6 +385,8 @@ class CudaBackend(KernelBackend):
                 if has_weights else None
             rhs = cp.ascontiguousarray(cp.asarray(g), dtype=dt) if g is not None else None
             out, gmeans, gweights, gw_acc = allocate_outputs(cp, mode, pb, outputs)
+            if given:   # (the kernel's `out` argument is c's in this mode)
+                out = cp.ascontiguousarray(cp.asarray(given_output), dtype=dt)
             if B * T * D:
                 self._launch(cp, plan, dt, pb, means, weights, rhs, out, gmeans,
                              gweights, gw_acc)

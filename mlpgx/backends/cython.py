@@ -87,6 +87,10 @@ class CythonBackend(KernelBackend):
         # (summed global weight gradients may overflow: not tested)
         return (gm, gw), (finite, finite and not problem.global_weights)
 
+    def solve_checked(self, problem: Problem, rhs):
+        x, finite = self._run("solve", problem, rhs, report_finite=True)
+        return x, (finite,)
+
     def _run(self, mode: str, pb: Problem, g=None, given_output=None, report_finite=False):
         T, D = pb.n_frames, pb.static_dim
         dt = pb.dtype

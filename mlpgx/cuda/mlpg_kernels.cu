@@ -41,8 +41,14 @@ typedef unsigned long long mlpg_u64;
 enum {
     MLPG_MODE_FORWARD = 0,   // out = R^{-1} r
     MLPG_MODE_SOLVE = 1,     // out = R^{-1} rhs
-    MLPG_MODE_ADJOINT = 2    // grad_means, grad_weights from c = R^{-1} r, v = R^{-1} g
+    MLPG_MODE_ADJOINT = 2,   // grad_means, grad_weights from c = R^{-1} r, v = R^{-1} g
+    MLPG_MODE_ADJOINT_GIVEN_C = 3  // the same from c given in `out` (read only), v = R^{-1} g
 };
+
+// Both adjoint modes: gradients out, no `out` written.
+__host__ __device__ inline bool mlpg_is_adjoint(int mode) {
+    return mode == MLPG_MODE_ADJOINT || mode == MLPG_MODE_ADJOINT_GIVEN_C;
+}
 
 enum {
     MLPG_KIND_UNIT = 0,      // no weights: every precision is 1
@@ -58,12 +64,13 @@ struct MlpgArgs {
     const S* means;          // (B, T, L*D); forward, adjoint
     const S* weights;        // (B, T, L*D) or (L*D,); unless KIND_UNIT
     const S* rhs;            // (B, T, D): rhs (solve) or grad_output (adjoint)
-    S* out;                  // (B, T, D); forward, solve
+    S* out;                  // (B, T, D); forward, solve (written); ADJOINT_GIVEN_C: c (read)
     S* grad_means;           // (B, T, L*D); adjoint
     S* grad_weights;         // (B, T, L*D); adjoint, per-frame weights
     double* gw_acc;          // (B, L*D); adjoint, global weights
     S* scratch;              // (T, k + nrhs, B*D)
-    double* work;            // split k <= 2 kernels: rows (T, 4, B*D), then x (T, 2, B*D)
+    double* work;            // split k <= 2 kernels: rows (T, 4, B*D), then x: (T, 2, B*D)
+                             // (c, v) for ADJOINT, (T, 1, B*D) (v) for ADJOINT_GIVEN_C
     mlpg_u64* status;        // 1 entry, initialised to ~0: smallest failing b*T*D + t*D + d
     const mlpg_i64* lengths; // (B,)
     const mlpg_i64* win_left;    // (L,)
@@ -175,7 +182,7 @@ __host__ __device__ inline void mlpg_zero_tail(const MlpgArgs<S>& A, mlpg_i64 b,
     const mlpg_i64 T = A.T, D = A.D, LD = A.L * A.D;
     const bool per_frame = A.weight_kind != MLPG_KIND_UNIT && !A.global_weights;
     for (mlpg_i64 t = n; t < T; ++t) {
-        if (A.mode == MLPG_MODE_ADJOINT) {
+        if (mlpg_is_adjoint(A.mode)) {
             for (mlpg_i64 l = 0; l < A.L; ++l)
                 mlpg_zero_grads(A, (b * T + t) * LD + l * D + d, per_frame);
         } else {
@@ -195,15 +202,19 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
     const mlpg_i64 BD = A.B * D, bd = b * D + d;
     const mlpg_i64 n = A.lengths[b];
     const int mode = A.mode;
+    const bool adjoint = mlpg_is_adjoint(mode);
+    // right-hand sides: r (forward, adjoint), g (solve, both adjoints); the
+    // given-c adjoint reads c from A.out and solves for v alone
     const int nr = (mode == MLPG_MODE_ADJOINT) ? 2 : 1;
     const mlpg_i64 SS = k + nr;       // scratch entries per frame
-    const bool has_means = mode != MLPG_MODE_SOLVE;
+    const bool has_means = mode == MLPG_MODE_FORWARD || mode == MLPG_MODE_ADJOINT;
     const bool has_g = mode != MLPG_MODE_FORWARD;
+    const int vslot = nr - 1;         // v's column of the solution ring (adjoints)
 
     double Lring[MAXK][MAXK + 1];     // L[j, j-a], a = 1..k, of the last k rows j
     double Dinv[MAXK];                // 1 / D[j]
     double yring[MAXK][2];            // forward substitution
-    double xring[SR][2];              // solutions (c, v) of the back substitution
+    double xring[SR][2];              // solutions (c, v; v alone given c) of the back substitution
     double Rrow[MAXK + 1];            // R[i, i-a]
     double Et[MAXK + 1];              // L[i, i-a] D[i-a]
     double Lt[MAXK + 1];              // L[i, i-a]
@@ -274,7 +285,7 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
 
     // ---- back substitution from the end; in adjoint mode frame t = i + P is
     // complete once row i is solved (its windows reach frames i .. i + P + Q)
-    const mlpg_i64 iend = (mode == MLPG_MODE_ADJOINT) ? -P : 0;
+    const mlpg_i64 iend = adjoint ? -P : 0;
     for (mlpg_i64 i = n - 1; i >= iend; --i) {
         if (i >= 0) {
             const mlpg_i64 bmax = k < n - 1 - i ? k : n - 1 - i;
@@ -286,10 +297,10 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
                          * xring[(i + bb) & SM][rr];
                 xring[i & SM][rr] = x;
             }
-            if (mode != MLPG_MODE_ADJOINT) A.out[(b * T + i) * D + d] = (S)xring[i & SM][0];
+            if (!adjoint) A.out[(b * T + i) * D + d] = (S)xring[i & SM][0];
         }
         const mlpg_i64 t = i + P;
-        if (mode == MLPG_MODE_ADJOINT && t < n) {
+        if (adjoint && t < n) {
             for (mlpg_i64 l = 0; l < L; ++l) {
                 const mlpg_i64 o = (b * T + t) * LD + l * D + d;
                 const bool per_frame = A.weight_kind != MLPG_KIND_UNIT && !A.global_weights;
@@ -304,8 +315,9 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
                 for (mlpg_i64 u = 0; u < width; ++u) {
                     const mlpg_i64 j = t - left + u;
                     if (j < 0 || j >= n || c[u] == 0.0) continue;
-                    Wc += c[u] * xring[j & SM][0];
-                    Wv += c[u] * xring[j & SM][1];
+                    Wc += c[u] * ((mode == MLPG_MODE_ADJOINT) ? xring[j & SM][0]
+                                                              : (double)A.out[(b * T + j) * D + d]);
+                    Wv += c[u] * xring[j & SM][vslot];
                 }
                 const double gq = mlpg_store_grads(A, o, mlpg_precision(A, b, t, l, d), Wc, Wv,
                                                    per_frame);
@@ -387,10 +399,13 @@ __host__ __device__ inline void mlpg_load_taps(const MlpgArgs<S>& A, mlpg_i64 n,
 //      factors stored in S in the scratch buffer (T, 2 + nrhs, B*D):
 //      L[i, i-1], L[i, i-2], then y / D of each right-hand side; the
 //      solution goes to out, or (adjoint) c and v to the x buffer
-//      work[T * 4 * B*D + (t * 2 + j) * B*D + b*D + d] in double.
-//   3. mlpg_split_grads (adjoint only; per frame, or per sequence and
+//      work[T * 4 * B*D + (t * 2 + j) * B*D + b*D + d] in double, or (adjoint
+//      given c: no r, g the one right-hand side) v to work[T * 4 * B*D +
+//      t * B*D + b*D + d].
+//   3. mlpg_split_grads (adjoints only; per frame, or per sequence and
 //      dimension for global weights, whose gradient sums over frames): the
-//      gradients of frame t from c and v at t - 1 .. t + 1.
+//      gradients of frame t from c and v at t - 1 .. t + 1 (c from `out`
+//      when given).
 //
 // One thread per (b, d) leaves the GPU nearly idle for typical batches (a
 // few thousand threads for over a hundred multiprocessors), and each of
@@ -451,7 +466,7 @@ __host__ __device__ void mlpg_split_rows(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_
 
 template <typename S, int MODE, int PF>
 __host__ __device__ int mlpg_split_solve(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d) {
-    constexpr bool HAS_MEANS = MODE != MLPG_MODE_SOLVE;
+    constexpr bool HAS_MEANS = MODE == MLPG_MODE_FORWARD || MODE == MLPG_MODE_ADJOINT;
     constexpr bool HAS_G = MODE != MLPG_MODE_FORWARD;
     constexpr int NR = (MODE == MLPG_MODE_ADJOINT) ? 2 : 1;
     constexpr int SS = 2 + NR;                 // scratch entries per frame
@@ -565,6 +580,8 @@ __host__ __device__ int mlpg_split_solve(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_
             if (MODE == MLPG_MODE_ADJOINT) {
                 MLPG_UNROLL
                 for (int rr = 0; rr < NR; ++rr) xs[(i * 2 + rr) * BD] = x0[rr];
+            } else if (MODE == MLPG_MODE_ADJOINT_GIVEN_C) {
+                xs[i * BD] = x0[0];
             } else {
                 A.out[(b * T + i) * D + d] = (S)x0[0];
             }
@@ -580,8 +597,9 @@ __host__ __device__ int mlpg_split_solve(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_
 }
 
 // Adjoint gradients of frames t0 .. t1 - 1 (< the length) of (b, d) from c and
-// v in the x buffer; global weights: their gradient summed over those frames
-// is added to gw_acc (so a launch gives each (b, d) to one thread).
+// v in the x buffer (ADJOINT_GIVEN_C: c from `out`, v alone in the buffer);
+// global weights: their gradient summed over those frames is added to gw_acc
+// (so a launch gives each (b, d) to one thread).
 template <typename S, int L>
 __host__ __device__ void mlpg_split_grads(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64 d,
                                           mlpg_i64 t0, mlpg_i64 t1) {
@@ -593,7 +611,9 @@ __host__ __device__ void mlpg_split_grads(const MlpgArgs<S>& A, mlpg_i64 b, mlpg
     const bool per_frame = kind != MLPG_KIND_UNIT && !A.global_weights;
     MlpgTaps<L> W;
     mlpg_load_taps(A, n, d, W);
-    const double* xs = A.work + T * 4 * BD + b * D + d;   // + (t * 2 + j) * BD
+    const double* xs = A.work + T * 4 * BD + b * D + d;   // + (t * 2 + j) * BD, given c: + t * BD
+    const bool given_c = A.mode == MLPG_MODE_ADJOINT_GIVEN_C;
+    const S* c_given = A.out + b * T * D + d;              // + t * D
     double gacc[L];
     MLPG_UNROLL
     for (int l = 0; l < L; ++l) gacc[l] = 0.0;
@@ -603,8 +623,13 @@ __host__ __device__ void mlpg_split_grads(const MlpgArgs<S>& A, mlpg_i64 b, mlpg
         for (int o = 0; o < 3; ++o) {
             const mlpg_i64 f = t - 1 + o;
             const bool in = f >= 0 && f < n;
-            c[o] = in ? xs[(f * 2) * BD] : 0.0;
-            v[o] = in ? xs[(f * 2 + 1) * BD] : 0.0;
+            if (given_c) {
+                c[o] = in ? (double)c_given[f * D] : 0.0;
+                v[o] = in ? xs[f * BD] : 0.0;
+            } else {
+                c[o] = in ? xs[(f * 2) * BD] : 0.0;
+                v[o] = in ? xs[(f * 2 + 1) * BD] : 0.0;
+            }
         }
         MLPG_UNROLL
         for (int l = 0; l < L; ++l) {
@@ -719,7 +744,8 @@ MLPGX_INST(double, 32)
     MLPGX_INST_SPLIT_L(S, 3) MLPGX_INST_SPLIT_L(S, 4) \
     template __global__ void mlpg_split_solve_kernel<S, 0, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S)); \
     template __global__ void mlpg_split_solve_kernel<S, 1, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S)); \
-    template __global__ void mlpg_split_solve_kernel<S, 2, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S));
+    template __global__ void mlpg_split_solve_kernel<S, 2, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S)); \
+    template __global__ void mlpg_split_solve_kernel<S, 3, MLPGX_B2_PF>(MLPG_KERNEL_PARAMS(S));
 MLPGX_INST_SPLIT(float) MLPGX_INST_SPLIT(double)
 #undef MLPGX_INST_SPLIT
 #undef MLPGX_INST_SPLIT_L
