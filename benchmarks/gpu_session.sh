@@ -55,15 +55,15 @@ if [[ $WHAT == tests || $WHAT == all ]]; then
     # -k cuda: the backend-parametrised suite's cuda cases and the cuda-marked
     # torch tests (test_cuda_source.py, the host build of the kernels and the
     # nvcc compile checks, needs no GPU: CI runs it)
-    step tests 150 $PY -m pytest tests -k "cuda and not test_cuda_source" -q -rfE \
+    step tests ${TESTS_LIMIT:-180} $PY -m pytest tests -k "cuda and not test_cuda_source" -q -rfE \
         -p no:cacheprovider -n 8 \
         --junitxml="$OUT/tests.xml"
     grep -E "passed|failed|error" "$LOG" | tail -3
 fi
 
 if [[ $WHAT == bench || $WHAT == all ]]; then
-    step kernels 150 $PY benchmarks/bench_gpu_kernels.py --out-dir "$OUT"
-    step bench 150 $PY benchmarks/bench_gpu.py --out-dir "$OUT"
+    step kernels ${KERNELS_LIMIT:-120} $PY benchmarks/bench_gpu_kernels.py --out-dir "$OUT"
+    step bench ${BENCH_LIMIT:-150} $PY benchmarks/bench_gpu.py --out-dir "$OUT"
 fi
 
 echo
