@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 import subprocess
@@ -29,8 +30,8 @@ import mlpgx
 from mlpgx._validate import make_problem
 from mlpgx.backends import Backend
 from mlpgx.backends import cuda as cuda_backend
-from mlpgx.backends.cuda import (NO_FAILURE, CudaBackend, failure_message, kernel_name,
-                                 launch_plan)
+from mlpgx.backends.cuda import (NO_FAILURE, STATUS_INIT, CudaBackend, failure_message,
+                                 kernel_name, launch_plan)
 from mlpgx.cuda import MAXK_VALUES, kernel_source, required_maxk
 from mlpgx.windows import DELTA, DELTA1, as_windows, regression
 
@@ -99,13 +100,15 @@ HARNESS_KERNEL = {"general": 0, "split": 1}
 
 
 def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8, kernel=None,
-             given_output=None):
+             given_output=None, report_finite=False):
     """CudaBackend._run with the host build: same plan, same buffers (outputs
     and work buffers pre-filled with ``sentinel`` to catch entries the kernel
     does not write, or reads before writing).  The plan picks the routines as
     on the GPU (``kernel``: as :func:`launch_plan`'s; the k <= 2 ones with
     prefetch depth ``pf``); ``maxk`` forces the general one with that ring size.
-    ``given_output`` (adjoint): ``c``, read instead of solved for."""
+    ``given_output`` (adjoint): ``c``, read instead of solved for.
+    ``report_finite``: return ``(result, finite)`` with the kernels' result
+    test (status word 1), as ``CudaBackend._run``."""
     given = given_output is not None and mode == "adjoint"
     plan = launch_plan(pb, "adjoint_given_output" if given else mode,
                        kernel="general" if maxk is not None else kernel)
@@ -125,7 +128,7 @@ def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8, kernel=Non
         out = np.ascontiguousarray(given_output, dtype=dt)
     scratch = np.full(max(plan.scratch_size, 1), sentinel, dtype=dt)
     work = np.full(max(plan.work_size, 1), sentinel, dtype=np.float64)
-    status = np.full(1, NO_FAILURE, dtype=np.uint64)
+    status = STATUS_INIT.copy()
     lengths = np.ascontiguousarray(pb.lengths, dtype=np.int64)
     keep = [pb.means, pb.weights, g, lengths, *plan.tables]  # alive during the call
     rc = lib.mlpgx_host_run(
@@ -140,11 +143,14 @@ def host_run(lib, mode, pb, g=None, maxk=None, sentinel=np.nan, pf=8, kernel=Non
     assert (rc == 1) == (key != int(NO_FAILURE))
     if key != int(NO_FAILURE):
         raise np.linalg.LinAlgError(failure_message(key, T, D))
+    assert int(status[1]) in (0, 1)
+    finite = int(status[1]) == 0
     if mode != "adjoint":
-        return out
+        return (out, finite) if report_finite else out
     if gw_acc is not None:
-        gweights = gw_acc.sum(axis=0).astype(dt)
-    return gmeans, gweights
+        with np.errstate(over="ignore", invalid="ignore"):
+            gweights = gw_acc.sum(axis=0).astype(dt)
+    return ((gmeans, gweights), finite) if report_finite else (gmeans, gweights)
 
 
 # --------------------------------------------------------------------------
@@ -181,6 +187,20 @@ class HostBuildBackend(Backend):
 
     def solve(self, problem, rhs):
         return host_run(self.lib, "solve", problem, rhs, **self.kw)
+
+    # the kernels' result test, reported as CudaBackend reports it
+    def forward_checked(self, problem):
+        out, finite = host_run(self.lib, "forward", problem, report_finite=True, **self.kw)
+        return out, (finite,)
+
+    def solve_checked(self, problem, rhs):
+        x, finite = host_run(self.lib, "solve", problem, rhs, report_finite=True, **self.kw)
+        return x, (finite,)
+
+    def adjoint_checked(self, problem, grad_output, output=None):
+        res, finite = host_run(self.lib, "adjoint", problem, grad_output, given_output=output,
+                               report_finite=True, **self.kw)
+        return res, (finite, finite and not problem.global_weights)
 
 
 def check_all(lib, rng, dtype, windows, boundary, means, wkw, lengths, maxk=None, pf=8,
@@ -483,6 +503,83 @@ def test_singular_pivot(harness, rng, dtype):
                       lengths=[0, T])
     c = host_run(harness, "forward", pb)
     assert np.all(c[0] == 0)
+
+
+@pytest.mark.parametrize("operation", ["forward", "solve", "adjoint", "adjoint_given_output"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", ["split", "general", "wide"])
+def test_kernels_call_results_finite_exactly_when_they_are(harness, dtype, kernel, operation):
+    """Status word 1: the kernels test every result they store (as rounded
+    to the dtype) and the summed global-weight gradient aside, say "finite"
+    exactly when all are.  Random sizes, lengths, boundary rules and weight
+    kinds; half the cases with an input that makes some result overflow."""
+    from test_result_check import random_cases
+
+    windows = WINDOW_SETS["wide9" if kernel == "wide" else "delta"]
+    rng = np.random.default_rng(abs(hash((kernel, operation, np.dtype(dtype).name))) % 2**32)
+    for pb, g, weight_kind, info in random_cases(rng, windows, operation, 16, [1, 2, 3, 4],
+                                                 BOUNDARIES, dtype):
+        run = functools.partial(host_run, harness, pb=pb, report_finite=True,
+                                kernel="general" if kernel == "general" else None)
+        try:
+            with np.errstate(all="ignore"):
+                if operation in ("forward", "solve"):
+                    out, finite = run(operation, g=g if operation == "solve" else None)
+                    results = [out]
+                else:
+                    given = None
+                    if operation == "adjoint_given_output":
+                        given = run("forward")[0]
+                        if not np.isfinite(given).all():
+                            continue   # (the adjoint is given a finite output)
+                    (gm, gw), finite = run("adjoint", g=g, given_output=given)
+                    results = [gm] if gw is None or weight_kind == "global" else [gm, gw]
+        except np.linalg.LinAlgError:
+            continue   # (extreme precisions can make a pivot non-positive)
+        all_finite = all(bool(np.isfinite(r).all()) for r in results)
+        assert finite == all_finite, info
+
+
+@pytest.mark.parametrize("operation", ["forward", "solve", "adjoint", "adjoint_given_output"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", ["split", "general", "wide"])
+def test_kernels_report_overflowing_results(harness, dtype, kernel, operation):
+    """Finite inputs whose results overflow at one (b, d) of a batch: status
+    word 1 says so (the random cases above rarely overflow in float32, whose
+    arithmetic is double)."""
+    windows = WINDOW_SETS["wide9" if kernel == "wide" else "delta"]
+    L, B, T, D = len(windows), 2, 40, 3
+    rng = np.random.default_rng(3)
+    big = np.finfo(dtype).max / 4
+    m = rng.standard_normal((B, T, L * D))
+    var = rng.uniform(0.5, 2.0, (B, T, L * D))
+    g = rng.standard_normal((B, T, D))
+    if operation == "forward":
+        if dtype == np.float64:     # r = p mu overflows float64
+            m[1, 4, 2], var[1, 4, 2] = 1e200, 1e-200
+        else:   # a weak static constraint, steep deltas: c outgrows float32
+            var[1, :, 2], m[1, :, D + 2], var[1, :, D + 2] = 1e6, big, 1.0
+    elif operation == "solve":      # v = R^{-1} g beyond the dtype's range
+        g[1, 4, 2], var[1, :, 2::D] = big, 1e10
+    else:   # dL/dvar = -(p W v)(p (mu - W c)): a big g, means far from consistent
+        g[1, 4, 2] = big
+        m[1, :, 2::D] *= 1e6
+    m, var, g = m.astype(dtype), var.astype(dtype), g.astype(dtype)
+    pb = make_problem(m if operation != "solve" else None, variances=var, windows=windows,
+                      static_dim=D, dtype_from=g)
+    run = functools.partial(host_run, harness, pb=pb, report_finite=True,
+                            kernel="general" if kernel == "general" else None)
+    with np.errstate(all="ignore"):
+        if operation in ("forward", "solve"):
+            out, finite = run(operation, g=g if operation == "solve" else None)
+            results = [out]
+        else:
+            given = run("forward")[0] if operation == "adjoint_given_output" else None
+            (gm, gw), finite = run("adjoint", g=g, given_output=given)
+            results = [gm, gw]
+    assert not all(np.isfinite(r).all() for r in results)     # (the case overflows)
+    assert finite is False
+    assert all(np.isfinite(r[0]).all() for r in results)      # (sequence 0 does not)
 
 
 def test_failure_message_decodes_key():

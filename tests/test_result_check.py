@@ -48,21 +48,56 @@ def _case(rng, windows, weight_kind, B, T, D, lengths):
     return m, w, g
 
 
+#: (big, huge) finite values per dtype for _inject
+OVERFLOWING = {np.dtype(np.float64): (1e200, 1e300), np.dtype(np.float32): (1e30, 1e38)}
+
+
 def _inject(rng, m, w, g, weight_kind, operation):
     """Finite inputs whose results overflow somewhere: a mean of 1e200 over a
     variance of 1e-200 (or a precision of 1e200), or an upstream gradient of
-    1e300 (over precisions near 1e10 where there are per-frame weights)."""
+    1e300 (over precisions near 1e10 where there are per-frame weights);
+    float32 arrays get 1e30 and 1e38 for 1e200 and 1e300."""
+    big, huge = OVERFLOWING[m.dtype]
     B, T = m.shape[:2]
     b, t = rng.integers(B), rng.integers(T)
     if operation in ("forward",) or (operation == "adjoint" and rng.random() < 0.5):
         col = rng.integers(m.shape[2])
-        m[b, t, col] = 1e200
+        m[b, t, col] = big
         if w is not None and w.ndim == 3:
-            w[b, t, col] = 1e-200 if weight_kind == "variance" else 1e200
+            w[b, t, col] = 1 / big if weight_kind == "variance" else big
     else:
-        g[b, t, rng.integers(g.shape[2])] = 1e300
+        g[b, t, rng.integers(g.shape[2])] = huge
         if w is not None and w.ndim == 3:
             w[b, max(t - 1, 0):t + 2] = 1e-10 if weight_kind == "variance" else 1e10
+
+
+def random_cases(rng, windows, operation, trials, dims, boundaries, dtype=np.float64):
+    """Problems for a test of a kernel's result check: random sizes (D from
+    ``dims``), lengths, boundary rules (cycled), 1-2 threads and weight kinds
+    (variances, precisions, global variances, none, cycled); half of them
+    with an input that makes some result overflow (:func:`_inject`).  Yields
+    ``(problem, g, weight_kind, info)``; cases whose injected weight is out
+    of the valid range are left out."""
+    for trial in range(trials):
+        B = int(rng.integers(1, 4))
+        T = int(rng.integers(1, 12))
+        D = int(rng.choice(dims))
+        lengths = rng.integers(0, T + 1, size=B) if rng.random() < 0.3 else None
+        weight_kind = ["variance", "precision", "global", None][trial % 4]
+        m, w, g = (None if a is None else a.astype(dtype)
+                   for a in _case(rng, windows, weight_kind, B, T, D, lengths))
+        inject = trial % 8 >= 4
+        if inject:
+            _inject(rng, m, w, g, "variance" if weight_kind == "global" else weight_kind,
+                    operation.split("_")[0])
+        kw = {"precisions": w} if weight_kind == "precision" else {"variances": w}
+        try:
+            pb = make_problem(m, windows=windows, lengths=lengths,
+                              boundary=boundaries[trial % len(boundaries)],
+                              num_threads=int(rng.integers(1, 3)), **kw)
+        except ValueError:
+            continue   # (an injected weight outside the valid range)
+        yield pb, g, weight_kind, (trial, B, T, D, weight_kind, lengths, inject)
 
 
 @pytest.mark.parametrize("operation", ["forward", "solve", "adjoint", "adjoint_given_output"])
@@ -74,24 +109,8 @@ def test_kernel_calls_results_finite_exactly_when_they_are(operation, name, boun
     # with an input that makes some result overflow
     windows = BAND2_SETS[name]
     rng = np.random.default_rng(abs(hash((operation, name, boundary))) % 2**32)
-    for trial in range(24):
-        B = int(rng.integers(1, 4))
-        T = int(rng.integers(1, 12))
-        D = int(rng.choice([1, 3, 70]))
-        lengths = rng.integers(0, T + 1, size=B) if rng.random() < 0.3 else None
-        kinds = ["variance", "precision", "global", None]
-        weight_kind = kinds[trial % 4]
-        m, w, g = _case(rng, windows, weight_kind, B, T, D, lengths)
-        inject = trial % 8 >= 4
-        if inject:
-            _inject(rng, m, w, g, "variance" if weight_kind == "global" else weight_kind,
-                    operation.split("_")[0])
-        kw = {"precisions": w} if weight_kind == "precision" else {"variances": w}
-        try:
-            pb = make_problem(m, windows=windows, lengths=lengths, boundary=boundary,
-                              num_threads=int(rng.integers(1, 3)), **kw)
-        except ValueError:
-            continue   # (an injected weight outside the valid range)
+    for pb, g, weight_kind, info in random_cases(rng, windows, operation, 24, [1, 3, 70],
+                                                 [boundary]):
         try:
             with np.errstate(all="ignore"):
                 if operation == "forward":
@@ -113,7 +132,7 @@ def test_kernel_calls_results_finite_exactly_when_they_are(operation, name, boun
         except np.linalg.LinAlgError:
             continue   # (extreme precisions can make a pivot non-positive)
         all_finite = all(bool(np.isfinite(r).all()) for r in results)
-        assert finite == all_finite, (trial, B, T, D, weight_kind, lengths, inject)
+        assert finite == all_finite, info
 
 
 @pytest.mark.parametrize("operation", ["forward", "adjoint"])

@@ -203,13 +203,20 @@ class _HostOutputs(KernelBackend):
 
     name = "host-outputs"
     reuses_output = True     # as the cuda backend
+    #: what ``_run(..., report_finite=True)`` says of the results (the cuda
+    #: kernels test them; nothing is tested here, and a test may claim it)
+    finite = False
 
     def __init__(self):
         self.calls = []
 
-    def _run(self, mode, pb, g=None, outputs=None, given_output=None):
+    def _run(self, mode, pb, g=None, outputs=None, given_output=None, report_finite=False):
         self.calls.append(dict(mode=mode, problem=pb, frames=g, outputs=outputs,
                                given_output=given_output))
+        result = self._results(mode, pb, g, outputs, given_output)
+        return (result, self.finite) if report_finite else result
+
+    def _results(self, mode, pb, g, outputs, given_output):
         cy = mlpgx.backends.get("cython")
         if given_output is not None:
             res = cy.adjoint(pb, g, output=given_output)
@@ -300,6 +307,35 @@ def test_cuda_kernels_plumbing_on_host(rng, host_cuda, dtype, kind, layout):
     given = host_cuda.calls[-1]["given_output"]
     if c.numel():
         assert given is not None and _shares(given, c)
+
+
+@pytest.mark.parametrize("global_w", [False, True])
+def test_cuda_kernels_scan_only_untested_results(rng, host_cuda, monkeypatch, global_w):
+    # the cuda kernels test their results finite (CudaBackend._run's
+    # report_finite): what they tested is not scanned again, the summed
+    # global-weight gradient always is
+    from test_result_check import _scanned_arrays, _was_scanned
+
+    mu, w = _problem(rng, B=2, T=6, D=2, global_w=global_w)
+    m, tw = torch.from_numpy(mu), torch.from_numpy(w)
+    l, r, c = _encode(ASYM)
+    rest = (tw, "variance", list(l), list(r), list(c), None, "per-window", True)
+    g = torch.from_numpy(rng.normal(size=mu.shape[:-1] + (2,)))
+    seen = _scanned_arrays(monkeypatch)
+    for tested in (False, True):
+        host_cuda.finite = tested
+        calls = {"forward": lambda: (mt._cuda_mlpg(m, *rest),),
+                 "solve": lambda: (mt._cuda_solve(g, *rest),),
+                 "adjoint": lambda: mt._cuda_adjoint(g, m, *rest),
+                 # (the given output itself is an input: validated, scanned)
+                 "adjoint given c": lambda: mt._cuda_adjoint(g, m, *rest, output=out)}
+        out = calls["forward"]()[0]
+        for name, call in calls.items():
+            seen.clear()
+            results = call()
+            for i, res in enumerate(results):
+                untested = not tested or (i == 1 and global_w)
+                assert _was_scanned(seen, res.numpy()) is untested, (name, i, tested)
 
 
 def test_cuda_kernels_validate_like_the_cpu(rng, host_cuda):

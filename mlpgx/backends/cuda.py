@@ -78,6 +78,10 @@ K2_KERNELS = ("split", "general")
 FRAME_BLOCK = 256
 #: Status value meaning "no failure" (the kernel keeps the smallest failing key).
 NO_FAILURE = np.iinfo(np.uint64).max
+#: The status words a launch starts from: ``[NO_FAILURE, 0]``; the kernels
+#: set the second to 1 when a result they stored was not finite.
+STATUS_INIT = np.array([NO_FAILURE, 0], dtype=np.uint64)
+STATUS_INIT.setflags(write=False)
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -367,10 +371,32 @@ class CudaBackend(KernelBackend):
                 return a.device.id
         return cp.cuda.Device().id
 
-    def _run(self, mode: str, pb: Problem, g=None, outputs=None, given_output=None):
+    # The kernels test every result they store finite (status word 1, read
+    # back with the pivot status, see mlpg_report_nonfinite), so that the API
+    # layer need not scan them again: one reduction and one host
+    # synchronisation less per result array.  The summed global-weight
+    # gradient is not covered (its sum may overflow).
+    def forward_checked(self, problem: Problem):
+        out, finite = self._run("forward", problem, report_finite=True)
+        return out, (finite,)
+
+    def solve_checked(self, problem: Problem, rhs):
+        x, finite = self._run("solve", problem, rhs, report_finite=True)
+        return x, (finite,)
+
+    def adjoint_checked(self, problem: Problem, grad_output, output=None):
+        (gm, gw), finite = self._run("adjoint", problem, grad_output, given_output=output,
+                                     report_finite=True)
+        return (gm, gw), (finite, finite and not problem.global_weights)
+
+    def _run(self, mode: str, pb: Problem, g=None, outputs=None, given_output=None,
+             report_finite=False):
         """``mode`` ``"forward"``, ``"solve"`` or ``"adjoint"``; ``given_output``
         (adjoint only): the forward's result ``c`` ``(B, T, D)``, read by the
-        kernel (never written; frames beyond the lengths are not read)."""
+        kernel (never written; frames beyond the lengths are not read).
+        ``report_finite``: return ``(result, finite)``, ``finite`` True when
+        every value the kernels stored is finite (the summed global-weight
+        gradient aside)."""
         cp = _import_cupy()
         dt = np.dtype(pb.dtype)
         given = given_output is not None and mode == "adjoint"
@@ -387,27 +413,30 @@ class CudaBackend(KernelBackend):
             out, gmeans, gweights, gw_acc = allocate_outputs(cp, mode, pb, outputs)
             if given:   # (the kernel's `out` argument is c's in this mode)
                 out = cp.ascontiguousarray(cp.asarray(given_output), dtype=dt)
+            finite = True   # (empty results)
             if B * T * D:
-                self._launch(cp, plan, dt, pb, means, weights, rhs, out, gmeans,
-                             gweights, gw_acc)
+                finite = self._launch(cp, plan, dt, pb, means, weights, rhs, out, gmeans,
+                                      gweights, gw_acc)
             elif mode == "adjoint":
                 gmeans.fill(0)
                 if gweights is not None:
                     gweights.fill(0)
             else:
                 out.fill(0)
-            if mode != "adjoint":
-                return out
-            return adjoint_result(pb, gmeans, gweights, gw_acc, outputs)
+            result = out if mode != "adjoint" else \
+                adjoint_result(pb, gmeans, gweights, gw_acc, outputs)
+            return (result, finite) if report_finite else result
 
     @staticmethod
     def _launch(cp, plan: LaunchPlan, dt, pb, means, weights, rhs, out, gmeans, gweights,
-                gw_acc):
+                gw_acc) -> bool:
+        """Run the plan's kernels; raise ``LinAlgError`` for a non-positive
+        pivot; return whether every result stored was finite."""
         ph = cp.empty(1, dtype=dt)              # placeholder for absent arrays
         ph64 = cp.empty(1, dtype=np.float64)
         scratch = cp.empty(max(plan.scratch_size, 1), dtype=dt)
         work = cp.empty(max(plan.work_size, 1), dtype=np.float64)
-        status = cp.full(1, NO_FAILURE, dtype=np.uint64)
+        status = cp.asarray(STATUS_INIT)
         lengths = cp.asarray(np.ascontiguousarray(pb.lengths, dtype=np.int64))
         device_id = cp.cuda.Device().id
         tabs = _device_tables(plan.tables, device_id)
@@ -426,6 +455,7 @@ class CudaBackend(KernelBackend):
             _kernel(name, group)(((nthreads + block - 1) // block,), (block,), args)
         # the launch's one host synchronisation (the current stream): the
         # LinAlgError below needs the status word
-        key = int(status.get()[0])
+        key, nonfinite = (int(x) for x in status.get())
         if key != int(NO_FAILURE):
             raise LinAlgError(failure_message(key, int(plan.T), int(plan.D)))
+        return nonfinite == 0

@@ -71,7 +71,9 @@ struct MlpgArgs {
     S* scratch;              // (T, k + nrhs, B*D)
     double* work;            // split k <= 2 kernels: rows (T, 4, B*D), then x: (T, 2, B*D)
                              // (c, v) for ADJOINT, (T, 1, B*D) (v) for ADJOINT_GIVEN_C
-    mlpg_u64* status;        // 1 entry, initialised to ~0: smallest failing b*T*D + t*D + d
+    mlpg_u64* status;        // 2 entries: [0] initialised to ~0, the smallest failing
+                             // b*T*D + t*D + d; [1] initialised to 0, set to 1 when a
+                             // result stored was not finite (mlpg_report_nonfinite)
     const mlpg_i64* lengths; // (B,)
     const mlpg_i64* win_left;    // (L,)
     const mlpg_i64* win_width;   // (L,) left + right + 1
@@ -100,6 +102,27 @@ __host__ __device__ inline void mlpg_report_failure(mlpg_u64* status, mlpg_u64 k
     atomicMin(status, key);
 #else
     if (key < *status) *status = key;
+#endif
+}
+
+// The results are tested finite as they are stored, so that the API layer
+// need not scan them again (one reduction and one host synchronisation per
+// result array): each thread ORs "not finite" over the values it stores, as
+// rounded to S (a double that fits may overflow float), and reports it once
+// in status[1], which the host reads back with the pivot status.  x - x is
+// 0 exactly when x is finite (inf - inf and NaN - NaN are NaN); no header is
+// needed, and the test is the same on the host build.
+template <typename S>
+__host__ __device__ inline bool mlpg_nonfinite(S stored) {
+    return !(stored - stored == (S)0);
+}
+
+__host__ __device__ inline void mlpg_report_nonfinite(mlpg_u64* status, bool nonfinite) {
+    if (!nonfinite) return;
+#ifdef __CUDA_ARCH__
+    atomicOr(status + 1, 1ULL);
+#else
+    status[1] |= 1ULL;
 #endif
 }
 
@@ -151,18 +174,25 @@ __host__ __device__ inline double mlpg_precision(const MlpgArgs<S>& A, mlpg_i64 
 //     dL/dmu = q W v;  dL/dq = (W v)(mu - W c);  dL/dvar = -q^2 dL/dq
 // (the last as -(q W v)(q (mu - W c))).
 // Per-frame weights get their gradient stored; for global weights it is
-// returned, for the caller to sum over frames (0 otherwise).
+// returned, for the caller to sum over frames (0 otherwise).  `nonfinite`
+// gathers the test of the values stored (the summed global gradient is not
+// tested: the host's sum may overflow).
 template <typename S>
 __host__ __device__ inline double mlpg_store_grads(const MlpgArgs<S>& A, mlpg_i64 o, double q,
-                                                   double Wc, double Wv, bool per_frame) {
-    A.grad_means[o] = (S)(q * Wv);
+                                                   double Wc, double Wv, bool per_frame,
+                                                   bool& nonfinite) {
+    const S gm = (S)(q * Wv);
+    A.grad_means[o] = gm;
+    nonfinite |= mlpg_nonfinite(gm);
     if (A.weight_kind == MLPG_KIND_UNIT) return 0.0;
     // dL/dvar as -(q W v)(q (mu - W c)): q^2 alone overflows for variances
     // below ~1e-154 where the gradient itself is finite
     const double dmu = (double)A.means[o] - Wc;
     const double gq = (A.weight_kind == MLPG_KIND_VARIANCE) ? -(q * Wv) * (q * dmu) : Wv * dmu;
     if (!per_frame) return gq;
-    A.grad_weights[o] = (S)gq;
+    const S gw = (S)gq;
+    A.grad_weights[o] = gw;
+    nonfinite |= mlpg_nonfinite(gw);
     return 0.0;
 }
 
@@ -221,6 +251,7 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
     double pw[MAXK + 1];              // precisions feeding row i, one window
     double pmw[MAXK + 1];             // precision * mean, same frames
     double rv[2];
+    bool nonfinite = false;           // a result stored was not finite
 
     // ---- forward sweep: row i of R and r, its L D L^T row, forward substitution
     for (mlpg_i64 i = 0; i < n; ++i) {
@@ -297,7 +328,11 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
                          * xring[(i + bb) & SM][rr];
                 xring[i & SM][rr] = x;
             }
-            if (!adjoint) A.out[(b * T + i) * D + d] = (S)xring[i & SM][0];
+            if (!adjoint) {
+                const S x = (S)xring[i & SM][0];
+                A.out[(b * T + i) * D + d] = x;
+                nonfinite |= mlpg_nonfinite(x);
+            }
         }
         const mlpg_i64 t = i + P;
         if (adjoint && t < n) {
@@ -320,7 +355,7 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
                     Wv += c[u] * xring[j & SM][vslot];
                 }
                 const double gq = mlpg_store_grads(A, o, mlpg_precision(A, b, t, l, d), Wc, Wv,
-                                                   per_frame);
+                                                   per_frame, nonfinite);
                 if (A.weight_kind != MLPG_KIND_UNIT && A.global_weights)
                     A.gw_acc[b * LD + l * D + d] += gq;
             }
@@ -328,6 +363,7 @@ __host__ __device__ int mlpg_sequence(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_i64
     }
 
     mlpg_zero_tail(A, b, d, n);
+    mlpg_report_nonfinite(A.status, nonfinite);
     return 0;
 }
 
@@ -553,6 +589,7 @@ __host__ __device__ int mlpg_split_solve(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_
         }
     }
     double x1[NR], x2[NR];                     // rows i + 1, i + 2 (0 beyond n)
+    bool nonfinite = false;                    // a result stored was not finite
     // L1_next = L[i+1, i] (row i+1's first factor), L2_next2 = L[i+2, i] (row
     // i+2's second factor); L2_next = L[i+1, i-1] becomes L2_next2 next step
     double L1_next = 0, L2_next = 0, L2_next2 = 0;
@@ -583,7 +620,9 @@ __host__ __device__ int mlpg_split_solve(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_
             } else if (MODE == MLPG_MODE_ADJOINT_GIVEN_C) {
                 xs[i * BD] = x0[0];
             } else {
-                A.out[(b * T + i) * D + d] = (S)x0[0];
+                const S x = (S)x0[0];
+                A.out[(b * T + i) * D + d] = x;
+                nonfinite |= mlpg_nonfinite(x);
             }
             MLPG_UNROLL
             for (int rr = 0; rr < NR; ++rr) { x2[rr] = x1[rr]; x1[rr] = x0[rr]; }
@@ -593,6 +632,7 @@ __host__ __device__ int mlpg_split_solve(const MlpgArgs<S>& A, mlpg_i64 b, mlpg_
         }
     }
     mlpg_zero_tail(A, b, d, n);
+    mlpg_report_nonfinite(A.status, nonfinite);   // (adjoints: the grads kernel tests)
     return 0;
 }
 
@@ -617,6 +657,7 @@ __host__ __device__ void mlpg_split_grads(const MlpgArgs<S>& A, mlpg_i64 b, mlpg
     double gacc[L];
     MLPG_UNROLL
     for (int l = 0; l < L; ++l) gacc[l] = 0.0;
+    bool nonfinite = false;                    // a gradient stored was not finite
     for (mlpg_i64 t = t0; t < t1; ++t) {
         double c[3], v[3];                     // frames t - 1, t, t + 1 (0 outside)
         MLPG_UNROLL
@@ -642,9 +683,10 @@ __host__ __device__ void mlpg_split_grads(const MlpgArgs<S>& A, mlpg_i64 b, mlpg
             const double Wv = W.wm[l] * v[0] + W.w0[l] * v[1] + W.wp[l] * v[2];
             const double q = per_frame ? mlpg_weight_precision(kind, A.weights[o])
                                        : W.qglob[l];
-            gacc[l] += mlpg_store_grads(A, o, q, Wc, Wv, per_frame);
+            gacc[l] += mlpg_store_grads(A, o, q, Wc, Wv, per_frame, nonfinite);
         }
     }
+    mlpg_report_nonfinite(A.status, nonfinite);
     if (kind != MLPG_KIND_UNIT && A.global_weights) {
         MLPG_UNROLL
         for (int l = 0; l < L; ++l) A.gw_acc[b * LD + l * D + d] += gacc[l];
