@@ -8,7 +8,8 @@
 #     OUT=/some/dir bash benchmarks/gpu_session.sh [tests|bench|all]
 #
 # Logs and the benchmark results (bench_gpu_kernels.py: the kernels A/B;
-# bench_gpu.py: the issue's table) go to $OUT (default ./gpu-session-out).
+# bench_gpu.py: the issue's table; bench_gpu_result_check.py: the kernels'
+# result test against the layer's scan) go to $OUT (default ./gpu-session-out).
 #
 # The CPU extensions are only the tests' and benchmarks' oracle here, so the
 # build leaves out the AVX2 variant of the solver (MLPGX_NO_AVX2=1, the
@@ -56,14 +57,15 @@ if [[ $WHAT == tests || $WHAT == all ]]; then
     # torch tests (test_cuda_source.py, the host build of the kernels and the
     # nvcc compile checks, needs no GPU: CI runs it)
     step tests ${TESTS_LIMIT:-180} $PY -m pytest tests -k "cuda and not test_cuda_source" -q -rfE \
-        -p no:cacheprovider -n 8 \
-        --junitxml="$OUT/tests.xml"
+        -p no:cacheprovider -n 8
     grep -E "passed|failed|error" "$LOG" | tail -3
 fi
 
 if [[ $WHAT == bench || $WHAT == all ]]; then
     step kernels ${KERNELS_LIMIT:-120} $PY benchmarks/bench_gpu_kernels.py --out-dir "$OUT"
     step bench ${BENCH_LIMIT:-150} $PY benchmarks/bench_gpu.py --out-dir "$OUT"
+    step result-check ${RESULT_CHECK_LIMIT:-90} $PY benchmarks/bench_gpu_result_check.py \
+        --out-dir "$OUT"
 fi
 
 echo

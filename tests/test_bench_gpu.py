@@ -154,3 +154,35 @@ def test_run_case_on_cpu_stand_ins(bench, monkeypatch, dtype):
     monkeypatch.setattr(bench, "BOUNDARY", "per-window")  # the dense operator ignores it
     with pytest.raises(AssertionError, match="dense fwd: relative error"):
         bench.run_case("batch", 2, 20, 3, dtype, True, "reference", 0, 1)
+
+
+def test_result_check_bench_variants_and_exit_without_gpu(tmp_path, capsys):
+    """benchmarks/bench_gpu_result_check.py: its variants swap the cuda
+    backend's result reporting and restore it; without a usable cuda backend
+    it says why and writes nothing."""
+    from mlpgx.backends import Backend
+    from mlpgx.backends.cuda import CudaBackend
+
+    path = SCRIPT.parent / "bench_gpu_result_check.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu_result_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    own = {m: vars(CudaBackend)[m] for m in mod.CHECKED}
+    try:
+        mod._variant("scan")
+        for m in mod.CHECKED:
+            assert getattr(CudaBackend, m) is getattr(Backend, m)
+    finally:
+        mod._variant("kernel")
+    for m in mod.CHECKED:
+        assert vars(CudaBackend)[m] is own[m]
+    ok, why = mlpgx.backends.get("cuda").availability()
+    if ok:
+        pytest.skip("a GPU is available here: the script would run")
+    assert mod.main(["--out-dir", str(tmp_path)]) == 0
+    assert "bench_gpu_result_check: nothing to do, nothing written: " in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []

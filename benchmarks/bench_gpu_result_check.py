@@ -1,0 +1,122 @@
+"""A/B of the ``"cuda"`` backend's in-kernel result test against the
+validation layer's scan of the results.
+
+The kernels test every result they store finite and report it with the
+pivot status (``CudaBackend.forward_checked`` / ``adjoint_checked`` /
+``solve_checked``), so the API layer does not scan those results again.
+Variant ``scan`` restores the scan (the methods of :class:`mlpgx.backends.Backend`,
+which test nothing) to measure what that saves.
+
+Usage::
+
+    python benchmarks/bench_gpu_result_check.py [--reps 20] [--out-dir DIR]
+
+DELTA windows, per-frame variances, ``boundary="none"``; B=32, T=1000,
+D=187 and B=1, T=5000, D=60; float32 and float64; ``mlpgx.mlpg``,
+``mlpgx.mlpg_adjoint`` and ``mlpgx.mlpg_adjoint(..., output=c)`` on CuPy
+arrays (validation included).  Both variants are timed in alternation
+(``--rounds`` rounds of CUDA-event medians, the median of those reported).
+Prints a table and writes ``<out-dir>/gpu-result-check-<device>-<date>.{md,json}``.
+Without a GPU and CuPy it says why and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import mlpgx  # noqa: E402
+from mlpgx.backends import Backend  # noqa: E402
+from mlpgx.backends import cuda as cuda_backend  # noqa: E402
+from mlpgx.windows import DELTA  # noqa: E402
+from _common import RESULTS, machine_info, today, write_results  # noqa: E402
+from bench_gpu import cuda_median_ms, device_slug  # noqa: E402
+
+CASES = [(32, 1000, 187), (1, 5000, 60)]
+CHECKED = ("forward_checked", "adjoint_checked", "solve_checked")
+
+
+#: the cuda backend's own methods (the kernels' result test)
+OWN = {m: vars(cuda_backend.CudaBackend)[m] for m in CHECKED}
+
+
+def _variant(name):
+    """Set the cuda backend's result reporting: ``"kernel"`` (its own) or
+    ``"scan"`` (the base class's: nothing tested, the layer scans)."""
+    for m in CHECKED:
+        setattr(cuda_backend.CudaBackend, m, getattr(Backend, m) if name == "scan" else OWN[m])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out-dir", default=RESULTS)
+    args = ap.parse_args(argv)
+    ok, why = mlpgx.backends.get("cuda").availability()
+    if not ok:
+        print(f"bench_gpu_result_check: nothing to do, nothing written: {why}")
+        return 0
+    import cupy as cp
+
+    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    rng = np.random.default_rng(0)
+    rows = []
+    try:
+        for B, T, D in CASES:
+            for dtype in (np.float32, np.float64):
+                dt = np.dtype(dtype)
+                kw = dict(windows=DELTA, boundary="none", backend="cuda")
+                md = cp.asarray(rng.standard_normal((B, T, 3 * D)).astype(dt))
+                vd = cp.asarray(rng.uniform(0.2, 2.0, (B, T, 3 * D)).astype(dt))
+                gd = cp.asarray(rng.standard_normal((B, T, D)).astype(dt))
+                c = mlpgx.mlpg(md, vd, **kw)
+                calls = {"forward": lambda: mlpgx.mlpg(md, vd, **kw),
+                         "adjoint": lambda: mlpgx.mlpg_adjoint(gd, md, vd, **kw),
+                         "adjoint given c": lambda: mlpgx.mlpg_adjoint(gd, md, vd, output=c,
+                                                                       **kw)}
+                for op, fn in calls.items():
+                    times = {"kernel": [], "scan": []}
+                    for _ in range(args.rounds):
+                        for variant in ("kernel", "scan"):
+                            _variant(variant)
+                            times[variant].append(
+                                cuda_median_ms(fn, "cupy", args.warmup, args.reps))
+                    _variant("kernel")
+                    k, s = (statistics.median(times[v]) for v in ("kernel", "scan"))
+                    rows.append(dict(B=B, T=T, D=D, dtype=dt.name, operation=op,
+                                     kernel_ms=k, scan_ms=s, rounds=times))
+                    print(f"  B={B} T={T} D={D} {dt.name} {op}: tested in the kernel "
+                          f"{k:.3f} ms, scanned {s:.3f} ms", file=sys.stderr)
+    finally:
+        _variant("kernel")
+    lines = ["| B | T | D | dtype | operation | tested in the kernel, ms | scanned, ms "
+             "| kernel / scan |", "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['B']} | {r['T']} | {r['D']} | {r['dtype']} | {r['operation']} | "
+                     f"{r['kernel_ms']:.3f} | {r['scan_ms']:.3f} | "
+                     f"{r['kernel_ms'] / r['scan_ms']:.2f} |")
+    text = "\n".join(lines)
+    header = (f"{name}; CuPy arrays through mlpgx.mlpg / mlpgx.mlpg_adjoint (validation "
+              f"included); DELTA, per-frame variances, boundary='none'; each cell the median "
+              f"of {args.rounds} rounds (alternating the variants) of a median of "
+              f"{args.reps} calls after {args.warmup} warm-up")
+    print(header + "\n\n" + text)
+    payload = dict(machine=machine_info(gpu=name, cupy=cp.__version__), date=today(),
+                   reps=args.reps, warmup=args.warmup, rounds=args.rounds, rows=rows)
+    json.dumps(payload)
+    write_results(f"gpu-result-check-{device_slug(name)}",
+                  f"mlpgx cuda: results tested in the kernel vs scanned, on {name}", payload,
+                  [(None, header), (None, text)], out_dir=args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
