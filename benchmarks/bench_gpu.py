@@ -118,6 +118,27 @@ def device_slug(name):
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
 
 
+def cupy_bench_args(script, doc, argv, **extra):
+    """The arguments of a CuPy-only GPU benchmark (``--reps``, ``--warmup``,
+    ``--out-dir``, and ``extra``: name -> default, integers), and ``(cupy,
+    device name)``, or ``None`` after saying why the ``cuda`` backend cannot
+    run here (the script then exits 0, having written nothing)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    for key, default in extra.items():
+        ap.add_argument(f"--{key}", type=int, default=default)
+    ap.add_argument("--out-dir", default=RESULTS)
+    args = ap.parse_args(argv)
+    ok, why = mlpgx.backends.get("cuda").availability()
+    if not ok:
+        print(f"{script}: nothing to do, nothing written: {why}")
+        return args, None
+    import cupy as cp
+
+    return args, (cp, cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode())
+
+
 def unavailable_reason():
     """Why the GPU paths cannot run here (``""`` when they can)."""
     try:

@@ -22,7 +22,6 @@ CuPy it says why and exits 0.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -34,8 +33,9 @@ sys.path.insert(0, HERE)
 import mlpgx  # noqa: E402
 from mlpgx.backends import cuda as cuda_backend  # noqa: E402
 from mlpgx.windows import DELTA  # noqa: E402
-from _common import RESULTS, machine_info, today, write_results  # noqa: E402
-from bench_gpu import cuda_median_ms, device_slug, relative_error  # noqa: E402
+from _common import machine_info, today, write_results  # noqa: E402
+from bench_gpu import (cuda_median_ms, cupy_bench_args, device_slug,  # noqa: E402
+                       relative_error)
 
 CASES = [(32, 1000, 187), (1, 5000, 60)]
 #: (label, K2_KERNEL, prefetch depth)
@@ -44,18 +44,10 @@ TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--out-dir", default=RESULTS)
-    args = ap.parse_args(argv)
-    ok, why = mlpgx.backends.get("cuda").availability()
-    if not ok:
-        print(f"bench_gpu_kernels: nothing to do, nothing written: {why}")
+    args, gpu = cupy_bench_args("bench_gpu_kernels", __doc__, argv)
+    if gpu is None:
         return 0
-    import cupy as cp
-
-    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    cp, name = gpu
     rng = np.random.default_rng(0)
     rows = []
     saved = (cuda_backend.K2_KERNEL, cuda_backend.BAND2_PREFETCH)

@@ -21,7 +21,6 @@ Without a GPU and CuPy it says why and exits 0.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -35,8 +34,8 @@ import mlpgx  # noqa: E402
 from mlpgx.backends import Backend  # noqa: E402
 from mlpgx.backends import cuda as cuda_backend  # noqa: E402
 from mlpgx.windows import DELTA  # noqa: E402
-from _common import RESULTS, machine_info, today, write_results  # noqa: E402
-from bench_gpu import cuda_median_ms, device_slug  # noqa: E402
+from _common import machine_info, today, write_results  # noqa: E402
+from bench_gpu import cuda_median_ms, cupy_bench_args, device_slug  # noqa: E402
 
 CASES = [(32, 1000, 187), (1, 5000, 60)]
 CHECKED = ("forward_checked", "adjoint_checked", "solve_checked")
@@ -54,19 +53,10 @@ def _variant(name):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out-dir", default=RESULTS)
-    args = ap.parse_args(argv)
-    ok, why = mlpgx.backends.get("cuda").availability()
-    if not ok:
-        print(f"bench_gpu_result_check: nothing to do, nothing written: {why}")
+    args, gpu = cupy_bench_args("bench_gpu_result_check", __doc__, argv, rounds=3)
+    if gpu is None:
         return 0
-    import cupy as cp
-
-    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    cp, name = gpu
     rng = np.random.default_rng(0)
     rows = []
     try:

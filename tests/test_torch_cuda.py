@@ -540,11 +540,11 @@ def test_zero_copy(rng, monkeypatch):
     seen = []
     run = cuda_backend.CudaBackend._run
 
-    def spy(self, mode, pb, g=None, outputs=None):
+    def spy(self, mode, pb, g=None, outputs=None, **kw):
         seen.append((pb.means.data.ptr if pb.means is not None else None,
                      pb.weights.data.ptr if pb.weights is not None else None,
                      [o.data.ptr for o in outputs if o is not None]))
-        return run(self, mode, pb, g, outputs)
+        return run(self, mode, pb, g, outputs, **kw)
 
     monkeypatch.setattr(cuda_backend.CudaBackend, "_run", spy)
     mu, w = _problem(rng, B=2, T=300, D=16)
