@@ -226,7 +226,9 @@ class KernelBackend(Backend):
     forward's result) in mode ``"adjoint"``.  ``outputs``, when given, are preallocated result arrays (see
     :func:`allocate_outputs`) that the kernel writes into and returns; a
     backend listing ``"cuda"`` in ``torch_devices`` must accept them
-    (``mlpgx.torch`` passes CuPy views of torch-allocated tensors)."""
+    (``mlpgx.torch`` passes CuPy views of torch-allocated tensors), and
+    ``report_finite=True``, returning ``(result, finite)`` (``finite``: every
+    result the kernel stored tested finite; ``False`` when not tested)."""
 
     def _run(self, mode: str, problem: Problem, frames=None, outputs=None):
         raise NotImplementedError(f"backend {self.name!r} has no kernel")

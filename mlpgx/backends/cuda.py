@@ -55,8 +55,6 @@ PIVOT_RTOL = 1e-13
 #: the adjoint reading ``c`` from the forward's output (``output=``), solving
 #: for ``v`` alone.
 MODES = {"forward": 0, "solve": 1, "adjoint": 2, "adjoint_given_output": 3}
-#: The modes whose results are the adjoint's gradients.
-ADJOINT_MODES = ("adjoint", "adjoint_given_output")
 #: Weight kind codes (``MLPG_KIND_*``); ``None``: no weights (unit variances).
 WEIGHT_KINDS = {None: 0, "variance": 1, "precision": 2}
 #: Threads per block (at most; see :func:`block_size`).
