@@ -200,24 +200,6 @@ cdef inline void _load_frame(const Plan* pl, const floating* means, const floati
                 pm[d] = p[d] * mu[d]
 
 
-cdef bint _weights_in_range(const Plan* pl, const floating* weights, Py_ssize_t n,
-                            Py_ssize_t d0, Py_ssize_t nd) noexcept nogil:
-    # Every weight the boundary rule keeps in [weight_lo, weight_hi] (NaN
-    # fails): the k <= 2 kernel's check_weights, on its own.
-    cdef Py_ssize_t t, l, d
-    cdef const floating* w
-    cdef double lo = pl.band2.weight_lo, hi = pl.band2.weight_hi
-    for t in range(n):
-        for l in range(pl.L):
-            if not _active(pl, l, t, n):
-                continue
-            w = weights + t * pl.w_row_stride + l * pl.D + d0
-            for d in range(nd):
-                if not (<double>w[d] >= lo and <double>w[d] <= hi):
-                    return False
-    return True
-
-
 cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* weights,
                       const floating* g, floating* out, floating* gmeans,
                       floating* gweights, double* gw_acc,
@@ -235,6 +217,7 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     ``mlpgx_b2_run``; the general kernel and the float32 clones do not).
     """
     cdef int status = 1
+    cdef bint in_range = True
     # the AVX-512 clones where they run and pay: not for the standalone
     # adjoint, slower with them beyond T = 1000 (see mlpgx_band2.h)
     cdef bint wide = _use_avx512 and pl.mode != MODE_ADJOINT
@@ -274,8 +257,12 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
         # (the general kernel solved a system whose pivot the k <= 2 kernel
         # found non-positive, a rounding borderline: the weights of the rows
         # that kernel did not reach are checked here)
-        if (pl.band2 != NULL and pl.band2.check_weights
-                and not _weights_in_range(pl, weights, n, d0, nd)):
+        if pl.band2 != NULL and pl.band2.check_weights:
+            if floating is float:
+                in_range = mlpgx_b2_weights_in_range_f(pl.band2, weights, n, d0, nd)
+            else:
+                in_range = mlpgx_b2_weights_in_range_d(pl.band2, weights, n, d0, nd)
+        if not in_range:
             bad[0] = -2
             return 2
     # ---- frames beyond the sequence's length are 0

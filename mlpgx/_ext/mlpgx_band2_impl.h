@@ -80,6 +80,23 @@ MLPGX_B2_INLINE int B2_FN(b2_weights_bad)(const mlpgx_b2plan *pl, const B2_T *w,
     return (int)(bad != 0);
 }
 
+/* Whether every weight the boundary rule keeps at frames 0 .. n-1, columns
+ * d0 .. d0+nd-1, lies in [weight_lo, weight_hi] (b2_weights_bad: NaN fails):
+ * the kernel's weight check on its own, for the rows the kernel did not
+ * reach when the general kernel took a system over (_solve_chunk).  A rare
+ * path: not forced inline. */
+static inline int B2_FN(mlpgx_b2_weights_in_range)(const mlpgx_b2plan *pl, const B2_T *weights,
+                                                   ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd) {
+    ptrdiff_t f;
+    int l;
+    for (f = 0; f < n; f++)
+        for (l = 0; l < pl->L; l++)
+            if (B2_FN(b2_active)(pl, l, f, n) &&
+                B2_FN(b2_weights_bad)(pl, weights + f * pl->w_row_stride + l * pl->D + d0, nd))
+                return 0;
+    return 1;
+}
+
 /* p[0:nd] = precisions of window l at frame f (the caller checked b2_active).
  * CHECK: return whether a weight read is invalid (with pl->check_weights). */
 MLPGX_B2_INLINE int B2_FN(b2_precisions)(const mlpgx_b2plan *pl, const B2_T *weights,
