@@ -2,10 +2,10 @@
 validation layer's scan of the results.
 
 The kernels test every result they store finite and report it with the
-pivot status (``CudaBackend.forward_checked`` / ``adjoint_checked`` /
-``solve_checked``), so the API layer does not scan those results again.
-Variant ``scan`` restores the scan (the methods of :class:`mlpgx.backends.Backend`,
-which test nothing) to measure what that saves.
+pivot status (``CudaBackend.tests_results``: its ``forward_checked`` /
+``adjoint_checked`` / ``solve_checked`` pass that on), so the API layer does
+not scan those results again.  Variant ``scan`` turns ``tests_results`` off,
+restoring the scan, to measure what that saves.
 
 Usage::
 
@@ -31,25 +31,19 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import mlpgx  # noqa: E402
-from mlpgx.backends import Backend  # noqa: E402
 from mlpgx.backends import cuda as cuda_backend  # noqa: E402
 from mlpgx.windows import DELTA  # noqa: E402
 from _common import machine_info, today, write_results  # noqa: E402
 from bench_gpu import cuda_median_ms, cupy_bench_args, device_slug  # noqa: E402
 
 CASES = [(32, 1000, 187), (1, 5000, 60)]
-CHECKED = ("forward_checked", "adjoint_checked", "solve_checked")
-
-
-#: the cuda backend's own methods (the kernels' result test)
-OWN = {m: vars(cuda_backend.CudaBackend)[m] for m in CHECKED}
 
 
 def _variant(name):
-    """Set the cuda backend's result reporting: ``"kernel"`` (its own) or
-    ``"scan"`` (the base class's: nothing tested, the layer scans)."""
-    for m in CHECKED:
-        setattr(cuda_backend.CudaBackend, m, getattr(Backend, m) if name == "scan" else OWN[m])
+    """Set the cuda backend's result reporting: ``"kernel"`` (its kernels'
+    test, ``tests_results``) or ``"scan"`` (nothing reported: the layer
+    scans)."""
+    cuda_backend.CudaBackend.tests_results = name == "kernel"
 
 
 def main(argv=None):

@@ -112,6 +112,7 @@ import torch.nn.functional as F
 import mlpgx
 from ._api import check_results
 from ._problem import Problem
+from .backends._base import result_flags
 from ._validate import (_weights, check_boundary, check_msd_rule, check_unvoiced_value,
                         finish_means_scan, frames_array, integer_lengths, make_problem,
                         inputs_reported_first)
@@ -335,10 +336,9 @@ def _cuda_run(mode, frames, means, weights, weight_kind, lefts, rights, coeffs, 
         # (the status read-back synchronises the stream)
         _, finite = b._run(mode, pb, f, outputs=outputs, report_finite=True, **given)
         if check_finite:   # (overflow of finite inputs, as mlpgx.mlpg checks it)
-            # results the kernel tested finite are not scanned again; a summed
-            # global-weight gradient is never tested
-            untested = tuple(None if finite and not (i == 1 and pb.global_weights) else r
-                             for i, r in enumerate(outputs))
+            # results the kernel tested finite are not scanned again
+            untested = tuple(None if tested else r
+                             for r, tested in zip(outputs, result_flags(mode, pb, finite)))
             check_results(mode, pb, untested, given_output=bool(given))
     return results
 

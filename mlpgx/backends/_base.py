@@ -65,6 +65,17 @@ def _preallocated(mode: str, problem: Problem, outputs):
     return None, got[0], None, xp.zeros((B, L * D), dtype=xp.float64)
 
 
+def result_flags(mode: str, problem: Problem, finite: bool) -> tuple:
+    """Per-result "tested finite" flags of ``mode``'s results from a kernel's
+    one flag ``finite`` (every value it stored tested finite):
+    ``(output_finite,)`` for forward/solve, ``(means_finite,
+    weights_finite)`` for the adjoint, where a summed global-weight gradient
+    is never covered (the sum over frames may overflow)."""
+    if mode != "adjoint":
+        return (finite,)
+    return finite, finite and not problem.global_weights
+
+
 def adjoint_result(problem: Problem, grad_means, grad_weights, grad_weights_acc,
                    outputs=None):
     """``(grad_means, grad_weights)`` from the buffers of :func:`allocate_outputs`
@@ -228,10 +239,36 @@ class KernelBackend(Backend):
     backend listing ``"cuda"`` in ``torch_devices`` must accept them
     (``mlpgx.torch`` passes CuPy views of torch-allocated tensors), and
     ``report_finite=True``, returning ``(result, finite)`` (``finite``: every
-    result the kernel stored tested finite; ``False`` when not tested)."""
+    result the kernel stored tested finite; ``False`` when not tested).
+
+    ``tests_results``: whether ``_run(..., report_finite=True)`` reports a
+    kernel's own test of its results; then :meth:`forward_checked`,
+    :meth:`solve_checked` and :meth:`adjoint_checked` pass it on (see
+    :func:`result_flags`) and the API layer does not scan those results."""
+
+    tests_results: bool = False
 
     def _run(self, mode: str, problem: Problem, frames=None, outputs=None):
         raise NotImplementedError(f"backend {self.name!r} has no kernel")
+
+    def forward_checked(self, problem: Problem):
+        if not self.tests_results:
+            return super().forward_checked(problem)
+        out, finite = self._run("forward", problem, report_finite=True)
+        return out, result_flags("forward", problem, finite)
+
+    def solve_checked(self, problem: Problem, rhs):
+        if not self.tests_results:
+            return super().solve_checked(problem, rhs)
+        x, finite = self._run("solve", problem, rhs, report_finite=True)
+        return x, result_flags("solve", problem, finite)
+
+    def adjoint_checked(self, problem: Problem, grad_output, output=None):
+        if not self.tests_results:
+            return super().adjoint_checked(problem, grad_output, output)
+        given = {} if output is None else {"given_output": output}
+        grads, finite = self._run("adjoint", problem, grad_output, report_finite=True, **given)
+        return grads, result_flags("adjoint", problem, finite)
 
     def forward(self, problem: Problem):
         return self._run("forward", problem)

@@ -372,20 +372,8 @@ class CudaBackend(KernelBackend):
     # The kernels test every result they store finite (status word 1, read
     # back with the pivot status, see mlpg_report_nonfinite), so that the API
     # layer need not scan them again: one reduction and one host
-    # synchronisation less per result array.  The summed global-weight
-    # gradient is not covered (its sum may overflow).
-    def forward_checked(self, problem: Problem):
-        out, finite = self._run("forward", problem, report_finite=True)
-        return out, (finite,)
-
-    def solve_checked(self, problem: Problem, rhs):
-        x, finite = self._run("solve", problem, rhs, report_finite=True)
-        return x, (finite,)
-
-    def adjoint_checked(self, problem: Problem, grad_output, output=None):
-        (gm, gw), finite = self._run("adjoint", problem, grad_output, given_output=output,
-                                     report_finite=True)
-        return (gm, gw), (finite, finite and not problem.global_weights)
+    # synchronisation less per result array (KernelBackend.forward_checked).
+    tests_results = True
 
     def _run(self, mode: str, pb: Problem, g=None, outputs=None, given_output=None,
              report_finite=False):

@@ -76,20 +76,8 @@ class CythonBackend(KernelBackend):
     # is not finite anywhere in a column arrives: see mlpgx_band2_impl.h),
     # so that the API layer need not scan them again: 7-13% of the adjoint
     # (one thread, T = 1e3-1e5, D = 60), which re-reads two full-size
-    # gradients for it, and 2-6% of the forward.
-    def forward_checked(self, problem: Problem):
-        out, finite = self._run("forward", problem, report_finite=True)
-        return out, (finite,)
-
-    def adjoint_checked(self, problem: Problem, grad_output, output=None):
-        (gm, gw), finite = self._run("adjoint", problem, grad_output, given_output=output,
-                                     report_finite=True)
-        # (summed global weight gradients may overflow: not tested)
-        return (gm, gw), (finite, finite and not problem.global_weights)
-
-    def solve_checked(self, problem: Problem, rhs):
-        x, finite = self._run("solve", problem, rhs, report_finite=True)
-        return x, (finite,)
+    # gradients for it, and 2-6% of the forward (KernelBackend.forward_checked).
+    tests_results = True
 
     def _run(self, mode: str, pb: Problem, g=None, given_output=None, report_finite=False):
         T, D = pb.n_frames, pb.static_dim
