@@ -139,6 +139,20 @@ def cupy_bench_args(script, doc, argv, **extra):
     return args, (cp, cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode())
 
 
+def write_cupy_bench(kind, title, header, text, args, gpu, rows, **extra):
+    """Print a CuPy-only GPU benchmark's table and write it with its rows as
+    ``<args.out_dir>/<kind>-<device>-<date>.{md,json}`` (``gpu``: the
+    ``(cupy, device name)`` of :func:`cupy_bench_args`; ``extra``: more run
+    settings for the JSON)."""
+    cp, name = gpu
+    print(header + "\n\n" + text)
+    payload = dict(machine=machine_info(gpu=name, cupy=cp.__version__), date=today(),
+                   reps=args.reps, warmup=args.warmup, **extra, rows=rows)
+    json.dumps(payload)   # fail before writing anything if it does not serialise
+    write_results(f"{kind}-{device_slug(name)}", title, payload,
+                  [(None, header), (None, text)], out_dir=args.out_dir)
+
+
 def unavailable_reason():
     """Why the GPU paths cannot run here (``""`` when they can)."""
     try:

@@ -22,7 +22,6 @@ CuPy it says why and exits 0.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -33,9 +32,8 @@ sys.path.insert(0, HERE)
 import mlpgx  # noqa: E402
 from mlpgx.backends import cuda as cuda_backend  # noqa: E402
 from mlpgx.windows import DELTA  # noqa: E402
-from _common import machine_info, today, write_results  # noqa: E402
-from bench_gpu import (cuda_median_ms, cupy_bench_args, device_slug,  # noqa: E402
-                       relative_error)
+from bench_gpu import (cuda_median_ms, cupy_bench_args, relative_error,  # noqa: E402
+                       write_cupy_bench)
 
 CASES = [(32, 1000, 187), (1, 5000, 60)]
 #: (label, K2_KERNEL, prefetch depth)
@@ -112,13 +110,8 @@ def main(argv=None):
               f"included); DELTA, per-frame variances, boundary='none'; median of "
               f"{args.reps} after {args.warmup} warm-up; every variant checked against "
               f"backend='cython' first")
-    print(header + "\n\n" + text)
-    payload = dict(machine=machine_info(gpu=name, cupy=cp.__version__), date=today(),
-                   reps=args.reps, warmup=args.warmup, rows=rows)
-    json.dumps(payload)
-    write_results(f"gpu-kernels-{device_slug(name)}", f"mlpgx cuda kernels A/B on {name}",
-                  payload,
-                  [(None, header), (None, text)], out_dir=args.out_dir)
+    write_cupy_bench("gpu-kernels", f"mlpgx cuda kernels A/B on {name}", header, text, args,
+                     gpu, rows)
     return 0
 
 

@@ -21,7 +21,6 @@ Without a GPU and CuPy it says why and exits 0.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -33,8 +32,7 @@ sys.path.insert(0, HERE)
 import mlpgx  # noqa: E402
 from mlpgx.backends import cuda as cuda_backend  # noqa: E402
 from mlpgx.windows import DELTA  # noqa: E402
-from _common import machine_info, today, write_results  # noqa: E402
-from bench_gpu import cuda_median_ms, cupy_bench_args, device_slug  # noqa: E402
+from bench_gpu import cuda_median_ms, cupy_bench_args, write_cupy_bench  # noqa: E402
 
 CASES = [(32, 1000, 187), (1, 5000, 60)]
 
@@ -92,13 +90,9 @@ def main(argv=None):
               f"included); DELTA, per-frame variances, boundary='none'; each cell the median "
               f"of {args.rounds} rounds (alternating the variants) of a median of "
               f"{args.reps} calls after {args.warmup} warm-up")
-    print(header + "\n\n" + text)
-    payload = dict(machine=machine_info(gpu=name, cupy=cp.__version__), date=today(),
-                   reps=args.reps, warmup=args.warmup, rounds=args.rounds, rows=rows)
-    json.dumps(payload)
-    write_results(f"gpu-result-check-{device_slug(name)}",
-                  f"mlpgx cuda: results tested in the kernel vs scanned, on {name}", payload,
-                  [(None, header), (None, text)], out_dir=args.out_dir)
+    write_cupy_bench("gpu-result-check",
+                     f"mlpgx cuda: results tested in the kernel vs scanned, on {name}",
+                     header, text, args, gpu, rows, rounds=args.rounds)
     return 0
 
 

@@ -183,3 +183,24 @@ def test_result_check_bench_variants_and_exit_without_gpu(tmp_path, capsys):
     assert mod.main(["--out-dir", str(tmp_path)]) == 0
     assert "bench_gpu_result_check: nothing to do, nothing written: " in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_cupy_bench(bench, tmp_path, capsys):
+    """The shared report of the CuPy-only GPU benchmarks: the table printed,
+    and .md/.json named by kind and device, with the run settings."""
+    import argparse
+    import json
+    import types
+
+    args = argparse.Namespace(reps=5, warmup=2, out_dir=str(tmp_path))
+    gpu = (types.SimpleNamespace(__version__="14.2.0"), "NVIDIA H100 80GB HBM3")
+    bench.write_cupy_bench("gpu-x", "mlpgx cuda x on the H100", "header line", "| a |\n|---|",
+                           args, gpu, [{"a": 1}], rounds=3)
+    assert "header line\n\n| a |" in capsys.readouterr().out
+    stem = f"gpu-x-{bench.device_slug(gpu[1])}-{bench.today()}"
+    payload = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert payload["rows"] == [{"a": 1}] and payload["rounds"] == 3
+    assert (payload["reps"], payload["warmup"]) == (5, 2)
+    assert payload["machine"]["cupy"] == "14.2.0"
+    md = (tmp_path / f"{stem}.md").read_text()
+    assert md.startswith("# mlpgx cuda x on the H100, ") and "| a |" in md
