@@ -33,6 +33,28 @@
  *
  * This file is included twice by mlpgx_band2.h-users through
  * mlpgx_band2_impl.h (storage type double and float); arithmetic is double.
+ *
+ * Tried on the 2-core AMD EPYC (Zen 5) and left out, each measured with the
+ * kernel alone in a C harness (D = 60 unless given, DELTA, one sequence,
+ * best of repeated calls, the old and new code alternating; 2026-11-27):
+ *   - divisions do not bound the in-cache forward: with each one replaced
+ *     by a multiplication, float64 at T = 1000 took the same time (0.111
+ *     ms either way);
+ *   - float32 arithmetic in the float32 clones: forward 1.33-1.35x and
+ *     adjoints 1.2-2.0x faster (T = 1e3-1e5, AVX-512), but the forward's
+ *     error against float64 grew from ~1e-7 (double arithmetic, for any
+ *     spread of the variances) to 1e-6, 9e-6 and 6e-5 with variances
+ *     spread over 10x, 1e3x and 1e5x;
+ *   - software prefetch of the forward sweep's input rows 4-16 frames
+ *     ahead: the float64 forward 1.2-1.3x faster at T = 1e4 (inputs near
+ *     the L3 size) and the float32 adjoint given c 1.2-1.3x faster, but the
+ *     float64 forward 1.1-1.3x slower at T = 1e3-3e3, the float32 forward
+ *     and adjoint 1.15-1.45x slower, and no change at T = 1e5;
+ *   - no scalar remainder loops (the forward row loop padded to a multiple
+ *     of 8 columns, other loops re-running their last 8 columns): bitwise
+ *     the same results, but 1.02-3.0x slower in 76 of 80 cases (D = 7, 30,
+ *     59, 60, 64; both dtypes, every mode, AVX-512 and AVX2 clones), the
+ *     padded row loop alone 1.2-1.5x slower.
  */
 #ifndef MLPGX_BAND2_H
 #define MLPGX_BAND2_H
