@@ -54,7 +54,18 @@
  *     of 8 columns, other loops re-running their last 8 columns): bitwise
  *     the same results, but 1.02-3.0x slower in 76 of 80 cases (D = 7, 30,
  *     59, 60, 64; both dtypes, every mode, AVX-512 and AVX2 clones), the
- *     padded row loop alone 1.2-1.5x slower.
+ *     padded row loop alone 1.2-1.5x slower;
+ *   - the float32 row loop through rows of doubles (g copied in, the
+ *     scratch row copied out; only where nd is not a multiple of 8), so that
+ *     GCC runs it in vectors of 8 with no scalar remainder: bitwise the same
+ *     results, the forward at D = 60 1.08x slower (three rounds, quiet
+ *     machine), the solve and the adjoint given c 1.05-1.08x faster.
+ * Still open: per column, the float32 forward at D = 60 takes 1.3x the time
+ * it takes at D = 64 (0.137-0.144 vs 0.109-0.110 ms at T = 1000), where
+ * float64 does not; and in one process, through _solver.run, the float32
+ * forward took 129-131 us against 103-106 us for float64.  Caution for
+ * such A/B runs: the same code built into two binaries differed by up to
+ * 1.2x here (code layout), so differences below that need repeated builds.
  */
 #ifndef MLPGX_BAND2_H
 #define MLPGX_BAND2_H
