@@ -103,8 +103,9 @@ typedef struct {
  *     (slower) on 1;
  *   - the general kernel (on the same DELTA inputs): float32 1.2-1.4x,
  *     float64 1.0-1.2x.
- * 8 frames ahead was worse for float64; prefetching the forward sweep's rows
- * or the scratch rows that the back substitution reads gained nothing. */
+ * 8 frames ahead was worse for float64; prefetching the scratch rows that
+ * the back substitution reads gained nothing, and the forward sweep's rows
+ * a net loss (measured at the top of this file). */
 #define MLPGX_GRAD_PREFETCH 4
 #if defined(__GNUC__) || defined(__clang__)
 #define MLPGX_PREFETCH(p) __builtin_prefetch(p)
