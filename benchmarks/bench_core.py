@@ -24,6 +24,11 @@ reference  the scipy.sparse backend (timed on a few dimensions, scaled to D)
 solveh     a per-dimension ``scipy.linalg.solveh_banded`` loop, R built with NumPy
 general    the forward on the general banded kernel; DELTA (windows reaching one
            frame each side) otherwise runs on the k <= 2 kernel (mlpgx_band2.h)
+
+A second table gives the fixed cost of a call (validation, dispatch, output
+allocation) on short sequences, one thread, float64: each public call against
+the compiled backend's kernel entry alone on the same validated problem
+(``Backend._run``), the difference being the overhead per call.
 """
 from __future__ import annotations
 
@@ -198,6 +203,54 @@ def plot(rows, path, machine):
     save_figure(fig, path)
 
 
+CALLS_PER_TIMING = 200
+
+OVERHEAD_HEADER = ("| T | D | call | call us | kernel us | overhead us |\n"
+                   "|---|---|---|---|---|---|")
+
+
+def overhead_rows(Ts=(1, 10, 100), D=60):
+    """Per-call time of the public functions on short float64 sequences (one
+    thread) against the kernel entry alone (``Backend._run`` on the problem
+    the validation layer built); see the module docstring."""
+    from mlpgx._validate import make_problem
+    backend = mlpgx.backends.get("cython")
+    rows = []
+    for T in Ts:
+        means, variances = make_inputs(None, T, D, np.float64)
+        g = np.random.default_rng(1).standard_normal((T, D))
+        c = mlpgx.mlpg(means, variances, num_threads=1)
+        # (weights checked in the kernel, as the public calls have it)
+        pb = make_problem(means, variances, mlpgx.windows.DELTA, num_threads=1,
+                          defer_weights_scan=True)
+        gb, cb = g.reshape(1, T, D), c.reshape(1, T, D)
+        calls = [
+            ("mlpg", lambda: mlpgx.mlpg(means, variances, num_threads=1),
+             lambda: backend._run("forward", pb)),
+            ("mlpg, check_finite=False",
+             lambda: mlpgx.mlpg(means, variances, num_threads=1, check_finite=False),
+             lambda: backend._run("forward", pb)),
+            ("mlpg_adjoint", lambda: mlpgx.mlpg_adjoint(g, means, variances, num_threads=1),
+             lambda: backend._run("adjoint", pb, gb)),
+            ("mlpg_adjoint, output=",
+             lambda: mlpgx.mlpg_adjoint(g, means, variances, output=c, num_threads=1),
+             lambda: backend._run("adjoint", pb, gb, given_output=cb)),
+        ]
+        for name, call, kernel in calls:
+            def many(fn):
+                return lambda: [fn() for _ in range(CALLS_PER_TIMING)]
+            t_call = best_time(many(call), 0.3) / CALLS_PER_TIMING
+            t_kernel = best_time(many(kernel), 0.3) / CALLS_PER_TIMING
+            rows.append(dict(T=T, D=D, call=name, call_s=t_call, kernel_s=t_kernel,
+                             overhead_s=t_call - t_kernel))
+    return rows
+
+
+def fmt_overhead(r):
+    return (f"| {r['T']} | {r['D']} | {r['call']} | {r['call_s'] * 1e6:.1f} | "
+            f"{r['kernel_s'] * 1e6:.1f} | {r['overhead_s'] * 1e6:.1f} |")
+
+
 def main(argv=None):
     ap = arg_parser(__doc__, "small sizes only")
     ap.add_argument("--no-peers", action="store_true", help="skip reference / solveh timings")
@@ -220,13 +273,22 @@ def main(argv=None):
                 rows.append(r)
                 print(fmt_row(r), flush=True)
 
+    overhead = overhead_rows()
+    print("\nper-call overhead (float64, one thread):\n" + OVERHEAD_HEADER)
+    for r in overhead:
+        print(fmt_overhead(r), flush=True)
+
     machine = machine_info(omp_max_threads=nmax, openmp=_solver.openmp_enabled(),
                            scipy=scipy.__version__,
                            kernel="band2" if _solver.band2_applies(mlpgx.windows.DELTA)
                            else "general")
     stamp = today()
-    base = write_results("core", "mlpgx core CPU benchmark", dict(machine=machine, rows=rows),
-                         [(None, HEADER + "\n" + "\n".join(fmt_row(r) for r in rows))],
+    base = write_results("core", "mlpgx core CPU benchmark",
+                         dict(machine=machine, rows=rows, overhead=overhead),
+                         [(None, HEADER + "\n" + "\n".join(fmt_row(r) for r in rows)),
+                          ("Per-call overhead (float64, one thread)",
+                           OVERHEAD_HEADER + "\n" + "\n".join(fmt_overhead(r)
+                                                               for r in overhead))],
                          quick=args.quick, out_dir=args.out)
     if args.plot:
         plot(rows, base + ".png", machine)

@@ -98,6 +98,22 @@ class Problem:
     means_scan_deferred: bool = False
     weights_scan_deferred: bool = False
 
+    # Written out (the dataclass keeps it) because the generated __init__ of
+    # a frozen dataclass sets each field through object.__setattr__: 1.9 us
+    # per call here, a tenth of a short sequence's whole mlpg call.  The
+    # fields must stay in step with the annotations above (tests compare).
+    def __init__(self, means, weights, weight_kind, windows, lengths, boundary, static_dim,
+                 n_frames, dtype, batched=True, num_threads=None, voiced=None,
+                 msd_rule="hts", voicing_keep=None, means_scan_deferred=False,
+                 weights_scan_deferred=False):
+        self.__dict__.update(
+            means=means, weights=weights, weight_kind=weight_kind, windows=windows,
+            lengths=lengths, boundary=boundary, static_dim=static_dim, n_frames=n_frames,
+            dtype=dtype, batched=batched, num_threads=num_threads, voiced=voiced,
+            msd_rule=msd_rule, voicing_keep=voicing_keep,
+            means_scan_deferred=means_scan_deferred,
+            weights_scan_deferred=weights_scan_deferred)
+
     @property
     def batch_size(self) -> int:
         return int(self.lengths.shape[0])
@@ -120,6 +136,11 @@ class Problem:
         """
         return _zero_frame_ranges(self.windows, self.boundary)
 
+    def zero_frame_margin(self) -> int:
+        """The widest of the margins of :meth:`zero_frame_ranges` (0 when
+        the boundary rule drops nothing), as an int."""
+        return _zero_frame_margin(self.windows, self.boundary)
+
 
 @functools.lru_cache(maxsize=128)
 def _zero_frame_ranges(windows: WindowSet, boundary: str):
@@ -137,3 +158,10 @@ def _zero_frame_ranges(windows: WindowSet, boundary: str):
     lo.setflags(write=False)
     hi.setflags(write=False)
     return lo, hi
+
+
+@functools.lru_cache(maxsize=128)
+def _zero_frame_margin(windows: WindowSet, boundary: str) -> int:
+    # see Problem.zero_frame_margin
+    lo, hi = _zero_frame_ranges(windows, boundary)
+    return int(max(lo.max(initial=0), hi.max(initial=0)))

@@ -16,7 +16,6 @@ raise ``TypeError``.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -55,6 +54,8 @@ except ImportError:
 def array_namespace(x):
     """The array library of ``x``: ``cupy`` for CuPy arrays (validated on
     their device, for the ``"cuda"`` backend), else ``numpy``."""
+    if type(x) is np.ndarray:   # (the common case first: this runs on every call)
+        return np
     if type(x).__module__.split(".")[0] == "cupy":
         import cupy
         return cupy
@@ -289,6 +290,8 @@ def check_real(x, name: str, *, finite: bool = True) -> float:
 
 def check_unvoiced_value(unvoiced_value) -> float:
     """The marker of unvoiced frames: any real number, NaN included."""
+    if type(unvoiced_value) is float:   # (the default, NaN: checked on every call)
+        return unvoiced_value
     return check_real(unvoiced_value, "unvoiced_value", finite=False)
 
 
@@ -321,7 +324,7 @@ def integer_lengths(lengths) -> np.ndarray:
 
 def _lengths(lengths, batch: int, T: int, batched: bool) -> np.ndarray:
     if lengths is None:
-        return np.full(batch, T, dtype=np.intp)
+        return np.array((T,) * batch, dtype=np.intp)
     if array_namespace(lengths) is not np:   # lengths live on the host
         lengths = lengths.get()
     arr = integer_lengths(lengths)
@@ -461,14 +464,15 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         if array_namespace(w) is not array_namespace(m if m is not None else ref):
             raise TypeError(f"{wname} and {'means' if m is not None else 'rhs'} must come "
                             f"from the same array library (NumPy or CuPy)")
-        dtype = np.result_type(dtype, w.dtype)
+        if w.dtype != dtype:
+            dtype = np.result_type(dtype, w.dtype)
     if dtype not in _NATIVE:  # only reachable through odd promotions
         dtype = np.dtype(np.float64)
 
     B = (m.shape[0] if m is not None else ref.shape[0]) if batched else 1
     lens = _lengths(lengths, B, T, batched)
 
-    padded = _has_padding(lens, T)
+    padded = lengths is not None and _has_padding(lens, T)
     vmask = keep = None
     if voiced is not None:
         vmask = _voiced(voiced, array_namespace(m), B, T, D, batched)
@@ -556,6 +560,7 @@ def finish_means_scan(problem: Problem, output=None, known_finite: bool = False)
     return False
 
 
+@functools.lru_cache(maxsize=16)
 def weights_range(dtype, kind: str):
     """``(lo, hi)``: valid weights of ``kind`` lie in ``[lo, hi]`` (NaN
     outside), as :func:`_check_weights` has it and as the compiled solver's
@@ -592,33 +597,43 @@ def finish_weights_scan(problem: Problem, checked_in_kernel: bool = True) -> Non
     if not problem.weights_scan_deferred:
         return
     if checked_in_kernel:
-        lo, hi = problem.zero_frame_ranges()
-        K = int(max(lo.max(initial=0), hi.max(initial=0)))
-        if K == 0 or _edge_frames_ok(problem.weights, problem.lengths, K,
-                                     lambda x: _weights_ok(x, problem.weight_kind)):
+        K = problem.zero_frame_margin()
+        if K == 0 or _edge_frames_ok(problem.weights, problem.lengths, K, "weights",
+                                     problem.weight_kind):
             return
     _scan_weights(problem)
 
 
-@contextlib.contextmanager
-def inputs_reported_first(problem: Optional[Problem], errors=Exception):
+class inputs_reported_first:
     """Run the block; when it raises one of ``errors``, or the compiled
     solver's ``WeightsRejected``, the means scan and the weights check that
     :func:`make_problem` deferred run first, so that bad means and then bad
     weights are reported before the block's error, as they were when the
     inputs were checked before everything else.  ``problem`` ``None``:
-    nothing deferred."""
-    caught = (WeightsRejected,) + (errors if isinstance(errors, tuple) else (errors,))
-    try:
-        yield
-    except caught as exc:
-        if problem is not None:
-            finish_means_scan(problem)
-            finish_weights_scan(problem, checked_in_kernel=False)
-        if isinstance(exc, WeightsRejected):   # (the full check found nothing)
+    nothing deferred.
+
+    (A class rather than a generator-based context manager: it is entered
+    on every call of the public functions, and this costs a third as much.)"""
+
+    __slots__ = ("problem", "caught")
+
+    def __init__(self, problem: Optional[Problem], errors=Exception):
+        self.problem = problem
+        self.caught = (WeightsRejected,) + (errors if isinstance(errors, tuple) else (errors,))
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None or not issubclass(exc_type, self.caught):
+            return False
+        if self.problem is not None:
+            finish_means_scan(self.problem)
+            finish_weights_scan(self.problem, checked_in_kernel=False)
+        if issubclass(exc_type, WeightsRejected):   # (the full check found nothing)
             raise RuntimeError("the solver's weight check and the validation layer's "
                                "disagree: please report this") from None
-        raise
+        return False
 
 
 def settle_deferred_scans(problem: Problem, backend) -> Problem:
@@ -637,25 +652,32 @@ def settle_deferred_scans(problem: Problem, backend) -> Problem:
     return problem
 
 
-def _edge_frames_ok(m, lengths, K: int, ok=_all_finite) -> bool:
+def _edge_frames_ok(m, lengths, K: int, check: str = "finite",
+                    kind: Optional[str] = None) -> bool:
     """Whether frames ``0..K-1`` and ``n-K..n-1`` of every sequence of ``m``
-    (``(B, T, C)``; ``n = lengths[b]``) pass ``ok`` (an array -> bool check;
-    by default: finite)."""
+    (``(B, T, C)``; ``n = lengths[b]``) pass ``check`` (``"finite"``, or
+    ``"weights"``: valid weights of ``kind``, see :func:`_weights_ok`)."""
+    scan = "finite" if check == "finite" else \
+        ("positive" if kind == "variance" else "nonnegative")
+    if (_solver is not None and type(m) is np.ndarray and m.dtype in _NATIVE
+            and m.flags.c_contiguous and m.ndim == 3 and type(lengths) is np.ndarray
+            and lengths.dtype == np.intp):   # (one compiled call)
+        return _solver.scan_edges(m, scan, K, lengths)
+    ok = _all_finite if check == "finite" else (lambda x: _weights_ok(x, kind))
     B, T = m.shape[0], m.shape[1]
-    check = ok
-    ok = lambda x: x.size == 0 or check(x)   # noqa: E731
-    if B == 1 and int(lengths[0]) == T:   # (the common call: two contiguous slices)
-        return ok(m[0, :K]) and ok(m[0, max(T - K, 0):])
     xp = array_namespace(m)
-    if not ok(xp.ascontiguousarray(m[:, :K])):
+    head = xp.ascontiguousarray(m[:, :K])
+    if head.size and not ok(head):
         return False
     n = np.asarray(lengths)
     if bool((n == T).all()):
-        return ok(xp.ascontiguousarray(m[:, max(T - K, 0):]))
-    t = n.reshape(-1, 1) - K + np.arange(K)                         # (B, K)
-    b = np.broadcast_to(np.arange(n.shape[0]).reshape(-1, 1), t.shape)
-    inside = t >= 0          # (frames >= n are padding; those < K were scanned)
-    return ok(m[xp.asarray(b[inside]), xp.asarray(t[inside])])
+        tail = xp.ascontiguousarray(m[:, max(T - K, 0):])
+    else:
+        t = n.reshape(-1, 1) - K + np.arange(K)                         # (B, K)
+        b = np.broadcast_to(np.arange(n.shape[0]).reshape(-1, 1), t.shape)
+        inside = t >= 0      # (frames >= n are padding; those < K were scanned)
+        tail = m[xp.asarray(b[inside]), xp.asarray(t[inside])]
+    return tail.size == 0 or ok(tail)
 
 
 def frames_array(x, problem: Problem, name: str, check_finite=True) -> np.ndarray:

@@ -256,7 +256,9 @@ class WindowSet(collections.abc.Sequence):
     True
     """
 
-    __slots__ = ("_windows", "_hash")
+    # (the extents are computed once: the validation layer asks for them on
+    # every call)
+    __slots__ = ("_windows", "_hash", "_extents")
 
     def __init__(self, windows: Iterable[Window]):
         if isinstance(windows, (str, bytes)) or not isinstance(
@@ -278,6 +280,9 @@ class WindowSet(collections.abc.Sequence):
         items = (_STATIC_WINDOW,) + items[1:]
         object.__setattr__(self, "_windows", items)
         object.__setattr__(self, "_hash", hash(items))
+        object.__setattr__(self, "_extents", (
+            max(w.left for w in items), max(w.right for w in items),
+            max(w.left + w.right for w in items), max(max(w.left, w.right) for w in items)))
 
     # immutability -------------------------------------------------------
     def __setattr__(self, name, value):
@@ -343,7 +348,7 @@ class WindowSet(collections.abc.Sequence):
         >>> as_windows([[1], [1, -1]]).max_left
         1
         """
-        return max(w.left for w in self._windows)
+        return self._extents[0]
 
     @property
     def max_right(self) -> int:
@@ -354,7 +359,7 @@ class WindowSet(collections.abc.Sequence):
         >>> as_windows([[1], [1, -1]]).max_right
         0
         """
-        return max(w.right for w in self._windows)
+        return self._extents[1]
 
     @property
     def bandwidth(self) -> int:
@@ -367,7 +372,7 @@ class WindowSet(collections.abc.Sequence):
         >>> DELTA.bandwidth
         2
         """
-        return max(w.left + w.right for w in self._windows)
+        return self._extents[2]
 
     @property
     def max_halfwidth(self) -> int:
@@ -380,7 +385,7 @@ class WindowSet(collections.abc.Sequence):
         >>> as_windows([(0, 0, [1.0]), (2, 1, [1, 2, 3, 4])]).max_halfwidth
         2
         """
-        return max(max(w.left, w.right) for w in self._windows)
+        return self._extents[3]
 
     def to_nnmnkwii(self) -> list:
         """The windows in nnmnkwii's ``[(left, right, coeffs), ...]`` form.

@@ -1224,6 +1224,66 @@ def test_scan_valid_agrees_with_numpy(dtype, check):
     assert solver.scan_valid(np.empty(0, dtype=dtype), check) is True
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("check", ["finite", "weights"])
+@pytest.mark.parametrize("scans", ["compiled", "numpy"])
+def test_edge_frames_scan(dtype, check, scans, monkeypatch):
+    # The check of the frames a kernel does not read: frames 0..K-1 and
+    # n-K..n-1 of each sequence, never the padding (t >= n), whatever K
+    # and n; the compiled scan and the NumPy one of a build without it agree
+    # with a frame-by-frame oracle.
+    import mlpgx._validate as validate
+    if scans == "numpy":
+        monkeypatch.setattr(validate, "_solver", None)
+    bad = np.nan if check == "finite" else -1.0
+    kinds = ["variance", "precision"] if check == "weights" else [None]
+    B, T, C = 3, 7, 5
+    for kind in kinds:
+        for lengths in ([7, 7, 7], [7, 3, 0], [1, 2, 6]):
+            lens = np.array(lengths, dtype=np.intp)
+            for K in (0, 1, 2, 3, 4, 8):
+                for b in range(B):
+                    for t in range(T):
+                        x = np.ones((B, T, C), dtype=dtype)
+                        x[b, t, 2] = bad
+                        before = x.copy()
+                        n = lengths[b]
+                        edge = t < n and (t < K or t >= n - K)
+                        got = validate._edge_frames_ok(x, lens, K, check, kind)
+                        # (NumPy's scan may also test padding inside the
+                        # first K frames: a conservative False is allowed
+                        # there, never a True for a bad edge frame)
+                        if not (scans == "numpy" and n <= t < K):
+                            assert got is (not edge), (kind, lengths, K, b, t)
+                        else:
+                            assert got in (True, False)
+                        np.testing.assert_array_equal(x, before)
+
+
+def test_scan_edges_rejects_what_it_cannot_scan():
+    from mlpgx._ext import solver
+    ok = np.ones((2, 4, 3))
+    lens = np.array([4, 4], dtype=np.intp)
+    assert solver.scan_edges(ok, "finite", 1, lens) is True
+    assert solver.scan_edges(np.ones((0, 4, 3)), "finite", 1, np.empty(0, np.intp)) is True
+    with pytest.raises(TypeError, match="C-contiguous"):
+        solver.scan_edges(ok[:, :, ::2], "finite", 1, lens)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        solver.scan_edges(ok[0], "finite", 1, lens)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        solver.scan_edges(ok.astype(np.int64), "finite", 1, lens)
+    with pytest.raises(TypeError, match="lengths"):
+        solver.scan_edges(ok, "finite", 1, lens.astype(np.int32))
+    with pytest.raises(ValueError, match="lengths"):
+        solver.scan_edges(ok, "finite", 1, lens[:1])
+    with pytest.raises(ValueError, match=r"lengths\[1\] = 5"):
+        solver.scan_edges(ok, "finite", 1, np.array([4, 5], dtype=np.intp))
+    with pytest.raises(ValueError, match="K must be >= 0"):
+        solver.scan_edges(ok, "finite", -1, lens)
+    with pytest.raises(KeyError):
+        solver.scan_edges(ok, "even", 1, lens)
+
+
 def test_scan_valid_rejects_what_it_cannot_scan():
     from mlpgx._ext import solver
     with pytest.raises(TypeError, match="C-contiguous"):
@@ -1532,12 +1592,22 @@ def test_per_frame_weights_are_not_scanned_before_the_band2_kernel(monkeypatch):
         sizes.append(w.size)
         return real(w, kind, num_threads)
 
+    edges = []
+    real_edges = validate._edge_frames_ok
+
+    def counting_edges(x, lengths, K, check="finite", kind=None):
+        if check == "weights":
+            edges.append(K)
+        return real_edges(x, lengths, K, check, kind)
+
     monkeypatch.setattr(validate, "_weights_ok", counting)
+    monkeypatch.setattr(validate, "_edge_frames_ok", counting_edges)
     m, v = _means(), _variances()                       # (float64: see CythonBackend)
     c = mlpgx.mlpg(m, v)
     mlpgx.mlpg_adjoint(c, m, v)
     mlpgx.mlpg_adjoint(c, m, v, output=c)
-    assert sizes and max(sizes) < v.size // 4, sizes
+    assert all(size < v.size // 4 for size in sizes), sizes
+    assert edges == [DELTA.max_halfwidth] * 3, edges    # one edge scan per call
     sizes.clear()
     mlpgx.mlpg(m, v, backend="reference")               # checks nothing itself
     assert v.size in sizes

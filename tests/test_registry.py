@@ -596,3 +596,39 @@ def test_broken_entry_point_warns(fake_entry_points, loader, why):
     m, v = _problem()
     c = mlpgx.mlpg(m, v)
     np.testing.assert_allclose(c, mlpgx.mlpg(m, v, backend="reference"), rtol=1e-9)
+
+
+def test_problem_init_matches_its_fields():
+    # Problem's __init__ is written out (speed); it must take exactly the
+    # dataclass fields, with their defaults, and the instance stay frozen.
+    import dataclasses
+    import inspect
+
+    from mlpgx._problem import Problem
+    params = list(inspect.signature(Problem.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(Problem)
+    assert [p.name for p in params] == [f.name for f in fields]
+    for p, f in zip(params, fields):
+        want = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        assert p.default == want, f.name
+    pb = mlpgx._validate.make_problem(np.zeros((4, 3)), np.ones((4, 3)), mlpgx.windows.DELTA,
+                                      lengths=None)
+    assert all(getattr(pb, f.name) is not dataclasses.MISSING for f in fields)
+    moved = dataclasses.replace(pb, boundary="none", means_scan_deferred=True)
+    assert (moved.boundary, moved.means_scan_deferred, moved.means is pb.means) == \
+        ("none", True, True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pb.boundary = "none"
+
+
+@pytest.mark.parametrize("boundary", ["per-window", "nnmnkwii", "none"])
+@pytest.mark.parametrize("spec", ["static", "delta", [[1], [1, -1]], [[1], [0, 0, 0, 1, 0]],
+                                  [2, 1]])
+def test_problem_zero_frame_margin(boundary, spec):
+    wins = mlpgx.windows.as_windows(spec)
+    D = 2
+    pb = mlpgx._validate.make_problem(np.zeros((9, len(wins) * D)), None, wins,
+                                      boundary=boundary)
+    lo, hi = pb.zero_frame_ranges()
+    assert isinstance(pb.zero_frame_margin(), int)
+    assert pb.zero_frame_margin() == max(int(lo.max()), int(hi.max()))

@@ -400,14 +400,19 @@ def test_eager_forward_does_not_scan_the_weights_whole(monkeypatch):
     # by a pass over the whole array (neither in the eager validation nor in
     # the op)
     import mlpgx._validate as validate
-    sizes = []
-    real = validate._weights_ok
+    sizes, edges = [], []
+    real, real_edges = validate._weights_ok, validate._edge_frames_ok
     monkeypatch.setattr(validate, "_weights_ok",
                         lambda w, kind, num_threads=None: sizes.append(w.size) or
                         real(w, kind, num_threads))
+    monkeypatch.setattr(validate, "_edge_frames_ok",
+                        lambda x, lengths, K, check="finite", kind=None:
+                        (check == "weights" and edges.append(K)) or
+                        real_edges(x, lengths, K, check, kind))
     mu, var = torch.randn(50, 6, dtype=torch.float64), torch.ones(50, 6, dtype=torch.float64)
     mt.mlpg(mu, var)
-    assert sizes and max(sizes) < var.numel() // 4, sizes
+    assert all(size < var.numel() // 4 for size in sizes), sizes
+    assert edges == [1], edges      # the edge frames only (DELTA: one each side)
 
 
 def test_overflowing_arithmetic_raises_in_the_forward_only():

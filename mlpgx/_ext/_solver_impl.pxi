@@ -765,7 +765,8 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
         lengths, Py_ssize_t T, Py_ssize_t D,
         bint has_means, bint has_weights, bint global_weights, bint has_g,
         bint has_gweights, bint has_gw_acc, num_threads=None, check_weights=None):
-    """Run the solver over a batch (all arrays flat, C order, validated).
+    """Run the solver over a batch (C-contiguous arrays of any shape, read
+    as flat; validated).
 
     means (B*T*L*D), weights (B*T*L*D or L*D), g (B*T*D); outputs out
     (B*T*D) for forward/solve, gmeans and gweights (B*T*L*D) or gw_acc
@@ -802,6 +803,34 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     raise TypeError(f"the solver runs on float32 or float64 arrays, got {dtype}")
 
 
+cdef void _solve_item(const Plan* pl, Py_ssize_t it, Py_ssize_t nstarts, Py_ssize_t width,
+                      Py_ssize_t T, Py_ssize_t D, const Py_ssize_t* lens,
+                      const floating* mp, const floating* wpt, const floating* gp,
+                      floating* op, floating* gmp, floating* gwp, double* gap,
+                      double* ws, floating* scratch, Py_ssize_t* bad) noexcept nogil:
+    """Work item ``it`` of :func:`_run_typed`: sequence ``it // nstarts``,
+    columns from ``(it % nstarts) * width`` (at most ``width``), in chunks of
+    ``pl.chunk``; ``ws`` and ``scratch`` are the calling thread's."""
+    cdef Py_ssize_t b = it // nstarts
+    cdef Py_ssize_t d0 = (it % nstarts) * width
+    cdef Py_ssize_t nd = min(width, D - d0)
+    cdef Py_ssize_t c0 = d0, cw
+    while c0 < d0 + nd:
+        cw = min(pl.chunk, d0 + nd - c0)
+        if _solve_chunk(
+                pl,
+                (mp + b * T * pl.LD) if mp != NULL else NULL,
+                (wpt + b * pl.w_batch_stride) if wpt != NULL else NULL,
+                (gp + b * T * D) if gp != NULL else NULL,
+                (op + b * T * D) if op != NULL else NULL,
+                (gmp + b * T * pl.LD) if gmp != NULL else NULL,
+                (gwp + b * T * pl.LD) if gwp != NULL else NULL,
+                (gap + b * pl.LD) if gap != NULL else NULL,
+                lens[b], c0, cw, ws, scratch, bad + 3 * it) != 0:
+            return
+        c0 = c0 + cw
+
+
 cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
                        means, weights, g, out, gmeans, gweights, gw_acc,
                        lengths, Py_ssize_t T, Py_ssize_t D,
@@ -810,8 +839,7 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
                        int typenum, floating dtype_tag=0):
     cdef Py_ssize_t B = cnp.PyArray_SIZE(<cnp.ndarray?>lengths)
     cdef Py_ssize_t L = len(windows)
-    cdef Py_ssize_t nthreads, width, nitems, it, b, d0, nd, c0, cw, tid, wsz, ssz, nstarts
-    cdef int status
+    cdef Py_ssize_t nthreads, width, nitems, it, b, tid, wsz, ssz, nstarts
     cdef Plan pl
     cdef mlpgx_b2plan b2
     if B == 0 or T == 0 or D == 0:
@@ -898,29 +926,18 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
         bad[3 * it + 1] = -1
         bad[3 * it + 2] = 0
 
+    # One thread (every small problem): no OpenMP region, whose start costs
+    # about as much as a short sequence's solve.
     with nogil:
-        for it in prange(nitems, num_threads=nthreads, schedule="dynamic"):
-            tid = threadid()
-            b = it // nstarts
-            d0 = (it % nstarts) * width
-            nd = min(width, D - d0)
-            c0 = d0
-            while c0 < d0 + nd:
-                cw = min(pl.chunk, d0 + nd - c0)
-                status = _solve_chunk(
-                    &pl,
-                    (mp + b * T * pl.LD) if mp != NULL else NULL,
-                    (wpt + b * pl.w_batch_stride) if wpt != NULL else NULL,
-                    (gp + b * T * D) if gp != NULL else NULL,
-                    (op + b * T * D) if op != NULL else NULL,
-                    (gmp + b * T * pl.LD) if gmp != NULL else NULL,
-                    (gwp + b * T * pl.LD) if gwp != NULL else NULL,
-                    (gap + b * pl.LD) if gap != NULL else NULL,
-                    lens[b], c0, cw,
-                    ws_p + tid * wsz, sc_p + tid * ssz, bad + 3 * it)
-                if status != 0:
-                    break
-                c0 = c0 + cw
+        if nthreads == 1:
+            for it in range(nitems):
+                _solve_item(&pl, it, nstarts, width, T, D, lens, mp, wpt, gp, op, gmp, gwp,
+                            gap, ws_p, sc_p, bad)
+        else:
+            for it in prange(nitems, num_threads=nthreads, schedule="dynamic"):
+                tid = threadid()
+                _solve_item(&pl, it, nstarts, width, T, D, lens, mp, wpt, gp, op, gmp, gwp,
+                            gap, ws_p + tid * wsz, sc_p + tid * ssz, bad)
 
     rejected = False
     rows = []
@@ -981,6 +998,10 @@ def scan_valid(x, str check, num_threads=None):
     else:
         nthreads = int(num_threads)
     nthreads = max(1, min(nthreads, nblocks))
+    if nthreads == 1:   # (no OpenMP region: most scans are of a few frames)
+        with nogil:
+            nbad = mlpgx_scan_d(xd, n, c) if is_double else mlpgx_scan_f(xf, n, c)
+        return nbad == 0
     with nogil:
         for blk in prange(nblocks, num_threads=nthreads, schedule="static"):
             lo = blk * block
@@ -988,4 +1009,55 @@ def scan_valid(x, str check, num_threads=None):
                 nbad += mlpgx_scan_d(xd + lo, min(block, n - lo), c)
             else:
                 nbad += mlpgx_scan_f(xf + lo, min(block, n - lo), c)
+    return nbad == 0
+
+
+def scan_edges(x, str check, Py_ssize_t K, lengths):
+    """Whether the edge frames of every sequence of ``x`` pass ``check``.
+
+    ``x``: a C-contiguous float32/float64 NumPy array ``(B, T, C)``;
+    ``lengths``: ``(B,)`` intp, ``0 <= lengths[b] <= T``.  Scans frames
+    ``0 .. K-1`` and ``n-K .. n-1`` of sequence ``b`` (``n = lengths[b]``;
+    frames ``>= n`` are padding and not read), on the calling thread: the
+    validation layer's check of the frames a kernel did not read (see
+    ``_validate.finish_means_scan``), one call for what were four NumPy
+    slices and scans.  ``check`` as in :func:`scan_valid`.
+    """
+    cdef int c = SCAN_CHECKS[check]
+    if (not cnp.PyArray_Check(x) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+            or cnp.PyArray_NDIM(<cnp.ndarray>x) != 3):
+        raise TypeError("scan_edges takes a C-contiguous (B, T, C) NumPy array")
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef int typenum = cnp.PyArray_TYPE(arr)
+    if typenum != cnp.NPY_DOUBLE and typenum != cnp.NPY_FLOAT:
+        raise TypeError(f"scan_edges takes float32 or float64, got {arr.dtype}")
+    cdef Py_ssize_t B = cnp.PyArray_DIM(arr, 0), T = cnp.PyArray_DIM(arr, 1)
+    cdef Py_ssize_t C = cnp.PyArray_DIM(arr, 2)
+    if K < 0:
+        raise ValueError(f"K must be >= 0, got {K}")
+    if B == 0:   # (an empty batch: nothing to scan, and no lengths to read)
+        return True
+    cdef const Py_ssize_t* lens = <const Py_ssize_t*>_data(lengths, cnp.NPY_INTP, B, False,
+                                                           "lengths")
+    cdef Py_ssize_t b, n, head, tail
+    for b in range(B):
+        if lens[b] < 0 or lens[b] > T:
+            raise ValueError(f"lengths[{b}] = {lens[b]} is outside [0, {T}]")
+    cdef const double* xd = <const double*>cnp.PyArray_DATA(arr)
+    cdef const float* xf = <const float*>cnp.PyArray_DATA(arr)
+    cdef bint is_double = typenum == cnp.NPY_DOUBLE
+    cdef int nbad = 0
+    with nogil:
+        for b in range(B):
+            n = lens[b]
+            head = min(K, n)                # frames [0, head)
+            tail = max(n - K, head)         # frames [tail, n), not scanned twice
+            if is_double:
+                nbad += mlpgx_scan_d(xd + b * T * C, head * C, c)
+                nbad += mlpgx_scan_d(xd + (b * T + tail) * C, (n - tail) * C, c)
+            else:
+                nbad += mlpgx_scan_f(xf + b * T * C, head * C, c)
+                nbad += mlpgx_scan_f(xf + (b * T + tail) * C, (n - tail) * C, c)
+            if nbad:
+                break
     return nbad == 0

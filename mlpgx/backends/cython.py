@@ -89,16 +89,17 @@ class CythonBackend(KernelBackend):
         out, gmeans, gweights, gw_acc = allocate_outputs(np, mode, pb)
         if given_output is not None:   # read by the kernel, never written
             out = given_output
+        # (the solver takes any C-contiguous arrays, read as flat: no reshapes)
         _, finite = _solver.run(
             "adjoint_from_output" if given_output is not None else mode,
             pb.windows, lo, hi, pb.weight_kind,
-            pb.means.reshape(-1) if has_means else ph,
-            pb.weights.reshape(-1) if has_weights else ph,
-            g.reshape(-1) if g is not None else ph,
-            out.reshape(-1) if out is not None else ph,
-            gmeans.reshape(-1) if gmeans is not None else ph,
-            gweights.reshape(-1) if gweights is not None else ph,
-            gw_acc.reshape(-1) if gw_acc is not None else self._PLACEHOLDERS[np.dtype(np.float64)],
+            pb.means if has_means else ph,
+            pb.weights if has_weights else ph,
+            g if g is not None else ph,
+            out if out is not None else ph,
+            gmeans if gmeans is not None else ph,
+            gweights if gweights is not None else ph,
+            gw_acc if gw_acc is not None else self._PLACEHOLDERS[np.dtype(np.float64)],
             pb.lengths.astype(np.intp, copy=False), T, D,
             has_means, has_weights, pb.global_weights, g is not None,
             gweights is not None, gw_acc is not None,
