@@ -238,7 +238,10 @@ def overhead_rows(Ts=(1, 10, 100), D=60):
         ]
         for name, call, kernel in calls:
             def many(fn):
-                return lambda: [fn() for _ in range(CALLS_PER_TIMING)]
+                def run():   # (each result dropped at once: no heap growth)
+                    for _ in range(CALLS_PER_TIMING):
+                        fn()
+                return run
             t_call = best_time(many(call), 0.3) / CALLS_PER_TIMING
             t_kernel = best_time(many(kernel), 0.3) / CALLS_PER_TIMING
             rows.append(dict(T=T, D=D, call=name, call_s=t_call, kernel_s=t_kernel,

@@ -59,11 +59,24 @@
  *     scratch row copied out; only where nd is not a multiple of 8), so that
  *     GCC runs it in vectors of 8 with no scalar remainder: bitwise the same
  *     results, the forward at D = 60 1.08x slower (three rounds, quiet
- *     machine), the solve and the adjoint given c 1.05-1.08x faster.
+ *     machine), the solve and the adjoint given c 1.05-1.08x faster;
+ *   - the factor scratch stored in reverse frame order, so that the back
+ *     substitution reads ascending addresses and the sweep writes
+ *     descending ones: bitwise the same, the float64 forward 0.97-1.07x the
+ *     time (T = 1e3-1e5, both layouts in one binary).  Neither direction
+ *     bounds it: in the same harness the forward takes 76-99 ns per frame
+ *     (D = 60) from T = 100, where everything sits in L2, to T = 3000,
+ *     130 ns at T = 5000, and about 300 ns from T = 1e4 on (inputs and
+ *     scratch past the 32 MiB L3).
  * Still open: per column, the float32 forward at D = 60 takes 1.3x the time
  * it takes at D = 64 (0.137-0.144 vs 0.109-0.110 ms at T = 1000), where
  * float64 does not; and in one process, through _solver.run, the float32
- * forward took 129-131 us against 103-106 us for float64.  Caution for
+ * forward took 129-131 us against 103-106 us for float64.  A likely reason,
+ * not yet confirmed in the assembly: GCC 12 vectorises the mixed
+ * float/double row loop at 16 columns (one zmm of floats, two of doubles)
+ * with one vector epilogue of 8, leaving 60 = 3 x 16 + 8 + 4 columns to
+ * scalar code, while the float64 loop (8 columns, a 4-column ymm epilogue)
+ * has no scalar remainder at D = 60.  Caution for
  * such A/B runs: the same code built into two binaries differed by up to
  * 1.2x here (code layout), so differences below that need repeated builds.
  */
