@@ -93,11 +93,22 @@ def _first_bad_index(mask):
     return tuple(int(i) for i in idx)
 
 
+def _compiled_scans_take(x) -> bool:
+    """Whether the compiled scans (``mlpgx/_ext/mlpgx_scan.h``) take ``x``:
+    a C-contiguous float32/float64 NumPy array, with the extension built."""
+    return (_solver is not None and type(x) is np.ndarray and x.dtype in _NATIVE
+            and x.flags.c_contiguous)
+
+
+def _weights_check(kind: str) -> str:
+    """The scan check of valid weights of ``kind`` (see ``scan_valid``)."""
+    return "positive" if kind == "variance" else "nonnegative"
+
+
 def _compiled_scan(x, check: str, num_threads):
-    """The compiled one-pass scan (``mlpgx/_ext/mlpgx_scan.h``) for NumPy
-    arrays it takes; ``None`` for others (CuPy arrays, other layouts)."""
-    if (_solver is not None and type(x) is np.ndarray and x.dtype in _NATIVE
-            and x.flags.c_contiguous):
+    """The compiled one-pass scan for NumPy arrays it takes; ``None`` for
+    others (CuPy arrays, other layouts)."""
+    if _compiled_scans_take(x):
         return _solver.scan_valid(x, check, num_threads)
     return None
 
@@ -122,7 +133,7 @@ def _weights_ok(w, kind: str, num_threads=None) -> bool:
     """One pass: ``True`` proves the weights valid (see :func:`_check_weights`)."""
     if w.size == 0:
         return True
-    ok = _compiled_scan(w, "positive" if kind == "variance" else "nonnegative", num_threads)
+    ok = _compiled_scan(w, _weights_check(kind), num_threads)
     if ok is not None:
         return ok
     if kind == "variance":
@@ -657,11 +668,9 @@ def _edge_frames_ok(m, lengths, K: int, check: str = "finite",
     """Whether frames ``0..K-1`` and ``n-K..n-1`` of every sequence of ``m``
     (``(B, T, C)``; ``n = lengths[b]``) pass ``check`` (``"finite"``, or
     ``"weights"``: valid weights of ``kind``, see :func:`_weights_ok`)."""
-    scan = "finite" if check == "finite" else \
-        ("positive" if kind == "variance" else "nonnegative")
-    if (_solver is not None and type(m) is np.ndarray and m.dtype in _NATIVE
-            and m.flags.c_contiguous and m.ndim == 3 and type(lengths) is np.ndarray
+    if (_compiled_scans_take(m) and m.ndim == 3 and type(lengths) is np.ndarray
             and lengths.dtype == np.intp):   # (one compiled call)
+        scan = "finite" if check == "finite" else _weights_check(kind)
         return _solver.scan_edges(m, scan, K, lengths)
     ok = _all_finite if check == "finite" else (lambda x: _weights_ok(x, kind))
     B, T = m.shape[0], m.shape[1]
