@@ -803,6 +803,17 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     raise TypeError(f"the solver runs on float32 or float64 arrays, got {dtype}")
 
 
+cdef int _check_lengths(const Py_ssize_t* lens, Py_ssize_t B, Py_ssize_t T) except -1:
+    """Raise ValueError unless every ``lens[b]`` lies in ``[0, T]`` (the
+    validation layer checked them; the compiled entries check again because
+    they index with them)."""
+    cdef Py_ssize_t b
+    for b in range(B):
+        if lens[b] < 0 or lens[b] > T:
+            raise ValueError(f"lengths[{b}] = {lens[b]} is outside [0, {T}]")
+    return 0
+
+
 cdef void _solve_item(const Plan* pl, Py_ssize_t it, Py_ssize_t nstarts, Py_ssize_t width,
                       Py_ssize_t T, Py_ssize_t D, const Py_ssize_t* lens,
                       const floating* mp, const floating* wpt, const floating* gp,
@@ -905,9 +916,7 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
             gwp = <floating*>_data(gweights, typenum, n_in, True, "gweights")
         if has_gw_acc:
             gap = <double*>_data(gw_acc, cnp.NPY_DOUBLE, B * L * D, True, "gw_acc")
-    for b in range(B):
-        if lens[b] < 0 or lens[b] > T:
-            raise ValueError(f"lengths[{b}] = {lens[b]} is outside [0, {T}]")
+    _check_lengths(lens, B, T)
 
     # Both start on a cache line (the rows inside are multiples of TILE
     # elements): misaligned vectors cost about 15% here.
@@ -1040,9 +1049,7 @@ def scan_edges(x, str check, Py_ssize_t K, lengths):
     cdef const Py_ssize_t* lens = <const Py_ssize_t*>_data(lengths, cnp.NPY_INTP, B, False,
                                                            "lengths")
     cdef Py_ssize_t b, n, head, tail
-    for b in range(B):
-        if lens[b] < 0 or lens[b] > T:
-            raise ValueError(f"lengths[{b}] = {lens[b]} is outside [0, {T}]")
+    _check_lengths(lens, B, T)
     cdef const double* xd = <const double*>cnp.PyArray_DATA(arr)
     cdef const float* xf = <const float*>cnp.PyArray_DATA(arr)
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
