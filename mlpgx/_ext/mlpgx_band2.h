@@ -68,6 +68,19 @@
  *     (D = 60) from T = 100, where everything sits in L2, to T = 3000,
  *     130 ns at T = 5000, and about 300 ns from T = 1e4 on (inputs and
  *     scratch past the 32 MiB L3).
+ * And on a 2-core AMD EPYC Zen 3 VM (AVX2, no AVX-512; D = 64, float64,
+ * the same kind of harness, 2026-11-27, a noisy machine: +-10% between
+ * repeats):
+ *   - a register-resident forward: frames inner, a tile of 4, 8 or 16
+ *     columns carried through the frames with the sweep's state (the rows
+ *     of R as window-summed partial sums, 1/D, L[i-1, i-2] and y of the
+ *     last two rows) in registers instead of rings, frames blocked by 32 so
+ *     that the tiles of a block share its input lines: 0.91-1.12x as fast
+ *     as this kernel at T = 300-1e5 with tiles of 4 or 8 columns, 0.63-0.88x
+ *     with 16 (16 ymm registers: spills); results within 2e-15 of it.  So
+ *     the rings' loads and stores do not bound it there either;
+ *   - every division replaced by a multiplication (as above): 0-10% faster
+ *     at T = 300-1000.
  * Still open: per column, the float32 forward at D = 60 takes 1.3x the time
  * it takes at D = 64 (0.137-0.144 vs 0.109-0.110 ms at T = 1000), where
  * float64 does not; and in one process, through _solver.run, the float32
