@@ -77,10 +77,11 @@
  *     last two rows) in registers instead of rings, frames blocked by 32 so
  *     that the tiles of a block share its input lines: 0.91-1.12x as fast
  *     as this kernel at T = 300-1e5 with tiles of 4 or 8 columns, 0.63-0.88x
- *     with 16 (16 ymm registers: spills); results within 2e-15 of it.  So
- *     the rings' loads and stores do not bound it there either;
- *   - every division replaced by a multiplication (as above): 0-10% faster
- *     at T = 300-1000.
+ *     with 16 (likely spills: AVX2 has 16 vector registers); results
+ *     within 2e-15 of it.  So the rings' loads and stores do not bound it
+ *     there either;
+ *   - every division replaced by a multiplication (as above): 1-15%
+ *     faster at T = 300-1000, within the noise.
  * Still open: per column, the float32 forward at D = 60 takes 1.3x the time
  * it takes at D = 64 (0.137-0.144 vs 0.109-0.110 ms at T = 1000), where
  * float64 does not; and in one process, through _solver.run, the float32
