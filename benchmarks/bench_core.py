@@ -18,6 +18,8 @@ fwd/floor  the target is <= 2 (stretch 1.5) at T >= 1000
 adj/fwd    the target is <= 2
 adj(out)/fwd  the adjoint given the forward's output (``output=``, what a
            training step's backward does: c is read, only R^{-1} g is solved)
+adj(means)/fwd  the means-only adjoint (``weight_grad=False``: the variances
+           need no gradient; neither c nor the means are read)
 ns/frame/dim  forward time per frame and static dimension (flatness across T)
 peak/in    peak extra memory of the adjoint call / bytes of means + variances
 reference  the scipy.sparse backend (timed on a few dimensions, scaled to D)
@@ -113,11 +115,15 @@ def bench_case(B, T, D, dtype, threads, with_peers):
     c = mlpgx.mlpg(means, variances, num_threads=threads)
     row["adj_out_s"] = best_time(
         lambda: mlpgx.mlpg_adjoint(g, means, variances, output=c, num_threads=threads), budget)
+    row["adj_means_s"] = best_time(
+        lambda: mlpgx.mlpg_adjoint(g, means, variances, weight_grad=False, num_threads=threads),
+        budget)
     row["fwd_nocheck_s"] = best_time(
         lambda: mlpgx.mlpg(means, variances, num_threads=threads, check_finite=False), budget)
     row["fwd_per_floor"] = row["fwd_s"] / row["floor_s"]
     row["adj_per_fwd"] = row["adj_s"] / row["fwd_s"]
     row["adj_out_per_fwd"] = row["adj_out_s"] / row["fwd_s"]
+    row["adj_means_per_fwd"] = row["adj_means_s"] / row["fwd_s"]
     row["ns_per_frame_dim"] = row["fwd_s"] / ((B or 1) * T * D) * 1e9
     row["peak_fwd_per_input"] = peak_extra_bytes(
         lambda: mlpgx.mlpg(means, variances, num_threads=threads)) / nbytes
@@ -157,14 +163,15 @@ def fmt_row(r):
             f"| {r['floor_s'] * 1e3:.3f} | {r['fwd_s'] * 1e3:.3f} | {r['adj_s'] * 1e3:.3f} "
             f"| {r['fwd_per_floor']:.2f} | {r['fwd_nocheck_s'] / r['floor_s']:.2f} "
             f"| {r['adj_per_fwd']:.2f} | {r['adj_out_per_fwd']:.2f} "
+            f"| {r['adj_means_per_fwd']:.2f} "
             f"| {r['ns_per_frame_dim']:.2f} "
             f"| {r['peak_adj_per_input']:.2f} | {ref} | {sol} | {gen} |")
 
 
 HEADER = ("| B | T | D | dtype | threads | floor ms | fwd ms | adj ms | fwd/floor "
-          "| fwd/floor (no scan) | adj/fwd | adj(out)/fwd | ns/frame/dim | peak/in (adj) "
-          "| reference / fwd | solveh loop / fwd | general kernel / fwd |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| fwd/floor (no scan) | adj/fwd | adj(out)/fwd | adj(means)/fwd | ns/frame/dim "
+          "| peak/in (adj) | reference / fwd | solveh loop / fwd | general kernel / fwd |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def plot(rows, path, machine):
@@ -185,6 +192,8 @@ def plot(rows, path, machine):
         ax.loglog(T, [r["adj_s"] * 1e3 for r in one], "C0--s", label="mlpgx adjoint, 1 thread")
         ax.loglog(T, [r["adj_out_s"] * 1e3 for r in one], "C0:d",
                   label="mlpgx adjoint given the output, 1 thread")
+        ax.loglog(T, [r["adj_means_s"] * 1e3 for r in one], "C4-.x",
+                  label="mlpgx means-only adjoint, 1 thread")
         if nmax > 1:
             ax.loglog([r["T"] for r in allt], [r["fwd_s"] * 1e3 for r in allt], "C2-o",
                       label=f"mlpgx forward, {nmax} threads")
@@ -235,6 +244,9 @@ def overhead_rows(Ts=(1, 10, 100), D=60):
             ("mlpg_adjoint, output=",
              lambda: mlpgx.mlpg_adjoint(g, means, variances, output=c, num_threads=1),
              lambda: backend._run("adjoint", pb, gb, given_output=cb)),
+            ("mlpg_adjoint, weight_grad=False",
+             lambda: mlpgx.mlpg_adjoint(g, means, variances, weight_grad=False, num_threads=1),
+             lambda: backend._run("adjoint", pb, gb, weight_grad=False)),
         ]
         for name, call, kernel in calls:
             def many(fn):

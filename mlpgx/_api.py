@@ -2,6 +2,7 @@
 and :func:`window_matrix`."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -55,9 +56,13 @@ def run_forward(b, problem, unvoiced_value=0.0, check_finite=False):
     return _mark_unvoiced(problem, out, unvoiced_value)
 
 
-def _adjoint_call(b, problem, g, output):
+def _adjoint_call(b, problem, g, output, weight_grad=True):
     """``b.adjoint_checked``, given ``output`` only when it is there and ``b``
-    reuses it: ``((grad_means, grad_weights), (means_finite, weights_finite))``."""
+    reuses it: ``((grad_means, grad_weights), (means_finite, weights_finite))``.
+    ``weight_grad=False``: the means gradient alone (``grad_weights`` is
+    ``None``; ``output`` is not needed)."""
+    if not weight_grad:
+        return b.adjoint_checked(problem, g, weight_grad=False)
     if output is None or not getattr(b, "reuses_output", False):
         return b.adjoint_checked(problem, g)
     return b.adjoint_checked(problem, g, output=output)
@@ -78,28 +83,29 @@ def check_results(operation, problem, results, given_output=False, ignore=None):
             check_result(x, problem, name, inputs, ignore)
 
 
-def run_adjoint(b, problem, g, output=None):
+def run_adjoint(b, problem, g, output=None, weight_grad=True):
     """:meth:`Backend.adjoint` of ``problem`` on backend ``b``, with the
     voicing rule: ``g`` must already be 0 on unvoiced frames; constraints the
     rule drops get exactly 0.  ``output``: ``None`` or the forward's result
     for ``problem`` (batched; any values on unvoiced frames), which backends
-    with ``reuses_output`` read instead of solving for it again."""
-    return run_adjoint_checked(b, problem, g, output)[0]
+    with ``reuses_output`` read instead of solving for it again.
+    ``weight_grad=False``: ``(grad_means, None)``."""
+    return run_adjoint_checked(b, problem, g, output, weight_grad)[0]
 
 
-def run_adjoint_checked(b, problem, g, output=None):
+def run_adjoint_checked(b, problem, g, output=None, weight_grad=True):
     """:func:`run_adjoint` as ``((grad_means, grad_weights), (means_finite,
     weights_finite))``: each flag ``True`` when the backend tested that
     gradient finite (:meth:`Backend.adjoint_checked`)."""
     if problem.voiced is None:
-        return _adjoint_call(b, problem, g, output)
+        return _adjoint_call(b, problem, g, output, weight_grad)
     lowered = _for_backend(b, problem)
-    if output is not None and lowered is not problem:
+    if output is not None and lowered is not problem and weight_grad:
         output = _msd.lowered_output(problem, output)
-    (gm, gw), (gm_finite, gw_finite) = _adjoint_call(b, lowered, g, output)
+    (gm, gw), (gm_finite, gw_finite) = _adjoint_call(b, lowered, g, output, weight_grad)
     keep = _msd._keep4(problem)
     gm = _msd.where_kept(keep, gm, 0)
-    if problem.weights is None:
+    if problem.weights is None or gw is None:
         return (gm, None), (gm_finite, False)
     gw = _msd.where_kept(keep, gw, 0) if gw.ndim > 1 else gw
     if problem.global_weights and gw.ndim > 1:   # lowered weights are per frame
@@ -247,7 +253,8 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
 
 def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precisions=None,
                  lengths=None, boundary="per-window", voiced=None, msd_rule="hts",
-                 output=None, backend="auto", check_finite=True, num_threads=None):
+                 output=None, weight_grad=True, backend="auto", check_finite=True,
+                 num_threads=None):
     r"""Vector-Jacobian product of :func:`mlpg` (its backward pass).
 
     With ``c = R^{-1} r`` the output of :func:`mlpg` and ``g`` the gradient
@@ -287,6 +294,17 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
         ``eps32 * (|mu| + |W c|)`` (the scale :func:`verify` judges it by),
         not of ``|mu - W c|``, which can be far smaller when the model's
         statics and deltas are consistent.
+    weight_grad : bool, default True
+        ``False``: compute the means gradient alone, for callers whose
+        variances need no gradient (fixed or global variances in MGE
+        training; :mod:`mlpgx.torch` asks for it when the variances do not
+        require grad).  ``p_l W_l R^{-1} g`` depends on the weights and
+        ``g`` only, so the means are then neither read nor scanned for
+        NaN/inf (their shape and dtype are still checked), and ``output``
+        is not read either.  Backends with ``Backend.means_only_adjoint``
+        (``"cython"``) skip the weights' gradient and its reads, about a
+        quarter of the adjoint's memory traffic; the others compute it and
+        drop it.
 
     Returns
     -------
@@ -295,7 +313,8 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     grad_variances : ndarray or None
         Gradient w.r.t. ``variances`` (or w.r.t. ``precisions`` when those
         were given), with their shape (global ``(L*D,)`` weights get the sum
-        over frames and sequences); ``None`` for unit variances.
+        over frames and sequences); ``None`` for unit variances or
+        ``weight_grad=False``.
 
     Examples
     --------
@@ -316,22 +335,36 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     >>> gmu2, gvar2 = mlpgx.mlpg_adjoint(g, mu, var, output=c)
     >>> bool(np.allclose(gmu2, gmu) and np.allclose(gvar2, gvar))
     True
+
+    The means gradient alone:
+
+    >>> gmu3, none = mlpgx.mlpg_adjoint(g, mu, var, weight_grad=False)
+    >>> bool(np.allclose(gmu3, gmu)), none is None
+    (True, True)
     """
+    if not isinstance(weight_grad, (bool, np.bool_)):
+        raise TypeError(f"weight_grad must be a bool; got {weight_grad!r}")
     # the means reach the weight gradient only: without weights they are
-    # scanned first, as in mlpg; with them, through it (see run_forward)
+    # scanned first, as in mlpg; with them, through it (see run_forward);
+    # without the weight gradient, not at all (their values are not used)
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule,
-                           defer_means_scan=variances is not None or precisions is not None,
+                           defer_means_scan=(variances is not None or precisions is not None
+                                             or not weight_grad),
                            defer_weights_scan=True)
+    if not weight_grad and problem.means_scan_deferred:
+        problem = dataclasses.replace(problem, means_scan_deferred=False)
     with inputs_reported_first(problem):
         g = _output_frames(problem, grad_output, "grad_output", check_finite)
-        c = None if output is None else _output_frames(problem, output, "output", check_finite)
+        # (not read without the weight gradient: its shape alone is checked)
+        c = None if output is None else _output_frames(problem, output, "output",
+                                                       check_finite and weight_grad)
         b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,
                               boundary=problem.boundary)
     problem = settle_deferred_scans(problem, b)
     with inputs_reported_first(problem, np.linalg.LinAlgError):
-        (gm, gw), (gm_finite, gw_finite) = run_adjoint_checked(b, problem, g, c)
+        (gm, gw), (gm_finite, gw_finite) = run_adjoint_checked(b, problem, g, c, weight_grad)
     # (a deferred means scan tests gw first: when it passes, gw needs no
     # result check of its own; the weights the kernel did not read come next.
     # Gradients the backend tested finite are not scanned again)

@@ -117,7 +117,8 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     inputs are widened exactly), so its error is negligible.  A backend
     whose adjoint can reuse the forward's output (``output=`` of
     :func:`mlpgx.mlpg_adjoint`) has that path checked as well, given its own
-    forward result.
+    forward result, and one with a means-only adjoint (``weight_grad=False``,
+    ``Backend.means_only_adjoint``) that one.
 
     Parameters
     ----------
@@ -149,7 +150,8 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
     >>> rep = mlpgx.verify(rng.normal(size=(100, 9)), rng.uniform(0.5, 2, (100, 9)),
     ...                    backend="cython")
     >>> rep.passed, sorted(rep.results)     # doctest: +NORMALIZE_WHITESPACE
-    (True, ['forward', 'grad_means', 'grad_means (output=)', 'grad_variances',
+    (True, ['forward', 'grad_means', 'grad_means (output=)',
+            'grad_means (weight_grad=False)', 'grad_variances',
             'grad_variances (output=)'])
     """
     if rtol is not None:
@@ -211,4 +213,10 @@ def verify(means, variances=None, windows=DELTA, *, backend="auto", precisions=N
         if rgw is not None:
             results[gw_name + suffix] = Comparison.of(
                 gw, rgw, mag.sum(axis=(0, 1)) if problem.global_weights else mag)
+    if getattr(b, "means_only_adjoint", False):
+        gm, gw = run_adjoint(b, problem, g, weight_grad=False)
+        if gw is not None:
+            raise AssertionError(f"backend {b.name!r}: the means-only adjoint "
+                                 f"(weight_grad=False) returned a weight gradient")
+        results["grad_means (weight_grad=False)"] = Comparison.of(gm, rgm, prec * abs_wv)
     return VerifyReport(backend=b.name, dtype=dtype, rtol=tol, results=results)

@@ -26,7 +26,8 @@ Three ``torch.library.custom_op`` operators, each with a ``register_fake``
 ``mlpgx::mlpg``          ``c = R^{-1} r``                   (autograd registered)
 ``mlpgx::mlpg_solve``    ``x = R^{-1} rhs``                 (autograd registered)
 ``mlpgx::mlpg_adjoint``  fused ``(dL/dmu, dL/dw)``          (no autograd: first-order fast path;
-                         takes the saved output ``c``)
+                         takes the saved output ``c``, and
+                         ``weight_grad``)
 
 Windows cross the operator boundary as ``int[] lefts, int[] rights,
 float[] coeffs`` (coefficients concatenated), the boundary rule and the
@@ -68,7 +69,9 @@ with ``m_l`` the 0/1 mask of the boundary rule and the lengths.  When the
 backward runs without ``create_graph`` (grad mode off inside the backward),
 it calls the fused ``mlpgx::mlpg_adjoint`` (the exact NumPy adjoint) with
 the saved output ``c``, so only ``v`` is solved for (``output=`` of
-:func:`mlpgx.mlpg_adjoint`).  With ``create_graph=True`` it evaluates the
+:func:`mlpgx.mlpg_adjoint`); when the variances (precisions) need no
+gradient, it asks for the means' gradient alone (``weight_grad=False``),
+which reads neither ``c`` nor the means.  With ``create_graph=True`` it evaluates the
 formula above from differentiable pieces: ``mlpgx::mlpg_solve`` (itself differentiable:
 ``dL/drhs = R^{-1} gx``, ``dL/dp_l = -m_l (W_l R^{-1} gx) (W_l x)``), the
 saved output ``c`` (differentiable through ``mlpgx::mlpg``) and window
@@ -230,11 +233,13 @@ def _solve_op(rhs: torch.Tensor, weights: Optional[torch.Tensor], weight_kind: s
 def _adjoint_op(grad_output: torch.Tensor, means: torch.Tensor, weights: Optional[torch.Tensor],
                 weight_kind: str, lefts: List[int], rights: List[int], coeffs: List[float],
                 lengths: Optional[torch.Tensor], boundary: str, check_finite: bool,
-                output: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                output: Optional[torch.Tensor] = None,
+                weight_grad: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     wins = _decode(*_args(lefts, rights, coeffs))
     gm, gw = mlpgx.mlpg_adjoint(_np(grad_output), _np(means), windows=wins,
                                 lengths=_cpu_lengths(lengths), boundary=boundary,
-                                output=_np(output), backend=_backend_for(means.device),
+                                output=_np(output), weight_grad=weight_grad,
+                                backend=_backend_for(means.device),
                                 check_finite=check_finite, **_weights_kw(weights, weight_kind))
     gw = torch.from_numpy(gw) if gw is not None else means.new_empty(0)
     return torch.from_numpy(gm), gw
@@ -356,11 +361,14 @@ def _cuda_solve(rhs, weights, weight_kind, lefts, rights, coeffs, lengths, bound
 
 
 def _cuda_adjoint(grad_output, means, weights, weight_kind, lefts, rights, coeffs, lengths,
-                  boundary, check_finite, output=None):
-    # output: c, read by the kernel instead of solved for (Backend.reuses_output)
+                  boundary, check_finite, output=None, weight_grad=True):
+    # output: c, read by the kernel instead of solved for (Backend.reuses_output).
+    # weight_grad=False: the cuda kernels have no means-only adjoint
+    # (Backend.means_only_adjoint), so the weights' gradient is computed and
+    # dropped, as mlpgx.mlpg_adjoint does for such backends
     gm, gw = _cuda_run("adjoint", grad_output, means, weights, weight_kind, lefts, rights,
                        coeffs, lengths, boundary, check_finite, given_output=output)
-    return gm, gw if gw is not None else means.new_empty(0)
+    return gm, gw if gw is not None and weight_grad else means.new_empty(0)
 
 
 _mlpg_op.register_kernel("cuda")(_cuda_mlpg)
@@ -393,9 +401,9 @@ def _(rhs, weights, weight_kind, lefts, rights, coeffs, lengths, boundary, check
 
 @_adjoint_op.register_fake
 def _(grad_output, means, weights, weight_kind, lefts, rights, coeffs, lengths, boundary,
-      check_finite, output=None):
+      check_finite, output=None, weight_grad=True):
     gm = torch.empty_like(means, memory_format=torch.contiguous_format)
-    if weights is None:
+    if weights is None or not weight_grad:
         return gm, means.new_empty(0)
     return gm, torch.empty_like(weights, memory_format=torch.contiguous_format)
 
@@ -505,9 +513,13 @@ def _mlpg_backward(g, means, weights, lengths, out, spec: _Spec, need_m, need_w)
         return None, None
     if not torch.is_grad_enabled():
         # first order: the fused adjoint (exactly mlpgx.mlpg_adjoint), reading
-        # c from the saved output instead of solving for it again
+        # c from the saved output instead of solving for it again; the means'
+        # gradient alone when the weights need none (on the CPU it reads
+        # neither c nor the means; the cuda backend, which has no such mode,
+        # still reads c there)
+        weight_grad = need_w and weights is not None
         gm, gw = _adjoint_op(g, means, weights, *spec.op_args(), lengths, spec.boundary, False,
-                             out if _BACKWARD_REUSES_OUTPUT else None)
+                             out if _BACKWARD_REUSES_OUTPUT else None, weight_grad)
         return (gm if need_m else None), (gw if need_w and weights is not None else None)
     unbatched = means.dim() == 2
     g3, w3, n3 = _batched(g, weights, lengths)

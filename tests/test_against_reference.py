@@ -104,8 +104,19 @@ def check_case(backend, dtype, windows, boundary, means, wkw, lengths, rng):
         c.flags.writeable = False
     gm_o, gw_o = mlpgx.mlpg_adjoint(to_backend(g, backend), to_backend(means, backend), **bkw,
                                     **common, output=c, backend=backend)
-    c, gm, gw, x, gm_o, gw_o = map(to_numpy, (c, gm, gw, x, gm_o, gw_o))
+    # the means-only adjoint (weight_grad=False): the means gradient alone
+    gm_m, gw_m = mlpgx.mlpg_adjoint(to_backend(g, backend), to_backend(means, backend), **bkw,
+                                    **common, weight_grad=False, backend=backend)
+    assert gw_m is None
+    c, gm, gw, x, gm_o, gw_o, gm_m = map(to_numpy, (c, gm, gw, x, gm_o, gw_o, gm_m))
     np.testing.assert_array_equal(c, c_before)
+    assert gm_m.dtype == gm.dtype and gm_m.shape == gm.shape
+    cmp = Comparison.of(gm_m, gm, np.max(np.abs(gm), initial=0.0))
+    assert cmp.max_rel <= rtol, f"adjoint with weight_grad=False vs without: {cmp}"
+    if backend == "cython":
+        # v = R^{-1} g with one right-hand side, as with output=, and p W v
+        # formed the same way
+        np.testing.assert_array_equal(gm_m, gm_o)
     for a, b in [(gm_o, gm), (gw_o, gw)]:
         if b is None:
             assert a is None
@@ -130,7 +141,8 @@ def check_case(backend, dtype, windows, boundary, means, wkw, lengths, rng):
     if batched and lengths is not None:
         for b, n in enumerate(lengths):
             for name, a in [("mlpg", c), ("grad_means", gm), ("mlpg_solve", x),
-                            ("grad_means, output=", gm_o)] + (
+                            ("grad_means, output=", gm_o),
+                            ("grad_means, weight_grad=False", gm_m)] + (
                     [("grad_" + wname, gw), ("grad_" + wname + ", output=", gw_o)]
                     if wval is not None and wval.ndim > 1 else []):
                 assert np.all(a[b, n:] == 0), f"{name}: padded frames of sequence {b} not 0"

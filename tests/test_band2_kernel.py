@@ -78,9 +78,14 @@ def test_the_kernel_that_runs(monkeypatch, solver, rng):
     mlpgx.mlpg_adjoint(rng.standard_normal((20, 4)), x, np.ones_like(x), windows=DELTA)
     mlpgx.mlpg_adjoint(rng.standard_normal((20, 4)), x, windows=DELTA,
                        output=mlpgx.mlpg(x, windows=DELTA))
+    mlpgx.mlpg_adjoint(rng.standard_normal((20, 4)), x, np.ones_like(x), windows=DELTA,
+                       weight_grad=False)
+    mlpgx.mlpg_adjoint(rng.standard_normal((20, 4)), x, np.ones_like(x),
+                       windows=GENERAL_SETS["wide9"], weight_grad=False)
     solver.USE_BAND2 = False
     mlpgx.mlpg(x, windows=DELTA)
-    assert used == ["band2", "general", "band2", "band2", "band2", "general"]
+    assert used == ["band2", "general", "band2", "band2", "band2", "band2", "general",
+                    "general"]
 
 
 def _both(solver, fn):
@@ -127,6 +132,13 @@ def test_agrees_with_general_kernel(name, form, boundary, dtype, solver, rng):
                 continue
             assert np.all(np.isfinite(got))
             _close(got, want, dtype)
+        # the means-only adjoint (mode "adjoint_means"), means NaN: not read
+        nan_means = np.full_like(means, np.nan)
+        adj_m = _both(solver, lambda: mlpgx.mlpg_adjoint(g, nan_means, **kw, **wkw,
+                                                         weight_grad=False))
+        for got in (adj_m[0], adj_m[1]):
+            assert got[1] is None and np.all(np.isfinite(got[0]))
+            _close(got[0], adj[1][0], dtype)
         if "precisions" in wkw or "variances" in wkw:
             rhs_kw = dict(wkw)
             x = _both(solver, lambda: mlpgx.mlpg_solve(g, **kw, **rhs_kw))

@@ -99,6 +99,21 @@ def test_solver_entry_checks_the_arrays_it_is_given():
         solver.run("forward", DELTA, lo, hi, "variance", np.zeros(36, np.int64), ph, ph,
                    np.empty(12, np.int64), ph, ph, ph, np.array([Tn], dtype=np.intp), Tn, Dn,
                    True, False, False, False, False, False)
+    # the means-only adjoint reads no means and writes no weight gradient:
+    # asked for either, the entry refuses
+    g = np.ones(Tn * Dn)
+    gm = np.empty(Tn * 3 * Dn)
+    for has_means, has_gw, has_acc in [(True, False, False), (False, True, False),
+                                       (False, False, True)]:
+        with pytest.raises(ValueError, match="'adjoint_means' reads no means"):
+            solver.run("adjoint_means", DELTA, lo, hi, "variance", np.zeros(Tn * 3 * Dn),
+                       np.ones(Tn * 3 * Dn), g, ph, gm, np.empty(Tn * 3 * Dn), np.zeros(3 * Dn),
+                       np.array([Tn], dtype=np.intp), Tn, Dn, has_means, True, False, True,
+                       has_gw, has_acc)
+    kernel, _ = solver.run("adjoint_means", DELTA, lo, hi, "variance", ph, np.ones(Tn * 3 * Dn),
+                           g, ph, gm, ph, ph, np.array([Tn], dtype=np.intp), Tn, Dn,
+                           False, True, False, True, False, False)
+    assert kernel == "band2" and np.all(np.isfinite(gm))
 
 
 def test_openmp_flag_is_bool():
@@ -318,9 +333,11 @@ def test_verify_report_fields():
     rep = mlpgx.verify(m, v, backend="cython")
     assert isinstance(rep, mlpgx.VerifyReport)
     assert rep.backend == "cython" and rep.dtype == "float64"
-    # the cython adjoint reuses the forward's output: that path is checked too
+    # the cython adjoint reuses the forward's output and has a means-only
+    # path: those are checked too
     assert set(rep.results) == {"forward", "grad_means", "grad_variances",
-                                "grad_means (output=)", "grad_variances (output=)"}
+                                "grad_means (output=)", "grad_variances (output=)",
+                                "grad_means (weight_grad=False)"}
     for c in rep.results.values():
         assert c.max_abs >= 0 and c.max_rel >= 0
         assert c.max_rel <= rep.rtol
@@ -330,9 +347,10 @@ def test_verify_report_fields():
     assert "PASS" in s and "cython" in s and "forward" in s and "grad_variances (output=)" in s
     rp = mlpgx.verify(m, backend="cython", precisions=v)
     assert set(rp.results) == {"forward", "grad_means", "grad_precisions",
-                               "grad_means (output=)", "grad_precisions (output=)"}
-    assert set(mlpgx.verify(m, backend="cython").results) == {"forward", "grad_means",
-                                                              "grad_means (output=)"}
+                               "grad_means (output=)", "grad_precisions (output=)",
+                               "grad_means (weight_grad=False)"}
+    assert set(mlpgx.verify(m, backend="cython").results) == {
+        "forward", "grad_means", "grad_means (output=)", "grad_means (weight_grad=False)"}
 
 
 def test_verify_report_fail(off_backend):

@@ -308,6 +308,15 @@ def test_cuda_kernels_plumbing_on_host(rng, host_cuda, dtype, kind, layout):
     if c.numel():
         assert given is not None and _shares(given, c)
 
+    # the backward when the weights need no gradient: the means' gradient
+    # of the CPU's means-only adjoint, no weight gradient (the cuda backend
+    # has no such mode: it runs the adjoint given c and drops the other)
+    wgm, wgw = _adjoint_op(*adj_args, c, False)
+    gm, gw = mt._cuda_adjoint(*adj_args, output=c, weight_grad=False)
+    assert wgw.numel() == 0 and gw.numel() == 0
+    np.testing.assert_allclose(gm.numpy(), wgm.numpy(), rtol=RTOL[torch.from_numpy(mu).dtype],
+                               atol=1e-12)
+
 
 @pytest.mark.parametrize("global_w", [False, True])
 def test_cuda_kernels_scan_only_untested_results(rng, host_cuda, monkeypatch, global_w):
@@ -454,6 +463,27 @@ def test_forward_backward_vs_cpu(rng, dtype, boundary, kind, layout):
             assert got is None
         else:
             _close(got, want, dtype)
+
+
+@pytest.mark.cuda
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kind", ["variance", "precision"])
+def test_backward_with_weights_that_need_no_gradient_vs_cpu(rng, dtype, kind):
+    """The backward asks for the means' gradient alone (weight_grad=False):
+    on the CPU the means-only kernel, on CUDA the adjoint given c."""
+    mu, w = _problem(rng, B=3, T=60, D=4)
+    g = rng.normal(size=(3, 60, 4))
+    res = {}
+    for dev in ("cpu", "cuda"):
+        m = torch.from_numpy(mu).to(dev, dtype).requires_grad_()
+        tw = torch.from_numpy(w).to(dev, dtype)
+        out = mt.mlpg(m, windows=ASYM, lengths=[60, 31, 4], **_kw(kind, tw))
+        out.backward(torch.from_numpy(g).to(dev, dtype))
+        assert tw.grad is None
+        res[dev] = m.grad
+    assert res["cuda"].device.type == "cuda"
+    _close(res["cuda"], res["cpu"], dtype)
 
 
 @pytest.mark.cuda

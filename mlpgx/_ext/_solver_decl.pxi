@@ -55,6 +55,8 @@ cdef enum SolverMode:
     MODE_ADJOINT = 2    # rhs = (r, g); writes dL/dmu and dL/dweights
     MODE_ADJOINT_FROM_OUTPUT = 3   # rhs = g, c read from out (the forward's
                                    # output); writes dL/dmu and dL/dweights
+    MODE_ADJOINT_MEANS = 4   # rhs = g; writes dL/dmu alone (reads neither c
+                             # nor the means)
 
 cdef enum WeightKind:
     KIND_VARIANCE = 0

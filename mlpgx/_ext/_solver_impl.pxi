@@ -101,7 +101,7 @@ cdef enum:
 PIVOT_RTOL = 1e-13
 
 MODES = {"forward": MODE_FORWARD, "solve": MODE_SOLVE, "adjoint": MODE_ADJOINT,
-         "adjoint_from_output": MODE_ADJOINT_FROM_OUTPUT}
+         "adjoint_from_output": MODE_ADJOINT_FROM_OUTPUT, "adjoint_means": MODE_ADJOINT_MEANS}
 WEIGHT_KINDS = {"variance": KIND_VARIANCE, "precision": KIND_PRECISION, None: KIND_UNIT}
 
 
@@ -148,8 +148,10 @@ cdef inline tile _load_tile(const floating* p) noexcept nogil:
 
 
 cdef inline bint _writes_gradients(int mode) noexcept nogil:
-    # The adjoint modes write dL/dmu and dL/dweights (the others write out).
-    return mode == MODE_ADJOINT or mode == MODE_ADJOINT_FROM_OUTPUT
+    # The adjoint modes write dL/dmu (and but for MODE_ADJOINT_MEANS
+    # dL/dweights); the others write out.
+    return (mode == MODE_ADJOINT or mode == MODE_ADJOINT_FROM_OUTPUT
+            or mode == MODE_ADJOINT_MEANS)
 
 
 cdef inline bint _active(const Plan* pl, Py_ssize_t l, Py_ssize_t t, Py_ssize_t n) noexcept nogil:
@@ -331,10 +333,12 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
     cdef const floating* crow
     # the forward's output given: c is read from out, never solved for
     cdef bint given = pl.mode == MODE_ADJOINT_FROM_OUTPUT
+    # the means-only adjoint: no c at all, no weight gradient
+    cdef bint means_only = pl.mode == MODE_ADJOINT_MEANS
     cdef bint grads = _writes_gradients(pl.mode)
     # the sweep reads the means for r only
     cdef const floating* sweep_means = means
-    if given:
+    if given or means_only:
         sweep_means = NULL
     cdef bint has_means = sweep_means != NULL
 
@@ -460,7 +464,7 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
                         if j < 0 or j >= n or coef == 0.0:
                             continue
                         src = sring + (j & pl.sol_mask) * nr * CH + jo
-                        if not given:
+                        if not (given or means_only):
                             vacc = tile_axpy(vacc, coef, tile_load(src))
                         vpiv = tile_axpy(vpiv, coef, tile_load(src + (nr - 1) * CH))
                     tile_store(Wc + jo, vacc)
@@ -477,14 +481,14 @@ cdef int _solve_chunk_general(const Plan* pl, const floating* means, const float
                         for d in range(nd):
                             Wc[d] += coef * crow[d]
                 _precision_row(pl, weights, t, l, d0, nd, prow)
-                mu = means + t * LD + l * D + d0
                 # dL/dmu = p W v;  dL/dp = (W v)(mu - W c);  dL/dvar = -p^2 dL/dp,
                 # formed as -(p W v)(p (mu - W c)) (p^2 alone overflows for
                 # variances below ~1e-154 where the gradient is finite)
                 for d in range(nd):
                     o[d] = <floating>(prow[d] * Wv[d])
-                if pl.weight_kind == KIND_UNIT:
+                if pl.weight_kind == KIND_UNIT or means_only:
                     continue
+                mu = means + t * LD + l * D + d0
                 if pl.weight_kind == KIND_VARIANCE:
                     for d in range(nd):
                         Wc[d] = -(prow[d] * Wv[d]) * (prow[d] * (mu[d] - Wc[d]))
@@ -773,7 +777,10 @@ def run(str mode, windows, zero_lo, zero_hi, weight_kind,
     (B*L*D, float64, zeroed) for adjoint; all of one float dtype (gw_acc
     float64), lengths intp.  Mode ``"adjoint_from_output"`` is the adjoint
     with ``out`` an input: the forward's output c for these inputs, read
-    instead of solved for (one right-hand side, g).  Absent arrays are
+    instead of solved for (one right-hand side, g); ``"adjoint_means"`` the
+    adjoint's means gradient alone (one right-hand side, g; reads neither
+    ``out`` nor the means, writes ``gmeans`` only: gweights and gw_acc must
+    be absent).  Absent arrays are
     placeholders flagged by the ``has_*`` arguments.  Raises LinAlgError naming the sequence, frame and
     dimension of a non-positive pivot.  Returns ``(kernel, results_finite)``:
     the kernel planned, ``"band2"`` (windows reaching at most one frame to
@@ -862,6 +869,8 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.LD = L * D
     pl.mode = MODES[mode]
     pl.nrhs = 2 if pl.mode == MODE_ADJOINT else 1   # (the output given: g alone)
+    if pl.mode == MODE_ADJOINT_MEANS and (has_gweights or has_gw_acc or has_means):
+        raise ValueError("mode 'adjoint_means' reads no means and writes no weight gradient")
     pl.weight_kind = WEIGHT_KINDS[weight_kind if has_weights else None]
     pl.w_row_stride = 0 if global_weights else L * D
     pl.w_batch_stride = 0 if global_weights else T * L * D

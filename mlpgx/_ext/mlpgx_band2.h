@@ -105,7 +105,8 @@
 typedef struct {
     int L;                  /* windows, 1 .. MLPGX_B2_MAX_WINDOWS; window 0 is [1] */
     int mode;               /* 0 forward (rhs r), 1 solve (rhs g), 2 adjoint (r and g),
-                             * 3 adjoint with c given in ``out`` (rhs g) */
+                             * 3 adjoint with c given in ``out`` (rhs g),
+                             * 4 means-only adjoint (rhs g; gmeans alone) */
     int weight_kind;        /* 0 variances, 1 precisions, 2 none (unit) */
     ptrdiff_t D, LD;
     ptrdiff_t w_row_stride; /* 0 for global (per-column) weights */
@@ -153,18 +154,21 @@ static inline void mlpgx_prefetch_span(const void *p, ptrdiff_t bytes) {
 /* The gradient pass at frame t: prefetch the means and (per-frame) weights
  * of frame t - MLPGX_GRAD_PREFETCH, columns d0 .. d0+nd-1 of each of the L
  * windows (rows of LD elements of ``itemsize`` bytes; w_row_stride 0 for
- * global weights, which are not prefetched). */
+ * global weights, which are not prefetched; means NULL in the means-only
+ * adjoint, which reads none). */
 static inline void mlpgx_prefetch_grad_rows(const void *means, const void *weights,
                                             ptrdiff_t t, int L, ptrdiff_t D, ptrdiff_t LD,
                                             ptrdiff_t w_row_stride, ptrdiff_t d0,
                                             ptrdiff_t nd, ptrdiff_t itemsize) {
     const ptrdiff_t ahead = t - MLPGX_GRAD_PREFETCH;
     int l;
-    if (ahead < 0 || means == NULL)
+    if (ahead < 0)
         return;
     for (l = 0; l < L; l++) {
         const ptrdiff_t col = (l * D + d0) * itemsize;
-        mlpgx_prefetch_span((const char *)means + ahead * LD * itemsize + col, nd * itemsize);
+        if (means != NULL)
+            mlpgx_prefetch_span((const char *)means + ahead * LD * itemsize + col,
+                                nd * itemsize);
         if (weights != NULL && w_row_stride != 0)
             mlpgx_prefetch_span((const char *)weights + ahead * w_row_stride * itemsize + col,
                                 nd * itemsize);

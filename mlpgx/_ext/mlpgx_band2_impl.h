@@ -183,8 +183,9 @@ MLPGX_B2_INLINE int B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, co
  * gm = p W v and the weight gradient.  v is read from vm, v0, vp (ring rows);
  * c from the ring rows cm, c0, cp, or with GIVEN from the rows xm, x0, xp of
  * the forward's output (storage type).  KIND: 0 variances, 1 precisions
- * (read from w), 2 unit precisions and no weight gradient; ACC: add the
- * weight gradient to acc (global weights) instead of storing it to gw.
+ * (read from w), 2 unit precisions and no weight gradient; ACC: 0 store the
+ * weight gradient to gw, 1 add it to acc (global weights), 2 no weight
+ * gradient (the means-only adjoint: c, mu, gw and acc are not read).
  * Returns whether a value stored to gm or gw is not finite (b2_nonfinite_bits;
  * the sums in acc are the caller's to check). */
 MLPGX_B2_INLINE int B2_FN(b2_grad_window)(const int KIND, const int ACC, const int GIVEN,
@@ -206,7 +207,12 @@ MLPGX_B2_INLINE int B2_FN(b2_grad_window)(const int KIND, const int ACC, const i
             continue;
         }
         p = (KIND == 0) ? B2_FN(b2_recip)(w[d]) : (double)w[d];
-        wc = GIVEN ? u0 * (double)xm[d] + u1 * (double)x0[d] + u2 * (double)xp[d]
+        if (ACC == 2) {
+            gm[d] = (B2_T)(p * wv);
+            if (B2_TESTS_RESULTS) bad |= B2_FN(b2_nonfinite_bits)((B2_T)(p * wv));
+            continue;
+        }
+        wc = GIVEN == 1 ? u0 * (double)xm[d] + u1 * (double)x0[d] + u2 * (double)xp[d]
                    : u0 * cm[d] + u1 * c0[d] + u2 * cp[d];
         gm[d] = (B2_T)(p * wv);
         /* variances: dL/dvar below is -gm times a number, so a gm that is
@@ -305,9 +311,10 @@ MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, c
 /* One sequence, columns d0 .. d0+nd-1 (see mlpgx_b2_run_*).  L windows;
  * NR right-hand sides; RHS_R: the first right-hand side is r (else g);
  * CZ1: window 1's centre coefficient is 0 (the delta window [-0.5, 0, 0.5]),
- * so the terms it multiplies are left out; GIVEN: the adjoint with the
- * forward's output given in ``out`` (NR = 1, right-hand side g: c is read,
- * not solved for). */
+ * so the terms it multiplies are left out; GIVEN (NR = 1, right-hand side
+ * g): 1, the adjoint with the forward's output given in ``out`` (c is read,
+ * not solved for); 2, the means-only adjoint (gmeans alone: neither c nor
+ * the means are read, gweights and gw_acc must be NULL). */
 MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const int NR,
                                    const int RHS_R, const int CZ1, const int GIVEN,
                                    const B2_T *means, const B2_T *weights, const B2_T *g,
@@ -414,7 +421,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
             const double *vm = cm + (NR - 1) * CH, *v0 = c0 + (NR - 1) * CH;
             const double *vp = cp + (NR - 1) * CH;
             const B2_T *xm = NULL, *x0 = NULL, *xp = NULL;
-            if (GIVEN) {
+            if (GIVEN == 1) {
                 xm = (t >= 1) ? out + (t - 1) * D + d0 : (const B2_T *)zero;
                 x0 = out + t * D + d0;
                 xp = (t + 1 < n) ? out + (t + 1) * D + d0 : (const B2_T *)zero;
@@ -424,7 +431,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                 B2_T *gm = gmeans + t * LD + l * D + d0;
                 B2_T *gw = (gweights != NULL) ? gweights + t * LD + l * D + d0 : NULL;
                 double *acc = (gw_acc != NULL) ? gw_acc + l * D + d0 : NULL;
-                const B2_T *mu = means + t * LD + l * D + d0;
+                const B2_T *mu = (means != NULL) ? means + t * LD + l * D + d0 : NULL;
                 const double u0 = w0[l], u1 = w1[l], u2 = w2[l];
                 if (!B2_FN(b2_active)(pl, l, t, n)) {
                     memset(gm, 0, nd * sizeof(B2_T));
@@ -438,6 +445,13 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                           xm, x0, xp, wt, mu, gm, gw, acc)
                 if (pl->weight_kind == 2) {
                     results_bad |= B2_GRAD(2, 0, NULL, gm, NULL, NULL);
+                } else if (GIVEN == 2) {
+                    /* the means-only adjoint: gm = p W v in one pass */
+                    const B2_T *wt = weights + t * pl->w_row_stride + l * D + d0;
+                    if (pl->weight_kind == 0)
+                        results_bad |= B2_GRAD(0, 2, wt, gm, NULL, NULL);
+                    else
+                        results_bad |= B2_GRAD(1, 2, wt, gm, NULL, NULL);
                 } else if (gw == NULL && acc == NULL) {
                     B2_BITS row_bad = 0;
                     B2_FN(b2_precisions)(pl, weights, l, t, d0, nd, p, 0);
@@ -490,7 +504,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
  * Returns 0; or, with the outputs undefined, bit 1 when a pivot is not
  * positive, bit 2 when pl->check_weights found an invalid weight; or, the
  * outputs written, bit 4 (alone) when a value stored to gmeans or gweights
- * (modes 2 and 3) or to out (modes 0 and 1) is not finite.  Float64 only
+ * (modes 2, 3 and 4) or to out (modes 0 and 1) is not finite.  Float64 only
  * (B2_TESTS_RESULTS): without bit 4 those are all finite.  The float32
  * clones and the sums added to gw_acc test nothing. */
 static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
@@ -504,8 +518,10 @@ static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
         B2_BY_L(1, 0, 0)
     } else if (pl->mode == 2) {
         B2_BY_L(2, 1, 0)
+    } else if (pl->mode == 3) {
+        B2_BY_L(1, 0, 1)   /* the adjoint with c given */
     } else {
-        B2_BY_L(1, 0, 1)   /* mode 3: the adjoint with c given */
+        B2_BY_L(1, 0, 2)   /* mode 4: the means-only adjoint */
     }
 }
 

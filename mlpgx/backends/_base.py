@@ -9,7 +9,7 @@ from .._problem import BOUNDARIES, Problem
 OPERATIONS = ("forward", "adjoint", "solve")
 
 
-def allocate_outputs(xp, mode: str, problem: Problem, outputs=None):
+def allocate_outputs(xp, mode: str, problem: Problem, outputs=None, weight_grad=True):
     """Uninitialised outputs of one operation, allocated with ``xp`` (numpy or
     cupy): ``(out, grad_means, grad_weights, grad_weights_acc)``.
 
@@ -24,7 +24,8 @@ def allocate_outputs(xp, mode: str, problem: Problem, outputs=None):
     the adjoint, C-contiguous, of the problem's dtype, shaped as above
     (``grad_weights``: the shape of ``problem.weights``, ``(L*D,)`` for global
     weights; ``None`` without weights).  The global-weights accumulator is
-    still allocated here.
+    still allocated here.  ``weight_grad=False`` (the means-only adjoint):
+    neither ``grad_weights`` nor the accumulator.
     """
     if outputs is not None:
         return _preallocated(mode, problem, outputs)
@@ -34,7 +35,9 @@ def allocate_outputs(xp, mode: str, problem: Problem, outputs=None):
         return xp.empty((B, T, D), dtype=dt), None, None, None
     gmeans = xp.empty((B, T, L * D), dtype=dt)
     gweights = gw_acc = None
-    if problem.weights is not None and not problem.global_weights:
+    if not weight_grad:
+        pass
+    elif problem.weights is not None and not problem.global_weights:
         gweights = xp.empty((B, T, L * D), dtype=dt)
     elif problem.weights is not None:
         gw_acc = xp.zeros((B, L * D), dtype=xp.float64)
@@ -125,6 +128,12 @@ class Backend:
         Whether its :meth:`adjoint` takes ``output=`` (the forward's result
         for the same problem) and reads ``c`` from it instead of solving for
         it again.  Backends without it are never given one.
+    means_only_adjoint : bool
+        Whether its :meth:`adjoint` takes ``weight_grad=False`` and then
+        computes the means gradient alone (``p_l W_l R^{-1} g``, which reads
+        neither the means nor ``c``), returning ``None`` for the weights'
+        gradient.  Backends without it are never given the keyword: the API
+        layer drops the weights' gradient they compute.
     nonfinite_means_reach_output : bool
         Whether a NaN or inf in ``problem.means`` at any frame that is at
         least ``windows.max_halfwidth`` frames inside its sequence's ends
@@ -151,6 +160,7 @@ class Backend:
     torch_devices: Tuple[str, ...] = ()
     handles_voicing: bool = False
     reuses_output: bool = False
+    means_only_adjoint: bool = False
     nonfinite_means_reach_output: bool = False
     description: str = ""
 
@@ -175,8 +185,8 @@ class Backend:
         frames ``t >= lengths[b]``."""
         raise NotImplementedError(f"backend {self.name!r} has no forward")
 
-    def adjoint(self, problem: Problem, grad_output,
-                output=None) -> Tuple[object, Optional[object]]:
+    def adjoint(self, problem: Problem, grad_output, output=None,
+                weight_grad: bool = True) -> Tuple[object, Optional[object]]:
         """Vector-Jacobian product for ``grad_output`` ``(B, T, D)``.
 
         ``output`` (only passed to backends with ``reuses_output``): ``None``,
@@ -184,6 +194,10 @@ class Backend:
         array module and dtype, C-contiguous, finite inside the lengths),
         read where ``c`` is needed (``dL/dp = (W v)(mu - W c)``) instead of
         solving ``R c = r`` again.  Only ``v = R^{-1} g`` is solved then.
+
+        ``weight_grad`` (``False`` only passed to backends with
+        ``means_only_adjoint``): ``False`` computes ``grad_means`` alone, and
+        ``grad_weights`` is ``None``.
 
         Returns ``(grad_means, grad_weights)``: ``grad_means`` ``(B, T, L*D)``;
         ``grad_weights`` has the shape of ``problem.weights`` (summed over
@@ -202,14 +216,19 @@ class Backend:
         :func:`mlpgx._validate.check_result`).  The default tests nothing."""
         return self.forward(problem), (False,)
 
-    def adjoint_checked(self, problem: Problem, grad_output, output=None):
+    def adjoint_checked(self, problem: Problem, grad_output, output=None,
+                        weight_grad: bool = True):
         """``((grad_means, grad_weights), (means_finite, weights_finite))``:
         :meth:`adjoint`'s results, each with ``True`` when the backend tested
         it finite as it computed it (see :meth:`forward_checked`).  The
-        default tests nothing."""
-        result = self.adjoint(problem, grad_output) if output is None else \
-            self.adjoint(problem, grad_output, output=output)
-        return result, (False, False)
+        default tests nothing.  ``weight_grad=False``: ``grad_weights`` is
+        ``None`` (computed by backends without ``means_only_adjoint``, and
+        dropped)."""
+        kw = {} if output is None else {"output": output}
+        if not weight_grad and self.means_only_adjoint:
+            kw["weight_grad"] = False
+        gm, gw = self.adjoint(problem, grad_output, **kw)
+        return (gm, gw if weight_grad else None), (False, False)
 
     def solve_checked(self, problem: Problem, rhs):
         """``(x, (finite,))``: :meth:`solve`'s result, with ``True`` when the
@@ -234,7 +253,9 @@ class KernelBackend(Backend):
     ``_run(mode, problem, frames=None, outputs=None)`` with ``mode`` in
     :data:`OPERATIONS` (``frames`` is the upstream gradient or the right-hand
     side); a backend with ``reuses_output`` also takes ``given_output=`` (the
-    forward's result) in mode ``"adjoint"``.  ``outputs``, when given, are preallocated result arrays (see
+    forward's result) in mode ``"adjoint"``, and one with
+    ``means_only_adjoint`` ``weight_grad=False`` (the means gradient alone,
+    ``None`` for the weights').  ``outputs``, when given, are preallocated result arrays (see
     :func:`allocate_outputs`) that the kernel writes into and returns; a
     backend listing ``"cuda"`` in ``torch_devices`` must accept them
     (``mlpgx.torch`` passes CuPy views of torch-allocated tensors), and
@@ -263,20 +284,30 @@ class KernelBackend(Backend):
         x, finite = self._run("solve", problem, rhs, report_finite=True)
         return x, result_flags("solve", problem, finite)
 
-    def adjoint_checked(self, problem: Problem, grad_output, output=None):
+    def adjoint_checked(self, problem: Problem, grad_output, output=None,
+                        weight_grad: bool = True):
         if not self.tests_results:
-            return super().adjoint_checked(problem, grad_output, output)
+            return super().adjoint_checked(problem, grad_output, output, weight_grad)
+        if not weight_grad and self.means_only_adjoint:
+            (gm, _), finite = self._run("adjoint", problem, grad_output, report_finite=True,
+                                        weight_grad=False)
+            return (gm, None), (finite, False)
         given = {} if output is None else {"given_output": output}
-        grads, finite = self._run("adjoint", problem, grad_output, report_finite=True, **given)
-        return grads, result_flags("adjoint", problem, finite)
+        (gm, gw), finite = self._run("adjoint", problem, grad_output, report_finite=True,
+                                     **given)
+        flags = result_flags("adjoint", problem, finite)
+        return (gm, gw if weight_grad else None), flags
 
     def forward(self, problem: Problem):
         return self._run("forward", problem)
 
-    def adjoint(self, problem: Problem, grad_output, output=None):
-        if output is None:   # (backends without reuses_output never get one)
-            return self._run("adjoint", problem, grad_output)
-        return self._run("adjoint", problem, grad_output, given_output=output)
+    def adjoint(self, problem: Problem, grad_output, output=None, weight_grad=True):
+        # (backends without reuses_output, or means_only_adjoint, are never
+        # given output, or weight_grad=False)
+        kw = {} if output is None else {"given_output": output}
+        if not weight_grad:
+            kw["weight_grad"] = False
+        return self._run("adjoint", problem, grad_output, **kw)
 
     def solve(self, problem: Problem, rhs):
         return self._run("solve", problem, rhs)

@@ -36,6 +36,7 @@ class CythonBackend(KernelBackend):
     array_module = "numpy"
     torch_devices = ("cpu",)       # zero-copy through Tensor.numpy()
     reuses_output = True           # mode "adjoint_from_output" of the solver
+    means_only_adjoint = True      # mode "adjoint_means" of the solver
     # both kernels form p * mu for every mean of an active window (0 * nan
     # too) and add it into r with its nonzero coefficients; a NaN in r[i]
     # reaches c[i] through y[i] / D[i]
@@ -79,19 +80,26 @@ class CythonBackend(KernelBackend):
     # gradients for it, and 2-6% of the forward (KernelBackend.forward_checked).
     tests_results = True
 
-    def _run(self, mode: str, pb: Problem, g=None, given_output=None, report_finite=False):
+    def _run(self, mode: str, pb: Problem, g=None, given_output=None, report_finite=False,
+             weight_grad=True):
         T, D = pb.n_frames, pb.static_dim
         dt = pb.dtype
         ph = self._placeholder(dt)
         lo, hi = pb.zero_frame_ranges()
-        has_means = pb.means is not None
+        # (the means-only adjoint reads no means: their gradient is
+        # p W R^{-1} g, whatever they are)
+        has_means = pb.means is not None and weight_grad
         has_weights = pb.weights is not None
-        out, gmeans, gweights, gw_acc = allocate_outputs(np, mode, pb)
-        if given_output is not None:   # read by the kernel, never written
+        out, gmeans, gweights, gw_acc = allocate_outputs(np, mode, pb, weight_grad=weight_grad)
+        solver_mode = mode
+        if mode == "adjoint" and not weight_grad:
+            solver_mode = "adjoint_means"
+        elif given_output is not None:   # read by the kernel, never written
             out = given_output
+            solver_mode = "adjoint_from_output"
         # (the solver takes any C-contiguous arrays, read as flat: no reshapes)
         _, finite = _solver.run(
-            "adjoint_from_output" if given_output is not None else mode,
+            solver_mode,
             pb.windows, lo, hi, pb.weight_kind,
             pb.means if has_means else ph,
             pb.weights if has_weights else ph,
