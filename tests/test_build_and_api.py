@@ -114,6 +114,13 @@ def test_solver_entry_checks_the_arrays_it_is_given():
                            g, ph, gm, ph, ph, np.array([Tn], dtype=np.intp), Tn, Dn,
                            False, True, False, True, False, False)
     assert kernel == "band2" and np.all(np.isfinite(gm))
+    # the other adjoint modes with weights write their gradient somewhere
+    for mode in ("adjoint", "adjoint_from_output"):
+        with pytest.raises(ValueError, match="give gweights or gw_acc"):
+            solver.run(mode, DELTA, lo, hi, "variance", np.zeros(Tn * 3 * Dn),
+                       np.ones(Tn * 3 * Dn), g, np.zeros(Tn * Dn), gm, ph, ph,
+                       np.array([Tn], dtype=np.intp), Tn, Dn, True, True, False, True,
+                       False, False)
 
 
 def test_openmp_flag_is_bool():

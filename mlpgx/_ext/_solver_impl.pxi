@@ -871,6 +871,10 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
     pl.nrhs = 2 if pl.mode == MODE_ADJOINT else 1   # (the output given: g alone)
     if pl.mode == MODE_ADJOINT_MEANS and (has_gweights or has_gw_acc or has_means):
         raise ValueError("mode 'adjoint_means' reads no means and writes no weight gradient")
+    if ((pl.mode == MODE_ADJOINT or pl.mode == MODE_ADJOINT_FROM_OUTPUT) and has_weights
+            and not (has_gweights or has_gw_acc)):
+        raise ValueError(f"mode {mode!r} with weights writes their gradient: give gweights "
+                         f"or gw_acc (the means gradient alone is mode 'adjoint_means')")
     pl.weight_kind = WEIGHT_KINDS[weight_kind if has_weights else None]
     pl.w_row_stride = 0 if global_weights else L * D
     pl.w_batch_stride = 0 if global_weights else T * L * D

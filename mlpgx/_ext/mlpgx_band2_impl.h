@@ -426,7 +426,6 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                 x0 = out + t * D + d0;
                 xp = (t + 1 < n) ? out + (t + 1) * D + d0 : (const B2_T *)zero;
             }
-            double *p = pring;      /* the rings are free now: scratch rows */
             for (l = 0; l < L; l++) {
                 B2_T *gm = gmeans + t * LD + l * D + d0;
                 B2_T *gw = (gweights != NULL) ? gweights + t * LD + l * D + d0 : NULL;
@@ -452,17 +451,6 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                         results_bad |= B2_GRAD(0, 2, wt, gm, NULL, NULL);
                     else
                         results_bad |= B2_GRAD(1, 2, wt, gm, NULL, NULL);
-                } else if (gw == NULL && acc == NULL) {
-                    B2_BITS row_bad = 0;
-                    B2_FN(b2_precisions)(pl, weights, l, t, d0, nd, p, 0);
-                    B2_GRAD(2, 0, NULL, gm, NULL, NULL);
-                    MLPGX_B2_IVDEP
-                    for (d = 0; d < nd; d++) {
-                        const double x = p[d] * (double)gm[d];
-                        gm[d] = (B2_T)x;
-                        if (B2_TESTS_RESULTS) row_bad |= B2_FN(b2_nonfinite_bits)((B2_T)x);
-                    }
-                    results_bad |= B2_NONFINITE(row_bad);
                 } else {
                     const B2_T *wt = weights + t * pl->w_row_stride + l * D + d0;
                     if (pl->weight_kind == 0) {
