@@ -60,12 +60,20 @@ def _adjoint_call(b, problem, g, output, weight_grad=True):
     """``b.adjoint_checked``, given ``output`` only when it is there and ``b``
     reuses it: ``((grad_means, grad_weights), (means_finite, weights_finite))``.
     ``weight_grad=False``: the means gradient alone (``grad_weights`` is
-    ``None``; ``output`` is not needed)."""
-    if not weight_grad:
+    ``None``), by the backend where it has ``means_only_adjoint`` (which
+    needs no ``output``); the others run the adjoint as they always do, and
+    the weights' gradient is dropped here, so that their methods never see
+    the keyword."""
+    if not weight_grad and getattr(b, "means_only_adjoint", False):
         return b.adjoint_checked(problem, g, weight_grad=False)
     if output is None or not getattr(b, "reuses_output", False):
-        return b.adjoint_checked(problem, g)
-    return b.adjoint_checked(problem, g, output=output)
+        result = b.adjoint_checked(problem, g)
+    else:
+        result = b.adjoint_checked(problem, g, output=output)
+    if weight_grad:
+        return result
+    (gm, _), (gm_finite, _) = result
+    return (gm, None), (gm_finite, False)
 
 
 def check_results(operation, problem, results, given_output=False, ignore=None):
@@ -100,7 +108,7 @@ def run_adjoint_checked(b, problem, g, output=None, weight_grad=True):
     if problem.voiced is None:
         return _adjoint_call(b, problem, g, output, weight_grad)
     lowered = _for_backend(b, problem)
-    if output is not None and lowered is not problem and weight_grad:
+    if output is not None and lowered is not problem:
         output = _msd.lowered_output(problem, output)
     (gm, gw), (gm_finite, gw_finite) = _adjoint_call(b, lowered, g, output, weight_grad)
     keep = _msd._keep4(problem)
@@ -300,11 +308,13 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
         training; :mod:`mlpgx.torch` asks for it when the variances do not
         require grad).  ``p_l W_l R^{-1} g`` depends on the weights and
         ``g`` only, so the means are then neither read nor scanned for
-        NaN/inf (their shape and dtype are still checked), and ``output``
-        is not read either.  Backends with ``Backend.means_only_adjoint``
-        (``"cython"``) skip the weights' gradient and its reads, about a
-        quarter of the adjoint's memory traffic; the others compute it and
-        drop it.
+        NaN/inf (their shape and dtype are still checked; with ``voiced``,
+        those the voicing rule keeps are scanned), and ``output`` is not
+        needed (nor scanned).  Backends with ``Backend.means_only_adjoint``
+        (``"cython"``) skip the weights' gradient and the reads it needs,
+        30-40% of the adjoint's data movement (docs/performance.md); the
+        others run their adjoint (given ``output`` where they reuse it) and
+        the weights' gradient is dropped.
 
     Returns
     -------
@@ -357,7 +367,7 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
         problem = dataclasses.replace(problem, means_scan_deferred=False)
     with inputs_reported_first(problem):
         g = _output_frames(problem, grad_output, "grad_output", check_finite)
-        # (not read without the weight gradient: its shape alone is checked)
+        # (not needed without the weight gradient: its shape alone is checked)
         c = None if output is None else _output_frames(problem, output, "output",
                                                        check_finite and weight_grad)
         b = _backends.resolve(backend, means, operation="adjoint", dtype=problem.dtype,

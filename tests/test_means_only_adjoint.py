@@ -169,6 +169,38 @@ class PlainAdjoint(Backend):
         return B.get("reference").adjoint(problem, grad_output)
 
 
+class CheckedReusing(PlainAdjoint):
+    """Without ``means_only_adjoint``, reusing the output, with an
+    ``adjoint_checked`` of the signature from before ``weight_grad``."""
+
+    name = "checked-reusing"
+    reuses_output = True
+
+    def __init__(self):
+        super().__init__()
+        self.given = []
+
+    def adjoint_checked(self, problem, grad_output, output=None):
+        self.given.append(output is not None)
+        ref = B.get("reference").adjoint(problem, grad_output)
+        return ref, (False, False)
+
+
+def test_backends_with_the_old_checked_signature_get_the_output_and_no_keyword():
+    b = CheckedReusing()
+    B.register("checked-test", b)
+    try:
+        means, var, g = _inputs()
+        c = mlpgx.mlpg(means, var)
+        gm, gw = mlpgx.mlpg_adjoint(g, means, var, output=c, backend="checked-test",
+                                    weight_grad=False)
+        assert gw is None and b.given == [True]
+        want, _ = mlpgx.mlpg_adjoint(g, means, var, backend="reference")
+        np.testing.assert_array_equal(gm, want)
+    finally:
+        B.unregister("checked-test")
+
+
 def test_backends_without_it_compute_and_drop_the_weight_gradient():
     b = PlainAdjoint()
     B.register("plain-test", b)

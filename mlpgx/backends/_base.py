@@ -132,8 +132,9 @@ class Backend:
         Whether its :meth:`adjoint` takes ``weight_grad=False`` and then
         computes the means gradient alone (``p_l W_l R^{-1} g``, which reads
         neither the means nor ``c``), returning ``None`` for the weights'
-        gradient.  Backends without it are never given the keyword: the API
-        layer drops the weights' gradient they compute.
+        gradient.  Backends without it are never given the keyword, here or
+        in :meth:`adjoint_checked`: the API layer drops the weights' gradient
+        they compute.
     nonfinite_means_reach_output : bool
         Whether a NaN or inf in ``problem.means`` at any frame that is at
         least ``windows.max_halfwidth`` frames inside its sequence's ends
@@ -221,14 +222,12 @@ class Backend:
         """``((grad_means, grad_weights), (means_finite, weights_finite))``:
         :meth:`adjoint`'s results, each with ``True`` when the backend tested
         it finite as it computed it (see :meth:`forward_checked`).  The
-        default tests nothing.  ``weight_grad=False``: ``grad_weights`` is
-        ``None`` (computed by backends without ``means_only_adjoint``, and
-        dropped)."""
+        default tests nothing.  ``weight_grad`` (``False`` only passed to
+        backends with ``means_only_adjoint``): as in :meth:`adjoint`."""
         kw = {} if output is None else {"output": output}
-        if not weight_grad and self.means_only_adjoint:
+        if not weight_grad:
             kw["weight_grad"] = False
-        gm, gw = self.adjoint(problem, grad_output, **kw)
-        return (gm, gw if weight_grad else None), (False, False)
+        return self.adjoint(problem, grad_output, **kw), (False, False)
 
     def solve_checked(self, problem: Problem, rhs):
         """``(x, (finite,))``: :meth:`solve`'s result, with ``True`` when the
@@ -288,15 +287,13 @@ class KernelBackend(Backend):
                         weight_grad: bool = True):
         if not self.tests_results:
             return super().adjoint_checked(problem, grad_output, output, weight_grad)
-        if not weight_grad and self.means_only_adjoint:
+        if not weight_grad:   # (only with means_only_adjoint)
             (gm, _), finite = self._run("adjoint", problem, grad_output, report_finite=True,
                                         weight_grad=False)
             return (gm, None), (finite, False)
         given = {} if output is None else {"given_output": output}
-        (gm, gw), finite = self._run("adjoint", problem, grad_output, report_finite=True,
-                                     **given)
-        flags = result_flags("adjoint", problem, finite)
-        return (gm, gw if weight_grad else None), flags
+        grads, finite = self._run("adjoint", problem, grad_output, report_finite=True, **given)
+        return grads, result_flags("adjoint", problem, finite)
 
     def forward(self, problem: Problem):
         return self._run("forward", problem)
