@@ -2,7 +2,6 @@
 and :func:`window_matrix`."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -360,11 +359,8 @@ def mlpg_adjoint(grad_output, means, variances=None, windows=DELTA, *, precision
     problem = make_problem(means, variances, windows, precisions=precisions, lengths=lengths,
                            boundary=boundary, check_finite=check_finite,
                            num_threads=num_threads, voiced=voiced, msd_rule=msd_rule,
-                           defer_means_scan=(variances is not None or precisions is not None
-                                             or not weight_grad),
-                           defer_weights_scan=True)
-    if not weight_grad and problem.means_scan_deferred:
-        problem = dataclasses.replace(problem, means_scan_deferred=False)
+                           defer_means_scan=variances is not None or precisions is not None,
+                           defer_weights_scan=True, scan_means=weight_grad)
     with inputs_reported_first(problem):
         g = _output_frames(problem, grad_output, "grad_output", check_finite)
         # (not needed without the weight gradient: its shape alone is checked)

@@ -409,7 +409,8 @@ def _weights(variances, precisions):
 def make_problem(means, variances=None, windows=None, *, precisions=None, lengths=None,
                  boundary="per-window", check_finite=True, num_threads=None,
                  static_dim=None, dtype_from=None, voiced=None, msd_rule="hts",
-                 defer_means_scan=False, defer_weights_scan=False) -> Problem:
+                 defer_means_scan=False, defer_weights_scan=False,
+                 scan_means=True) -> Problem:
     """Validate the arguments of :func:`mlpgx.mlpg` and friends.
 
     ``means`` may be ``None`` for a pure solve; then ``static_dim`` and
@@ -418,6 +419,10 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
     checked (their values are never read); where some of them are not
     finite (or not valid weights), the problem holds a copy with 0 (means)
     or 1 (weights) there.
+
+    ``scan_means=False``: the means' values are not used by the caller (the
+    means-only adjoint), so they are not scanned for NaN/inf where no voicing
+    mask is given (their shape and dtype are still checked).
 
     ``defer_means_scan``: with ``check_finite`` and no voicing mask, leave
     the means' NaN/inf scan to :func:`finish_means_scan` after the kernel
@@ -500,10 +505,10 @@ def make_problem(means, variances=None, windows=None, *, precisions=None, length
         # A passing first scan already proves the means finite.
         # Padding frames (t >= lengths[b]) are not read either: replaced by
         # zeros too when not all finite.
-        deferred = bool(defer_means_scan and check_finite and keep is None
+        deferred = bool(defer_means_scan and check_finite and scan_means and keep is None
                         and _every_window_nonzero(wins))
         if keep is None:
-            if check_finite and not deferred:
+            if check_finite and scan_means and not deferred:
                 m = finite_inside(m, lens, "means", num_threads)
         elif not _all_finite(m, num_threads):
             m = where_kept(keep, m, 0)
