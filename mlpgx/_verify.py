@@ -93,8 +93,9 @@ class VerifyReport:
     def __str__(self) -> str:
         lines = [f"backend {self.backend!r} vs reference ({self.dtype}, rtol {self.rtol:g}): "
                  f"{'PASS' if self.passed else 'FAIL'}"]
+        width = max((len(name) for name in self.results), default=0)   # one column
         for name, c in self.results.items():
-            lines.append(f"  {name:<24} max abs {c.max_abs:.3e}  max rel {c.max_rel:.3e}")
+            lines.append(f"  {name:<{width}} max abs {c.max_abs:.3e}  max rel {c.max_rel:.3e}")
         return "\n".join(lines)
 
 

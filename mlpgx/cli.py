@@ -20,7 +20,6 @@ import glob
 import os
 import sys
 import threading
-import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Tuple
@@ -332,15 +331,20 @@ def example_table() -> int:
     D = LD // 3
     print(f"mlpgx {mlpgx.__version__}: MLPG on CMU ARCTIC slt arctic_a0001 "
           f"(T={T}, D={D} mgc, windows static/delta/accel)")
-    print(f"{'backend':<12}{'dtype':<9}{'time (ms)':>10}{'fwd rel err':>13}"
+    print("fwd (ms): the best of a few calls; a first, untimed call pays the "
+          "one-time set-up")
+    print(f"{'backend':<12}{'dtype':<9}{'fwd (ms)':>10}{'fwd rel err':>13}"
           f"{'adj rel err':>13}  verdict")
     ok_all = True
     for name in mlpgx.backends.available():
         for dtype in (np.float32, np.float64):
             m, v = noisy.astype(dtype), variances.astype(dtype)
-            t0 = time.perf_counter()
-            mlpgx.mlpg(m, v, backend=name)
-            ms = (time.perf_counter() - t0) * 1e3
+            # a cold call's time is mostly one-time set-up (thread pool,
+            # page faults: 17.7 ms against 0.44 ms warm for float32 cython
+            # here, 2-core Zen 3), not what a user running many utterances
+            # pays.  The budget of 0.05 s keeps the slow reference (about
+            # 0.25 s a call) to one timed call after the warm-up
+            ms = _best_time(lambda: mlpgx.mlpg(m, v, backend=name), 0.05) * 1e3
             rep = mlpgx.verify(m, v, backend=name)
             adj = max(x.max_rel for k, x in rep.results.items() if k != "forward")
             ok_all &= rep.passed
@@ -855,14 +859,13 @@ def cmd_demo(args) -> int:
     if bad:
         raise UsageError(f"--dims: mgc dimensions are 0..{D - 1}, got {bad[0]}")
     noisy, variances = noisy.astype(np.float64), variances.astype(np.float64)
-    t0 = time.perf_counter()
     c = mlpgx.mlpg(noisy, variances)
-    ms = (time.perf_counter() - t0) * 1e3
+    ms = _best_time(lambda: mlpgx.mlpg(noisy, variances), 0.05) * 1e3   # warm, as example_table
     truth = means[:, :D].astype(np.float64)
     r_noisy, r_traj, r_truth = _roughness(noisy[:, :D]), _roughness(c), _roughness(truth)
     e_noisy, e_traj = _rmse(noisy[:, :D], truth), _rmse(c, truth)
     print(f"CMU ARCTIC slt arctic_a0001: T={T} frames, D={D} mgc, noise {args.noise:g} x "
-          f"column std (seed {args.seed}); MLPG in {ms:.1f} ms")
+          f"column std (seed {args.seed}); MLPG in {ms:.2f} ms (best of a few calls)")
     print(f"{'':<22}{'frame-diff energy':>18}{'RMSE to clean':>15}")
     print(f"{'clean static stream':<22}{r_truth:>18.4f}{0.0:>15.4f}")
     print(f"{'noisy static means':<22}{r_noisy:>18.4f}{e_noisy:>15.4f}")

@@ -352,6 +352,10 @@ def test_verify_report_fields():
     assert rep.max_rel == max(c.max_rel for c in rep.results.values())
     s = str(rep)
     assert "PASS" in s and "cython" in s and "forward" in s and "grad_variances (output=)" in s
+    # one row per comparison, the numbers in one column however long the names
+    rows = s.splitlines()[1:]
+    assert len(rows) == len(rep.results)
+    assert len({row.index(" max abs ") for row in rows}) == 1, s
     rp = mlpgx.verify(m, backend="cython", precisions=v)
     assert set(rp.results) == {"forward", "grad_means", "grad_precisions",
                                "grad_means (output=)", "grad_precisions (output=)",

@@ -252,7 +252,8 @@ def test_no_arguments_prints_the_example_table(tmp_path):
         for dtype in ("float32", "float64"):
             rows = [ln for ln in proc.stdout.splitlines() if ln.split()[:2] == [name, dtype]]
             assert len(rows) == 1 and rows[0].rstrip().endswith("PASS"), proc.stdout
-    assert "MLPG trajectory" in proc.stdout
+            assert float(rows[0].split()[2]) > 0, proc.stdout   # fwd (ms), warm
+    assert "fwd (ms)" in proc.stdout and "MLPG trajectory" in proc.stdout
 
 
 def _check_plot(proc, png):
