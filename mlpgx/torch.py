@@ -914,7 +914,9 @@ def mlpg(means, variances=None, windows=DELTA, *, precisions=None, lengths=None,
     Returns
     -------
     Tensor, shape (T, D) or (B, T, D)
-        Same dtype and device as ``means``; differentiable (any order) w.r.t.
+        On the device of ``means``, in the dtype computed in: that of
+        ``means`` (float32 for float16/bfloat16, float64 for integers; see
+        ``means``); differentiable (any order) w.r.t.
         ``means`` and the variances / precisions.  With ``voiced``, gradients
         flow through voiced frames only: unvoiced outputs are constants and
         constraints the voicing rule drops get zero gradient.
