@@ -22,7 +22,9 @@ from test_against_reference import make_weights
 BAND2_SETS = {
     "static": as_windows([[1]]),
     "delta1": DELTA1,
-    "delta": DELTA,
+    "delta": DELTA,   # exactly DELTA: the clones with literal coefficients
+    # a zero-centre window 1 that is not DELTA's: the clones that read them
+    "delta-scaled": as_windows([[1], [-1, 0, 1], [1, -2, 1]]),
     "backward": as_windows([(0, 0, [1]), (1, 0, [-1, 1])]),
     "forward": as_windows([(0, 0, [1]), (0, 1, [-1, 1]), (1, 1, [0.2, -0.7, 0.4])]),
     "four": as_windows([[1], [-0.5, 0, 0.5], [1, -2, 1], [0.25, 0.5, -0.1]]),

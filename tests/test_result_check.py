@@ -23,10 +23,12 @@ pytest.importorskip("mlpgx._ext._solver")
 
 CY = backends.get("cython")
 
-#: every 3-tap layout the k <= 2 kernel has a clone for: the delta window
-#: (zero centre), general 3-tap windows, 2-tap differences, 4 windows
+#: every 3-tap layout the k <= 2 kernel has a clone for: exactly DELTA
+#: (literal coefficients), another zero-centre window 1, general 3-tap
+#: windows, 2-tap differences, 4 windows
 BAND2_SETS = {
     "delta": DELTA,
+    "delta-scaled": as_windows([[1.0], [-1.0, 0.0, 1.0], [1.0, -2.0, 1.0]]),
     "delta1": DELTA1,
     "3tap": as_windows([[1.0], [-0.3, 0.1, 0.4], [0.7, -1.5, 0.9]]),
     "2tap": as_windows([(0, 0, [1.0]), (1, 0, [-1.0, 1.0]), (0, 1, [-1.0, 1.0])]),

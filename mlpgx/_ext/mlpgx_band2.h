@@ -82,6 +82,22 @@
  *     there either;
  *   - every division replaced by a multiplication (as above): 1-15%
  *     faster at T = 300-1000, within the noise.
+ * Kept, on the same Zen 3 VM (2026-11-28; kernel alone, D = 60, T = 1000,
+ * DELTA with per-frame variances, best of 300 calls, both orders of the two
+ * clones in one binary; a noisy machine): the exactly-DELTA clones (CZ1 = 2
+ * in mlpgx_band2_impl.h), whose forward sweep takes the coefficients as
+ * literals.  The row loop's multiply-class operations (multiplications and
+ * FMAs, which share two pipes on Zen; additions have their own) go from 23
+ * to 15 per vector of the forward (GCC 12, AVX2, in the object code: 49
+ * instructions with 14 FMAs and 9 multiplications before, 42 with 10 and
+ * 5 after; llvm-mca's Zen 3 model has the two multiply pipes as the
+ * bottleneck of that loop).  Against the
+ * clones that read the coefficients from the plan: float64 forward
+ * 1.14-1.18x faster, the adjoint 1.04-1.08x, the adjoint given c
+ * 1.03-1.07x, the means-only adjoint 1.05-1.07x; float32 forward
+ * 1.14-1.22x, adjoint 1.11-1.14x, adjoint given c 1.08-1.12x.  The results
+ * differ from those clones' by rounding (at most 3.6e-13 relative per
+ * element of the float64 forward there).
  * Still open: per column, the float32 forward at D = 60 takes 1.3x the time
  * it takes at D = 64 (0.137-0.144 vs 0.109-0.110 ms at T = 1000), where
  * float64 does not; and in one process, through _solver.run, the float32
@@ -215,6 +231,17 @@ static inline ptrdiff_t mlpgx_b2_workspace_doubles(ptrdiff_t CH, int L, int nrhs
 /* Storage elements of scratch per frame (CH columns each). */
 static inline ptrdiff_t mlpgx_b2_scratch_row(ptrdiff_t CH, int nrhs) {
     return CH * (2 + nrhs);   /* L[i, i-1], L[i, i-2], y[i] / D[i] per rhs */
+}
+
+/* Whether the plan's windows are exactly DELTA (static, [-0.5, 0, 0.5],
+ * [1, -2, 1]; coefficients on frames t-1, t, t+1): the clones whose forward
+ * sweep takes the coefficients as literals (CZ1 = 2 in mlpgx_band2_impl.h).
+ * Exact comparisons: any other set, a scaled delta window included, runs the
+ * clones that read the coefficients from the plan. */
+static inline int mlpgx_b2_is_delta(const mlpgx_b2plan *pl) {
+    return pl->L == 3 && pl->w[0][0] == 0.0 && pl->w[0][1] == 1.0 && pl->w[0][2] == 0.0 &&
+           pl->w[1][0] == -0.5 && pl->w[1][1] == 0.0 && pl->w[1][2] == 0.5 &&
+           pl->w[2][0] == 1.0 && pl->w[2][1] == -2.0 && pl->w[2][2] == 1.0;
 }
 
 /* Integer lanes as wide as each clone's storage type (mlpgx_b2_mask_<suffix>):
