@@ -16,22 +16,32 @@
 #define MLPGX_B2_INLINE static inline
 #define MLPGX_B2_IVDEP
 #endif
-/* The adjoint's gradient loop (b2_grad_window) is vectorised by order, not
- * left to GCC's judgement: GCC vectorises only the loops it predicts hot,
- * and with some twenty inlined copies of this loop in a clone (weight kinds,
- * gradient forms, windows) the static estimate called the copies of the
- * adjoint given c (mode 3) cold, so they ran scalar: 35.8M instructions
- * against 19.1M for the standalone adjoint, which solves two right-hand
- * sides (callgrind, float64, T = 1000, D = 60, AVX2).  "omp simd" sets the
- * loop's force-vectorise flag, which that estimate does not override; its
- * reduction clause makes the finite-bit OR a vector reduction.  Without
- * OpenMP (or under another compiler) it is the ivdep hint above. */
-#if defined(_OPENMP) && (defined(__GNUC__) || defined(__clang__))
-#define MLPGX_B2_SIMD_OR(acc) _Pragma(MLPGX_B2_STR(omp simd reduction(|:acc)))
+/* mlpgx_b2_run is declared hot, so that GCC optimises every block of it
+ * for speed.  Without profile feedback GCC vectorises only the loops whose
+ * guessed frequency makes them hot, and with some twenty inlined copies of
+ * a loop in a clone (weight kinds, gradient forms, windows) that guess
+ * called the copies of the adjoint's gradient loop (b2_grad_window) in the
+ * clones of the adjoint given c (mode 3) cold: they ran scalar, 35.8M
+ * instructions against 19.1M for the standalone adjoint, which solves two
+ * right-hand sides (callgrind, float64, T = 1000, D = 60, AVX2).  A hot
+ * function's blocks are all hot (GCC's maybe_hot_count_p).  Forcing the
+ * loop alone with "omp simd reduction(|:bad)" (faddd76) vectorised those
+ * copies too, but left every copy without the 16-byte vector epilogue GCC
+ * adds on its own (the scalar remainder of D = 60 in float32): against it,
+ * through the API on an Intel Xeon (one thread, D = 60, T = 1e3 and 1e4,
+ * best of three alternating runs of both builds), the hot function made
+ * the float32 adjoints 1.10-1.25x faster, the float64 adjoint given c and
+ * the means-only adjoint 1.06-1.11x, the forward 0.99-1.02x; the
+ * standalone float64 adjoint 0.96x and 0.84x, then 1.00x and 0.96x in a
+ * rerun of that mode alone (six alternations; that size varied by 1.2x
+ * between runs of one build).  Callgrind (T = 1000, AVX2): the forward's
+ * instructions unchanged, the adjoints' 2% fewer (means-only) to 11% more
+ * (float64 given c: the epilogues). */
+#if defined(__GNUC__) || defined(__clang__)
+#define MLPGX_B2_HOT __attribute__((hot))
 #else
-#define MLPGX_B2_SIMD_OR(acc) MLPGX_B2_IVDEP
+#define MLPGX_B2_HOT
 #endif
-#define MLPGX_B2_STR(x) #x
 #endif
 
 #define B2_FN(name) MLPGX_B2_CAT(name, MLPGX_B2_SUF)
@@ -213,7 +223,7 @@ MLPGX_B2_INLINE int B2_FN(b2_grad_window)(const int KIND, const int ACC, const i
                                            double *acc) {
     ptrdiff_t d;
     B2_BITS bad = 0;
-    MLPGX_B2_SIMD_OR(bad)
+    MLPGX_B2_IVDEP
     for (d = 0; d < nd; d++) {
         const double wv = u0 * vm[d] + u1 * v0[d] + u2 * vp[d];
         double p, wc, dp;
@@ -533,7 +543,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
  * (modes 2, 3 and 4) or to out (modes 0 and 1) is not finite.  Float64 only
  * (B2_TESTS_RESULTS): without bit 4 those are all finite.  The float32
  * clones and the sums added to gw_acc test nothing. */
-static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
+MLPGX_B2_HOT static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
                                const B2_T *means, const B2_T *weights, const B2_T *g,
                                B2_T *out, B2_T *gmeans, B2_T *gweights, double *gw_acc,
                                ptrdiff_t n, ptrdiff_t d0, ptrdiff_t nd,
