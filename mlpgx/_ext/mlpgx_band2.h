@@ -98,15 +98,27 @@
  * 1.14-1.22x, adjoint 1.11-1.14x, adjoint given c 1.08-1.12x.  The results
  * differ from those clones' by rounding (at most 3.6e-13 relative per
  * element of the float64 forward there).
- * Still open: per column, the float32 forward at D = 60 takes 1.3x the time
- * it takes at D = 64 (0.137-0.144 vs 0.109-0.110 ms at T = 1000), where
+ * Per column, the float32 forward at D = 60 took 1.3x the time it takes at
+ * D = 64 on the Zen 5 (0.137-0.144 vs 0.109-0.110 ms at T = 1000), where
  * float64 does not; and in one process, through _solver.run, the float32
- * forward took 129-131 us against 103-106 us for float64.  A likely reason,
- * not yet confirmed in the assembly: GCC 12 vectorises the mixed
- * float/double row loop at 16 columns (one zmm of floats, two of doubles)
- * with one vector epilogue of 8, leaving 60 = 3 x 16 + 8 + 4 columns to
- * scalar code, while the float64 loop (8 columns, a 4-column ymm epilogue)
- * has no scalar remainder at D = 60.  Caution for
+ * forward took 129-131 us against 103-106 us for float64.  The reason, on
+ * the 2-core Intel Xeon (AVX-512, 2026-11-29; the kernel alone in a C
+ * harness, one binary, best of 300-400 calls): GCC 12 vectorises the
+ * mixed float/double column loops of the float32 AVX-512 clones 16
+ * columns at a time with one vector epilogue of 8, leaving 60 = 3 x 16 +
+ * 8 + 4 columns to scalar code (the float64 loops, 8 columns with a
+ * 4-column epilogue, leave none).  There the float32 forward took 2.50-2.70
+ * ns per frame and column at D = 60 against 1.95-2.17 at D = 56 and 64.
+ * Those clones now split the tail off (B2_FOR_COLS in mlpgx_band2_impl.h,
+ * for the forward sweep's row and load loops and the back substitution):
+ * 2.21-2.48 ns at D = 60; against the plain loops (three alternating
+ * rounds, T = 1000 and 1e4) the forward took 0.88-0.97x the time (the same
+ * at 1e5), the means-only adjoint 0.92-0.98x, the adjoint given c
+ * 0.97-1.03x; bitwise the same outputs (T = 37, D = 1-64, every mode).
+ * The same split of the adjoint's gradient loop gained nothing there.
+ * (The float32 AVX2 clones vectorise 8 columns with an epilogue of 4: no
+ * scalar code at D = 60; there D = 60 costs what D = 56 and 64 do.)
+ * Caution for
  * such A/B runs: the same code built into two binaries differed by up to
  * 1.2x here (code layout), so differences below that need repeated builds.
  */
@@ -117,6 +129,10 @@
 #include <string.h>
 
 #define MLPGX_B2_MAX_WINDOWS 4
+
+/* Whether the clones included next split their column loops' tails
+ * (B2_FOR_COLS in mlpgx_band2_impl.h): the float32 AVX-512 ones only. */
+#define MLPGX_B2_SPLIT_TAIL 0
 
 typedef struct {
     int L;                  /* windows, 1 .. MLPGX_B2_MAX_WINDOWS; window 0 is [1] */
@@ -292,7 +308,11 @@ typedef unsigned int mlpgx_b2_bits_f512;
 #undef MLPGX_B2_SUF
 #define MLPGX_B2_T float
 #define MLPGX_B2_SUF f512
+#undef MLPGX_B2_SPLIT_TAIL
+#define MLPGX_B2_SPLIT_TAIL 1   /* (see B2_FOR_COLS) */
 #include "mlpgx_band2_impl.h"
+#undef MLPGX_B2_SPLIT_TAIL
+#define MLPGX_B2_SPLIT_TAIL 0
 #undef MLPGX_B2_T
 #undef MLPGX_B2_SUF
 #pragma GCC pop_options

@@ -47,6 +47,34 @@
 #define B2_FN(name) MLPGX_B2_CAT(name, MLPGX_B2_SUF)
 #define B2_T MLPGX_B2_T
 
+/* A loop over the columns d = 0 .. nd-1 of a row (the body as the macro's
+ * last arguments), vectorised along d (MLPGX_B2_IVDEP: the rows written
+ * never overlap the rows read).  In the clones built with
+ * MLPGX_B2_SPLIT_TAIL (float32 storage with 512-bit vectors, mlpgx_band2.h)
+ * it runs as three loops when nd % 8 >= 4: the first nd - nd % 8 columns,
+ * then four columns in a loop of constant trip count, which GCC runs as
+ * one vector of four, then the last nd % 4.  GCC vectorises a mixed
+ * float/double loop there 16 columns at a time with one vector epilogue of
+ * 8, so a plain loop leaves nd % 8 columns (4 of D = 60) to scalar code. */
+#if MLPGX_B2_SPLIT_TAIL
+#define B2_FOR_COLS(d, nd, ...) \
+    if (((nd) & 7) >= 4) { \
+        const ptrdiff_t b2_n8 = (nd) & ~(ptrdiff_t)7; \
+        MLPGX_B2_IVDEP \
+        for (d = 0; d < b2_n8; d++) { __VA_ARGS__ } \
+        MLPGX_B2_IVDEP \
+        for (ptrdiff_t b2_j = 0; b2_j < 4; b2_j++) { d = b2_n8 + b2_j; __VA_ARGS__ } \
+        for (d = b2_n8 + 4; d < (nd); d++) { __VA_ARGS__ } \
+    } else { \
+        MLPGX_B2_IVDEP \
+        for (d = 0; d < (nd); d++) { __VA_ARGS__ } \
+    }
+#else
+#define B2_FOR_COLS(d, nd, ...) \
+    MLPGX_B2_IVDEP \
+    for (d = 0; d < (nd); d++) { __VA_ARGS__ }
+#endif
+
 /* Whether this clone tests its results finite: float64 only.  The float32
  * clones would test the values rounded to float32 (a double result may
  * overflow there): on AVX-512 that narrowing made the adjoint given c
@@ -181,12 +209,11 @@ MLPGX_B2_INLINE int B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, co
                 wbad |= bad != 0;
                 continue;
             }
-            MLPGX_B2_IVDEP
-            for (d = 0; d < nd; d++) {
+            B2_FOR_COLS(d, nd,
                 const double pv = B2_FN(b2_recip)(w[d]);
                 p[d] = pv;
                 pm[d] = pv * (double)mu[d];
-            }
+            )
             /* float32: a second pass at float32 vector width (the
              * one-loop form widens each compare to double lanes).  Either
              * costs 6-9% of the float32 forward kernel (D = 60, 1e3-1e5
@@ -287,8 +314,7 @@ MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, c
 
     const int wbad = B2_FN(b2_load_frame)(pl, L, NEXT, means, weights, n, i + 1, d0, nd,
                                           pring, pmring);
-    MLPGX_B2_IVDEP
-    for (d = 0; d < nd; d++) {
+    B2_FOR_COLS(d, nd,
         /* the static window: R[i, i] += p_0[i], r[i] += (p mu)_0[i] */
         double r0 = pring[(SLOT * L) * RS + d], r1 = 0.0, r2 = 0.0;
         double rhs0 = RHS_R ? pmring[(SLOT * L) * RS + d] : (double)gi[d];
@@ -349,7 +375,7 @@ MLPGX_B2_INLINE int B2_FN(b2_forward_row)(const mlpgx_b2plan *pl, const int L, c
             y_old[RS + d] = y;
             sc[3 * CH + d] = (B2_T)(y * dinv);
         }
-    }
+    )
     return (bad != 0) | (wbad << 1);
 }
 
@@ -430,8 +456,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
             const B2_T *l2 = (i + 2 < n) ? scratch + (i + 2) * S + CH : (const B2_T *)zero;
             const B2_T *z = scratch + i * S + 2 * CH;
             B2_T *o = (NR == 1 && !GIVEN) ? out + i * D + d0 : NULL;
-            MLPGX_B2_IVDEP
-            for (d = 0; d < nd; d++) {
+            B2_FOR_COLS(d, nd,
                 double x = (double)z[d] - (double)l1[d] * c1[d] - (double)l2[d] * c2[d];
                 c[d] = x;
                 if (NR == 1 && !GIVEN) o[d] = (B2_T)x;
@@ -439,7 +464,7 @@ MLPGX_B2_INLINE int B2_FN(b2_core)(const mlpgx_b2plan *pl, const int L, const in
                     x = (double)z[CH + d] - (double)l1[d] * c1[CH + d] - (double)l2[d] * c2[CH + d];
                     c[CH + d] = x;
                 }
-            }
+            )
         } else {
             memset(c, 0, NR * CH * sizeof(double));   /* c[-1] = v[-1] = 0 */
         }
@@ -562,6 +587,7 @@ MLPGX_B2_HOT static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
 }
 
 #undef B2_BY_L
+#undef B2_FOR_COLS
 #undef B2_CLONE
 #undef B2_NONFINITE
 #undef B2_BITS
