@@ -113,14 +113,46 @@ def test_avx512_clones_present_where_they_run():
         assert avx2.use_avx512()    # on by default
 
 
+def _cpu_is_intel():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(line.split(":")[-1].strip() == "GenuineIntel"
+                       for line in fh if line.startswith("vendor_id"))
+    except OSError:
+        return None
+
+
+def test_avx512_adjoint_default_and_switch():
+    """The standalone adjoint runs the AVX-512 clones by default on Intel
+    CPUs only (where the AVX2 build with GCC has them); the switch returns
+    the setting before the call."""
+    base = _build("_solver")
+    assert base.avx512_adjoint() is False   # (no clones: the Intel check is compiled out)
+    avx2 = _build("_solver_avx2")
+    intel = _cpu_is_intel()
+    if _built_with_gcc() and intel is not None and avx2.avx512_available():
+        assert avx2.avx512_adjoint() == intel
+    before = avx2.avx512_adjoint()
+    try:
+        assert avx2.avx512_adjoint(not before) == before
+        assert avx2.avx512_adjoint() == (not before)
+    finally:
+        avx2.avx512_adjoint(before)
+    assert avx2.avx512_adjoint() == before
+
+
 @pytest.fixture
 def avx512_solver():
     mod = _build("_solver_avx2")
     if not mod.avx512_available():
         pytest.skip("no AVX-512 clones here (not a GCC build, or the CPU lacks AVX-512)")
     before = mod.use_avx512()
+    # the standalone adjoint on the AVX-512 clones too, whatever the CPU's
+    # maker (by default only on Intel's: _avx512_adjoint)
+    adjoint_before = mod.avx512_adjoint(True)
     yield mod
     mod.use_avx512(before)
+    mod.avx512_adjoint(adjoint_before)
 
 
 _CLONE_WINDOWS = {

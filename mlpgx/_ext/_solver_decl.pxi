@@ -43,6 +43,7 @@ cdef extern from "mlpgx_band2.h" nogil:
                           double* gw_acc, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd,
                           double* ws, float* scratch)
     int mlpgx_b2_cpu_avx512()
+    int mlpgx_b2_cpu_intel()
     # the kernel's weight check alone (check_weights), frames 0 .. n-1
     int mlpgx_b2_weights_in_range_d(const mlpgx_b2plan* pl, const double* weights,
                                     Py_ssize_t n, Py_ssize_t d0, Py_ssize_t nd)

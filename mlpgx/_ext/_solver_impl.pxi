@@ -220,9 +220,10 @@ cdef int _solve_chunk(const Plan* pl, const floating* means, const floating* wei
     """
     cdef int status = 1
     cdef bint in_range = True
-    # the AVX-512 clones where they run and pay: not for the standalone
-    # adjoint, slower with them beyond T = 1000 (see mlpgx_band2.h)
-    cdef bint wide = _use_avx512 and pl.mode != MODE_ADJOINT
+    # the AVX-512 clones where they run and pay: the standalone adjoint
+    # only where _avx512_adjoint (Intel: faster there; slower beyond
+    # T = 1000 on the AMD Zen 5, see mlpgx_band2.h)
+    cdef bint wide = _use_avx512 and (pl.mode != MODE_ADJOINT or _avx512_adjoint)
     if pl.band2 != NULL:
         if floating is float:
             if wide:
@@ -624,6 +625,24 @@ USE_BAND2 = True
 #: ``MLPGX_AVX512=0`` turns them off; :func:`use_avx512` switches them.
 cdef bint _use_avx512 = (mlpgx_b2_cpu_avx512() != 0
                          and os.environ.get("MLPGX_AVX512", "1") not in ("0", ""))
+
+
+#: Whether the standalone adjoint (mode "adjoint") runs the AVX-512 clones
+#: too, where :data:`_use_avx512` is on: on Intel CPUs (mlpgx_band2.h,
+#: mlpgx_b2_cpu_intel); :func:`avx512_adjoint` switches it.
+cdef bint _avx512_adjoint = mlpgx_b2_cpu_intel() != 0
+
+
+def avx512_adjoint(flag=None):
+    """Whether the standalone adjoint runs the k <= 2 kernel's AVX-512 clones
+    (while :func:`use_avx512` is on; by default on Intel CPUs, where they
+    measured faster for it); ``flag`` switches it.  Returns the setting
+    before the call.  Not for use while another thread runs the solver."""
+    global _avx512_adjoint
+    before = bool(_avx512_adjoint)
+    if flag is not None:
+        _avx512_adjoint = bool(flag)
+    return before
 
 
 def avx512_available():

@@ -296,7 +296,8 @@ typedef unsigned int mlpgx_b2_bits_f512;
  * forward 25% faster at T = 1000-3000 (neutral beyond, where memory
  * bounds it), the solve 22%, the adjoint given c 7-17%; the standalone
  * adjoint 15% faster at T = 1000 but 5-15% slower at T >= 3000, so that
- * mode stays on the AVX2 code (_solver_impl.pxi). */
+ * mode stays on the AVX2 code (_solver_impl.pxi) except on Intel CPUs
+ * (mlpgx_b2_cpu_intel). */
 #if defined(MLPGX_B2_AVX512) && defined(__GNUC__) && !defined(__clang__) && \
     (defined(__x86_64__) || defined(_M_X64))
 #pragma GCC push_options
@@ -323,10 +324,22 @@ static int mlpgx_b2_cpu_avx512(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512dq");
 }
+/* whether this CPU is Intel's: there the standalone adjoint runs the
+ * AVX-512 clones too (the solver's _avx512_adjoint).  On the 2-core Intel
+ * Xeon (AVX-512, 2026-11-29; D = 60, kernel alone in a C harness, both
+ * clones in one binary, three rounds) they took 0.80-0.99x the time of the
+ * AVX2 clone for float64 at T = 1000, 0.84-0.94x at 1e4, 0.86-0.88x at
+ * 1e5; float32 1.01-1.09x at 1000, 0.98-1.04x at 1e4, 0.94-0.97x at 1e5.
+ * On the AMD EPYC (Zen 5) they were 5-15% slower from T = 3000 on. */
+static int mlpgx_b2_cpu_intel(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel");
+}
 #else
 #define mlpgx_b2_run_d512 mlpgx_b2_run_d
 #define mlpgx_b2_run_f512 mlpgx_b2_run_f
 static int mlpgx_b2_cpu_avx512(void) { return 0; }
+static int mlpgx_b2_cpu_intel(void) { return 0; }
 #endif
 
 #endif /* MLPGX_BAND2_H */
