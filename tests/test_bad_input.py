@@ -1463,17 +1463,15 @@ def _raised(call):
 @pytest.mark.parametrize("windows", ["delta", "one-sided", "wide", "static"])
 @pytest.mark.parametrize("boundary", ["per-window", "nnmnkwii", "none"])
 @pytest.mark.parametrize("kind", ["variances", "precisions"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, "float32-in-kernel"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, "float32-scan"])
 @pytest.mark.parametrize("op", ["mlpg", "adjoint", "adjoint-given-output"])
 def test_bad_weight_anywhere_raises_with_the_up_front_message(windows, boundary, kind, dtype,
                                                                op, monkeypatch):
-    if dtype == "float32-in-kernel":
-        # the backend leaves float32 to the up-front scan (its kernel check
-        # costs as much); the kernel's float32 check is tested all the same
+    if dtype == "float32-scan":
+        # the backend has the k <= 2 kernel check the weights it reads; the
+        # up-front scan it replaces is tested all the same
         from mlpgx.backends.cython import CythonBackend
-        from mlpgx._ext import solver
-        monkeypatch.setattr(CythonBackend, "checks_weights",
-                            lambda self, pb: bool(solver.band2_applies(pb.windows)))
+        monkeypatch.setattr(CythonBackend, "checks_weights", lambda self, pb: False)
         dtype = np.float32
     wins = _DEFER_WINDOWS[windows]
     Lw, Dw, Tw = len(wins), 2, 9
@@ -1602,12 +1600,14 @@ def test_per_frame_weights_are_not_scanned_before_the_band2_kernel(monkeypatch):
 
     monkeypatch.setattr(validate, "_weights_ok", counting)
     monkeypatch.setattr(validate, "_edge_frames_ok", counting_edges)
-    m, v = _means(), _variances()                       # (float64: see CythonBackend)
-    c = mlpgx.mlpg(m, v)
-    mlpgx.mlpg_adjoint(c, m, v)
-    mlpgx.mlpg_adjoint(c, m, v, output=c)
-    assert all(size < v.size // 4 for size in sizes), sizes
-    assert edges == [DELTA.max_halfwidth] * 3, edges    # one edge scan per call
+    for dtype in (np.float64, np.float32):
+        m, v = _means(dtype=dtype), _variances(dtype=dtype)
+        c = mlpgx.mlpg(m, v)
+        mlpgx.mlpg_adjoint(c, m, v)
+        mlpgx.mlpg_adjoint(c, m, v, output=c)
+        assert all(size < v.size // 4 for size in sizes), (dtype, sizes)
+        assert edges == [DELTA.max_halfwidth] * 3, (dtype, edges)    # one edge scan per call
+        edges.clear()
     sizes.clear()
     mlpgx.mlpg(m, v, backend="reference")               # checks nothing itself
     assert v.size in sizes
@@ -1615,6 +1615,34 @@ def test_per_frame_weights_are_not_scanned_before_the_band2_kernel(monkeypatch):
     wide = as_windows([(0, 0, [1.0]), (2, 2, [0.1, 0.2, 0.0, -0.2, -0.1])])
     mlpgx.mlpg(_means((T, 2 * D)), _variances((T, 2 * D)), wide)   # the general kernel
     assert 2 * T * D in sizes
-    sizes.clear()
-    mlpgx.mlpg(m.astype(np.float32), v.astype(np.float32))        # float32: up front
-    assert v.size in sizes
+
+
+@pytest.mark.parametrize("op", ["mlpg", "adjoint"])
+def test_window_set_beyond_the_compiled_term_table_names_the_way_out(op):
+    # a 401-tap regression window: more (offset, window) terms than the
+    # compiled general kernel's table holds; the error says which backend
+    # takes it, and that backend does
+    from mlpgx.windows import regression
+    wins = regression([200])
+    mu, var = _means((7, 2)), _variances((7, 2))
+    before = (mu.copy(), var.copy())
+
+    def call(backend):
+        if op == "mlpg":
+            return mlpgx.mlpg(mu, var, wins, backend=backend)
+        return mlpgx.mlpg_adjoint(_means((7, 1), seed=3), mu, var, wins, backend=backend)
+
+    with pytest.raises(ValueError, match=r"401 distinct .* at most 256 .*'cython' backend; "
+                                         r"backend='reference'"):
+        call("cython")
+    ref = call("reference")
+    # T = 7 < 401: every dynamic frame dropped (per-window), the static stream stays
+    expected = mlpgx.mlpg(mu[:, :1], var[:, :1], as_windows([[1.0]]), backend="reference")
+    if op == "mlpg":
+        np.testing.assert_allclose(ref, expected, rtol=1e-12)
+    else:   # the dropped window's frames get zero gradient
+        gm, gv = ref
+        assert gm.shape == gv.shape == mu.shape
+        assert not gm[:, 1].any() and not gv[:, 1].any() and gm[:, 0].all()
+    np.testing.assert_array_equal(mu, before[0])
+    np.testing.assert_array_equal(var, before[1])

@@ -217,8 +217,10 @@ MLPGX_B2_INLINE int B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, co
             /* float32: a second pass at float32 vector width (the
              * one-loop form widens each compare to double lanes).  Either
              * costs 6-9% of the float32 forward kernel (D = 60, 1e3-1e5
-             * frames, AVX-512), about what the scan it replaces costs: the
-             * cython backend only asks for the check on float64 input */
+             * frames, AVX-512), about what the scan it replaces costs on
+             * the AMD EPYC; on the Intel Xeon the forward with it took
+             * 0.90-0.99x the time of the forward and scan (CythonBackend.
+             * checks_weights) */
             if (pl->check_weights) wbad |= B2_FN(b2_weights_bad)(pl, w, nd);
             continue;
         }

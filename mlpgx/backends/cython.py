@@ -63,14 +63,16 @@ class CythonBackend(KernelBackend):
 
     def checks_weights(self, problem: Problem) -> bool:
         # The k <= 2 kernel's forward sweep can check the weights it reads,
-        # in the loop that loads them, instead of a pass over the whole
-        # array before the call: float64 forward 3-11% faster, adjoint 2-5%
-        # (one thread, T = 1e3-1e5, D = 60, and the B = 32 batch; two A/B
-        # runs on the 2-core AMD EPYC).  Not
-        # asked for float32, where the check costs about what the scan does
-        # (mlpgx_band2_impl.h); the general kernel has no check.
-        return (_solver is not None and problem.dtype == np.float64
-                and bool(_solver.band2_applies(problem.windows)))
+        # as it loads them, instead of a pass over the whole array before
+        # the call.  Float64 (in the load loop): forward 3-11% faster,
+        # adjoint 2-5% (one thread, T = 1e3-1e5, D = 60, and the B = 32
+        # batch; two A/B runs on the 2-core AMD EPYC).  Float32 (a second
+        # pass over the row at float32 width, mlpgx_band2_impl.h): about
+        # what the scan costs on the AMD EPYC, and on the Intel Xeon the
+        # forward 0.95-0.99x the time at T = 1e3, 0.93-0.97x at 1e4,
+        # 0.90-0.91x at 1e5, the adjoint 0.94-1.00x (one thread, D = 60,
+        # three alternating rounds).  The general kernel has no check.
+        return _solver is not None and bool(_solver.band2_applies(problem.windows))
 
     # The k <= 2 kernel's float64 clones test their results finite as they
     # store them (the forward's through its first row, where a value that
@@ -98,23 +100,31 @@ class CythonBackend(KernelBackend):
             out = given_output
             solver_mode = "adjoint_from_output"
         # (the solver takes any C-contiguous arrays, read as flat: no reshapes)
-        _, finite = _solver.run(
-            solver_mode,
-            pb.windows, lo, hi, pb.weight_kind,
-            pb.means if has_means else ph,
-            pb.weights if has_weights else ph,
-            g if g is not None else ph,
-            out if out is not None else ph,
-            gmeans if gmeans is not None else ph,
-            gweights if gweights is not None else ph,
-            gw_acc if gw_acc is not None else self._PLACEHOLDERS[np.dtype(np.float64)],
-            pb.lengths.astype(np.intp, copy=False), T, D,
-            has_means, has_weights, pb.global_weights, g is not None,
-            gweights is not None, gw_acc is not None,
-            num_threads=pb.num_threads,
-            check_weights=(weights_range(dt, pb.weight_kind) if pb.weights_scan_deferred
-                           else None),
-        )
+        try:
+            _, finite = _solver.run(
+                solver_mode,
+                pb.windows, lo, hi, pb.weight_kind,
+                pb.means if has_means else ph,
+                pb.weights if has_weights else ph,
+                g if g is not None else ph,
+                out if out is not None else ph,
+                gmeans if gmeans is not None else ph,
+                gweights if gweights is not None else ph,
+                gw_acc if gw_acc is not None else self._PLACEHOLDERS[np.dtype(np.float64)],
+                pb.lengths.astype(np.intp, copy=False), T, D,
+                has_means, has_weights, pb.global_weights, g is not None,
+                gweights is not None, gw_acc is not None,
+                num_threads=pb.num_threads,
+                check_weights=(weights_range(dt, pb.weight_kind) if pb.weights_scan_deferred
+                               else None),
+            )
+        except ValueError as exc:
+            if not str(exc).startswith("windows: "):
+                raise
+            # (the general kernel's fixed table of terms: a window set of
+            # several hundred taps; the reference backend takes any)
+            raise ValueError(f"{exc} by the 'cython' backend; backend='reference' solves "
+                             "any window set") from None
         if mode != "adjoint":
             return (out, finite) if report_finite else out
         if gw_acc is not None:
