@@ -3,8 +3,20 @@
 Cython directives are set once here.  ``MLPGX_DEBUG_BUILD=1`` turns bounds
 checking and other safety checks on (used by CI's debug build);
 ``MLPGX_NO_OPENMP=1`` builds without OpenMP.  OpenMP is used when the
-compiler accepts ``-fopenmp``.  The generated C is produced at build time and
-never committed.
+compiler accepts ``-fopenmp``.  The generated C is produced at build time
+(under ``build/``) and never committed.
+
+A debug build and a release build keep apart everything they generate (the
+C under ``build/debug/cython`` or ``build/cython``, the objects and
+libraries under ``build/debug`` or ``build``): setuptools and Cython decide
+what to rebuild by timestamps alone, so one tree shared by both would hand
+a debug build the release objects (and the reverse) wherever no source
+changed.
+
+``pip install .`` also copies the built extensions into the source tree
+(``mlpgx/_ext``), as ``build_ext --inplace`` does: the README's
+``pip install . && python -m mlpgx`` runs in the checkout, where Python
+imports ``./mlpgx`` before the installed copy.
 """
 import glob
 import os
@@ -16,6 +28,8 @@ import tempfile
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _build_ext
+from setuptools.errors import FileError
 
 DEBUG = os.environ.get("MLPGX_DEBUG_BUILD", "") not in ("", "0")
 
@@ -98,7 +112,34 @@ extensions = [
     for name, extra in variants.items()
 ]
 
+BUILD_BASE = os.path.join("build", "debug") if DEBUG else "build"
+
+
+class build_ext(_build_ext):
+    """``build_ext`` that also puts the extensions into the source tree.
+
+    ``python -m mlpgx`` (and any ``import mlpgx``) run in the checkout import
+    ``./mlpgx`` ahead of the installed package, so after a plain
+    ``pip install .`` they found a package without its compiled extensions.
+    A source tree that cannot be written to (an unpacked sdist on read-only
+    media, say) only loses that convenience: the build goes on."""
+
+    def run(self):
+        super().run()
+        if self.inplace:
+            return
+        try:
+            self.copy_extensions_to_source()
+        except (OSError, FileError) as exc:
+            print(f"mlpgx: the extensions were not copied into the source tree ({exc}); "
+                  "run Python outside the checkout to import the installed package",
+                  file=sys.stderr)
+
+
 # Cythonize the modules in parallel: the two solver modules share the large
 # kernel include and dominate the build.
 setup(ext_modules=cythonize(extensions, compiler_directives=directives,
-                            nthreads=min(os.cpu_count() or 1, len(extensions))))
+                            build_dir=os.path.join(BUILD_BASE, "cython"),
+                            nthreads=min(os.cpu_count() or 1, len(extensions))),
+      cmdclass={"build_ext": build_ext},
+      options={"build": {"build_base": BUILD_BASE}})

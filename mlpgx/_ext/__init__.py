@@ -11,9 +11,20 @@ k <= 2 kernel, which it runs on CPUs with AVX-512F/VL/DQ
 """
 from __future__ import annotations
 
+import glob
 import os
 
-from . import _solver as _baseline
+try:
+    from . import _solver as _baseline
+except ImportError as exc:
+    _here = os.path.dirname(os.path.abspath(__file__))
+    if glob.glob(os.path.join(_here, "_solver.*.so")) or glob.glob(os.path.join(_here, "_solver*.pyd")):
+        raise
+    # (a source checkout whose extensions were never built: Python's own
+    # message, a circular import of mlpgx._ext, says nothing of that)
+    raise ImportError(
+        f"not built in this source checkout ({_here}): run `pip install .` (which copies "
+        "the extensions here too) or `python setup.py build_ext --inplace`") from exc
 
 
 def _cpu_features() -> dict:
