@@ -235,6 +235,22 @@ def test_use_unknown_name_fails_early():
     assert B.resolve("auto").name == "cython"
 
 
+@pytest.mark.parametrize("what", [None, 3, b"cython", ["cython"]])
+def test_use_rejects_what_is_neither_a_name_nor_a_backend(what):
+    with pytest.raises(TypeError, match="backend name or a Backend instance"):
+        with B.use(what):
+            pass  # pragma: no cover
+    assert B.resolve("auto").name == "cython"
+
+
+def test_get_auto_says_what_auto_is():
+    with pytest.raises(ValueError) as info:
+        B.get("auto")
+    msg = str(info.value)
+    assert "array type" in msg and "cython" in msg and "reference" in msg
+    assert "known backends: auto" not in msg
+
+
 def test_use_is_per_thread(reg):
     b = reg("counting-thread", Counting)
     seen = {}

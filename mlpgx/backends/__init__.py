@@ -140,6 +140,11 @@ def get(name: str) -> Backend:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
+        if name == "auto":
+            raise ValueError(
+                "'auto' is not a backend of its own: it picks one by the array type at "
+                "each call (resolve('auto', array) says which); registered backends: "
+                f"{', '.join(names())}") from None
         raise ValueError(_unknown(name)) from None
 
 
@@ -172,8 +177,12 @@ def use(name: Union[str, Backend]):
     >>> with mlpgx.backends.use("reference"):
     ...     c = mlpgx.mlpg(np.ones((4, 3)))
     """
-    if isinstance(name, str) and name != "auto":
-        get(name)  # fail early on unknown names
+    # fail early on what resolve() would reject at the next call
+    if isinstance(name, str):
+        if name != "auto":
+            get(name)
+    elif not isinstance(name, Backend):
+        raise TypeError(f"use() takes a backend name or a Backend instance; got {name!r}")
     token = _DEFAULT.set(name)
     try:
         yield
