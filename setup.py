@@ -103,7 +103,8 @@ extensions = [
         f"mlpgx._ext.{name}",
         [f"mlpgx/_ext/{name}.pyx"],
         include_dirs=[np.get_include(), "mlpgx/_ext"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
+        + ([("MLPGX_DEBUG_BUILD", "1")] if DEBUG else []),   # (_build_info.pxi)
         extra_compile_args=compile_args + extra,
         extra_link_args=link_args,
         # headers and includes: a change to them rebuilds the extension

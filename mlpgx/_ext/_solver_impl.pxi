@@ -46,6 +46,7 @@ from numpy.linalg import LinAlgError
 from cython cimport floating
 
 include "_solver_decl.pxi"
+include "_build_info.pxi"
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset

@@ -44,6 +44,8 @@ from cython cimport floating
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
+include "_build_info.pxi"
+
 cdef enum:
     KIND_VARIANCE = 0
     KIND_PRECISION = 1

@@ -7,6 +7,8 @@ fall outside the sequence are dropped).  The result uses the LAPACK / SciPy
 """
 import numpy as np
 
+include "_build_info.pxi"
+
 
 def banded_window_matrix(const double[::1] coeffs, Py_ssize_t left, Py_ssize_t right,
                          Py_ssize_t T):
