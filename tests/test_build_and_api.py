@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.machinery
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -279,6 +280,25 @@ def test_python_m_mlpgx_in_the_checkout():
     rows = [ln.split() for ln in proc.stdout.splitlines()]
     for dtype in ("float32", "float64"):
         assert any(r[:2] == ["cython", dtype] and r[-1] == "PASS" for r in rows), proc.stdout
+
+
+def test_unbuilt_checkout_says_so(tmp_path):
+    # a source tree without its compiled extensions: Python's own error was
+    # a circular import of mlpgx._ext; the package names the missing build
+    src = pathlib.Path(mlpgx.__file__).resolve().parent
+    shutil.copytree(src, tmp_path / "mlpgx",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "*.c"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = ("import mlpgx, mlpgx.backends as B\n"
+            "print(B.available())\n"
+            "import mlpgx._ext\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    # mlpgx itself imports, without the compiled backend
+    assert "'reference'" in proc.stdout and "'cython'" not in proc.stdout, proc.stdout
+    assert "ImportError: not built in this source checkout" in proc.stderr, proc.stderr
+    assert "pip install ." in proc.stderr
 
 
 def test_python_m_mlpgx():
