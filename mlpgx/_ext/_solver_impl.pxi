@@ -529,8 +529,10 @@ def _window_tables(windows, zero_lo, zero_hi):
     # distinct (shift, window) pairs: the ring rows one row of R and r reads
     sources = sorted(set(zip(rs, rl)) | set(zip(vs, vl)))
     if len(sources) > MAX_SOURCES:
+        # (the general kernel's fixed-size table; the reference backend has none)
         raise ValueError(f"windows: {len(sources)} distinct (offset, window) terms; "
-                         f"at most {MAX_SOURCES} are supported")
+                         f"at most {MAX_SOURCES} are supported by the 'cython' backend; "
+                         "backend='reference' solves any window set")
     src_index = {sw: q for q, sw in enumerate(sources)}
     rq = [src_index[(a, b)] for a, b in zip(rs, rl)]
     vq = [src_index[(a, b)] for a, b in zip(vs, vl)]

@@ -118,6 +118,21 @@
  * The same split of the adjoint's gradient loop gained nothing there.
  * (The float32 AVX2 clones vectorise 8 columns with an epilogue of 4: no
  * scalar code at D = 60; there D = 60 costs what D = 56 and 64 do.)
+ * Also tried there and left out (2026-11-29, same harness, T = 1000 unless
+ * given, best of 8 alternating runs of two binaries):
+ *   - a finite test of the float32 values the forward's back substitution
+ *     stores (b2_nonfinite_bits, as the float64 clones test their row 0),
+ *     so that the validation layer's scan of the output could go: the
+ *     kernel 1.03x slower on the AVX-512 clones (0.152 against 0.147 ms),
+ *     1.02x on AVX2, 1.01x at T = 1e4, while that scan is 3-4% of the
+ *     float32 forward through the API (the README's fwd/floor with and
+ *     without it): no gain beyond the noise;
+ *   - every division of the float32 forward replaced by a multiplication:
+ *     0.93x the time (0.124 against 0.133 ms; float64 1.01x), almost all
+ *     of it the pivots' 1 / D[i] (the variances' reciprocals alone: within
+ *     the noise).  So an approximate reciprocal with a Newton step
+ *     (vrcp14ps, which needs its own handling of infinite variances) can
+ *     win at most that, and was not tried.
  * Caution for
  * such A/B runs: the same code built into two binaries differed by up to
  * 1.2x here (code layout), so differences below that need repeated builds.

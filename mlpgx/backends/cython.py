@@ -100,31 +100,23 @@ class CythonBackend(KernelBackend):
             out = given_output
             solver_mode = "adjoint_from_output"
         # (the solver takes any C-contiguous arrays, read as flat: no reshapes)
-        try:
-            _, finite = _solver.run(
-                solver_mode,
-                pb.windows, lo, hi, pb.weight_kind,
-                pb.means if has_means else ph,
-                pb.weights if has_weights else ph,
-                g if g is not None else ph,
-                out if out is not None else ph,
-                gmeans if gmeans is not None else ph,
-                gweights if gweights is not None else ph,
-                gw_acc if gw_acc is not None else self._PLACEHOLDERS[np.dtype(np.float64)],
-                pb.lengths.astype(np.intp, copy=False), T, D,
-                has_means, has_weights, pb.global_weights, g is not None,
-                gweights is not None, gw_acc is not None,
-                num_threads=pb.num_threads,
-                check_weights=(weights_range(dt, pb.weight_kind) if pb.weights_scan_deferred
-                               else None),
-            )
-        except ValueError as exc:
-            if not str(exc).startswith("windows: "):
-                raise
-            # (the general kernel's fixed table of terms: a window set of
-            # several hundred taps; the reference backend takes any)
-            raise ValueError(f"{exc} by the 'cython' backend; backend='reference' solves "
-                             "any window set") from None
+        _, finite = _solver.run(
+            solver_mode,
+            pb.windows, lo, hi, pb.weight_kind,
+            pb.means if has_means else ph,
+            pb.weights if has_weights else ph,
+            g if g is not None else ph,
+            out if out is not None else ph,
+            gmeans if gmeans is not None else ph,
+            gweights if gweights is not None else ph,
+            gw_acc if gw_acc is not None else self._PLACEHOLDERS[np.dtype(np.float64)],
+            pb.lengths.astype(np.intp, copy=False), T, D,
+            has_means, has_weights, pb.global_weights, g is not None,
+            gweights is not None, gw_acc is not None,
+            num_threads=pb.num_threads,
+            check_weights=(weights_range(dt, pb.weight_kind) if pb.weights_scan_deferred
+                           else None),
+        )
         if mode != "adjoint":
             return (out, finite) if report_finite else out
         if gw_acc is not None:
