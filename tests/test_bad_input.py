@@ -1450,7 +1450,9 @@ def _bad_weights(kind, dtype):
     if kind == "variances":
         tiny = SMALLEST_VARIANCE[np.dtype(dtype)]
         below = np.nextafter(tiny, dtype(0))     # its reciprocal overflows
-        return [np.nan, 0.0, -1.0, -np.inf, below]
+        # (-0.0: its reciprocal, -inf, has the sign bit set; the float32
+        # kernel checks the reciprocals' bits: mlpgx_band2_impl.h)
+        return [np.nan, 0.0, -0.0, -1.0, -np.inf, below]
     return [np.nan, -1.0, np.inf]
 
 

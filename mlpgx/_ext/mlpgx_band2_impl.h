@@ -109,6 +109,47 @@ MLPGX_B2_INLINE double B2_FN(b2_recip)(B2_T v) {
     return (double)((B2_T)1 / v);
 }
 
+/* Float32 variances checked as they are inverted (pl->check_weights).  The
+ * validation layer's rule, v in [SMALLEST_VARIANCE, +inf] with NaN outside
+ * (weights_range), holds exactly when the float32 reciprocal 1 / v is +0 or
+ * positive and finite: SMALLEST_VARIANCE is the smallest variance whose
+ * reciprocal is finite, so 0 and the subnormals below it give +inf, a
+ * negative variance (-0 and -inf among them) a negative reciprocal or -0,
+ * and NaN a NaN.  Read as unsigned integers, exactly those reciprocals have
+ * bits below those of +inf: the sign bit is the top bit, and inf and NaN
+ * have an exponent of all ones.  So the check is an unsigned maximum of the
+ * bits, one instruction per vector in the loop that inverts the variances
+ * (B2_RECIP_CHECKED), instead of a second pass of two comparisons per
+ * value over the row (b2_weights_bad), which converting to double lanes
+ * makes costly in the loop itself.  Measured on the 2-core Intel Xeon
+ * (AVX-512; kernel alone in a C harness, D = 60, DELTA, best of 8
+ * alternating runs of two binaries, 2026-11-29): the float32 forward with
+ * the check took 0.91-0.94x the time of the second pass (T = 1000 and
+ * 1e4, AVX-512 and AVX2 clones), the adjoints 0.96-0.97x; the check
+ * itself went from 12-15% of the forward's time to 1-7%; float64 as it
+ * was, the outputs bitwise the same (T = 500, every mode).  Float64 keeps its comparisons in the loop: the
+ * unsigned 64-bit maximum is one AVX-512 instruction but not an AVX2 one.
+ * Taken only when the plan's range is that rule's (b2_recip_rule). */
+MLPGX_B2_INLINE int B2_FN(b2_recip_rule)(const mlpgx_b2plan *pl) {
+    float lo = (float)pl->weight_lo;
+    unsigned int lo_bits;
+    if (sizeof(B2_T) != sizeof(float) || !pl->check_weights || pl->weight_kind != 0)
+        return 0;
+    memcpy(&lo_bits, &lo, sizeof lo_bits);
+    return lo_bits == 0x00200001U && (double)lo == pl->weight_lo &&
+           pl->weight_hi > 1.7976931348623157e308;   /* +inf */
+}
+/* const B2_T pf = 1 / v, with top the largest bits so far (b2_recip_rule) */
+#define B2_RECIP_CHECKED(pf, v, top) \
+    const B2_T pf = (B2_T)1 / (v); \
+    { \
+        B2_BITS b2_bits_; \
+        memcpy(&b2_bits_, &pf, sizeof b2_bits_); \
+        top = b2_bits_ > top ? b2_bits_ : top; \
+    }
+/* whether the largest bits of reciprocals were those of an invalid variance */
+#define B2_RECIP_BAD(top) ((top) >= (B2_BITS)0x7f800000U)
+
 /* Whether window l constrains frame f of an n-frame sequence. */
 MLPGX_B2_INLINE int B2_FN(b2_active)(const mlpgx_b2plan *pl, int l, ptrdiff_t f, ptrdiff_t n) {
     return f >= 0 && f < n && f >= pl->zero_lo[l] && f < n - pl->zero_hi[l];
@@ -164,6 +205,14 @@ MLPGX_B2_INLINE int B2_FN(b2_precisions)(const mlpgx_b2plan *pl, const B2_T *wei
     }
     w = weights + f * pl->w_row_stride + l * pl->D + d0;
     if (pl->weight_kind == 0) {
+        if (CHECK && B2_FN(b2_recip_rule)(pl)) {
+            B2_BITS top = 0;
+            B2_FOR_COLS(d, nd,
+                B2_RECIP_CHECKED(pf, w[d], top)
+                p[d] = (double)pf;
+            )
+            return B2_RECIP_BAD(top);
+        }
         for (d = 0; d < nd; d++) p[d] = B2_FN(b2_recip)(w[d]);
     } else {
         for (d = 0; d < nd; d++) p[d] = (double)w[d];
@@ -209,18 +258,23 @@ MLPGX_B2_INLINE int B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, co
                 wbad |= bad != 0;
                 continue;
             }
+            if (B2_FN(b2_recip_rule)(pl)) {
+                /* float32: the check in the same loop, on the reciprocals */
+                B2_BITS top = 0;
+                B2_FOR_COLS(d, nd,
+                    B2_RECIP_CHECKED(pf, w[d], top)
+                    p[d] = (double)pf;
+                    pm[d] = (double)pf * (double)mu[d];
+                )
+                wbad |= B2_RECIP_BAD(top);
+                continue;
+            }
             B2_FOR_COLS(d, nd,
                 const double pv = B2_FN(b2_recip)(w[d]);
                 p[d] = pv;
                 pm[d] = pv * (double)mu[d];
             )
-            /* float32: a second pass at float32 vector width (the
-             * one-loop form widens each compare to double lanes).  Either
-             * costs 6-9% of the float32 forward kernel (D = 60, 1e3-1e5
-             * frames, AVX-512), about what the scan it replaces costs on
-             * the AMD EPYC; on the Intel Xeon the forward with it took
-             * 0.90-0.99x the time of the forward and scan (CythonBackend.
-             * checks_weights) */
+            /* (another range: a second pass at float32 vector width) */
             if (pl->check_weights) wbad |= B2_FN(b2_weights_bad)(pl, w, nd);
             continue;
         }
@@ -593,6 +647,8 @@ MLPGX_B2_HOT static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
 #undef B2_CLONE
 #undef B2_NONFINITE
 #undef B2_BITS
+#undef B2_RECIP_CHECKED
+#undef B2_RECIP_BAD
 #undef B2_TESTS_RESULTS
 #undef B2_FN
 #undef B2_T

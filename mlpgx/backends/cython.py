@@ -66,12 +66,15 @@ class CythonBackend(KernelBackend):
         # as it loads them, instead of a pass over the whole array before
         # the call.  Float64 (in the load loop): forward 3-11% faster,
         # adjoint 2-5% (one thread, T = 1e3-1e5, D = 60, and the B = 32
-        # batch; two A/B runs on the 2-core AMD EPYC).  Float32 (a second
-        # pass over the row at float32 width, mlpgx_band2_impl.h): about
-        # what the scan costs on the AMD EPYC, and on the Intel Xeon the
-        # forward 0.95-0.99x the time at T = 1e3, 0.93-0.97x at 1e4,
-        # 0.90-0.91x at 1e5, the adjoint 0.94-1.00x (one thread, D = 60,
-        # three alternating rounds).  The general kernel has no check.
+        # batch; two A/B runs on the 2-core AMD EPYC).  Float32 variances
+        # (one unsigned maximum of their reciprocals' bits in the same loop,
+        # mlpgx_band2_impl.h) and precisions (a second pass over the row at
+        # float32 width): on the Intel Xeon the second pass for both took
+        # the forward 0.95-0.99x the time of the forward and the scan at
+        # T = 1e3, 0.93-0.97x at 1e4, 0.90-0.91x at 1e5, the adjoint
+        # 0.94-1.00x (one thread, D = 60, three alternating rounds); the
+        # reciprocals' bits take the variances' forward kernel to 0.91-0.94x
+        # of that.  The general kernel has no check.
         return _solver is not None and bool(_solver.band2_applies(problem.windows))
 
     # The k <= 2 kernel's float64 clones test their results finite as they
