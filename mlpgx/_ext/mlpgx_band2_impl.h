@@ -127,9 +127,11 @@ MLPGX_B2_INLINE double B2_FN(b2_recip)(B2_T v) {
  * the check took 0.91-0.94x the time of the second pass (T = 1000 and
  * 1e4, AVX-512 and AVX2 clones), the adjoints 0.96-0.97x; the check
  * itself went from 12-15% of the forward's time to 1-7%; float64 as it
- * was, the outputs bitwise the same (T = 500, every mode).  Float64 keeps its comparisons in the loop: the
- * unsigned 64-bit maximum is one AVX-512 instruction but not an AVX2 one.
- * Taken only when the plan's range is that rule's (b2_recip_rule). */
+ * was, the outputs bitwise the same (T = 500, every mode).  Float64 keeps
+ * its comparisons in the loop: the unsigned 64-bit maximum is one AVX-512
+ * instruction but not an AVX2 one.  Taken only when the plan's range is
+ * that rule's (b2_recip_rule; 0x00200001 are SMALLEST_VARIANCE's float32
+ * bits, as in mlpgx_scan.h). */
 MLPGX_B2_INLINE int B2_FN(b2_recip_rule)(const mlpgx_b2plan *pl) {
     float lo = (float)pl->weight_lo;
     unsigned int lo_bits;
