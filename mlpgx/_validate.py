@@ -35,7 +35,8 @@ _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 #: The smallest variance of each dtype whose reciprocal (the precision, which
 #: the kernels compute in the storage type) is finite: a subnormal.  Below
 #: it 1/variance overflows to inf, which would read as a singular system.
-#: (mlpgx/_ext/mlpgx_scan.h tests the same bit patterns.)
+#: (The compiled checks test the same bit patterns, from
+#: mlpgx/_ext/mlpgx_variance_bits.h; a test checks that the two agree.)
 SMALLEST_VARIANCE = {
     np.dtype(np.float32): np.array(0x00200001, np.uint32).view(np.float32)[()],
     np.dtype(np.float64): np.array(0x0004000000000001, np.uint64).view(np.float64)[()],

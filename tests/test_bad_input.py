@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1199,6 +1200,20 @@ def test_smallest_variance_is_where_the_precision_overflows(dtype):
     with np.errstate(over="ignore", divide="ignore"):
         assert np.isfinite(dtype(1) / smallest)
         assert not np.isfinite(dtype(1) / np.nextafter(smallest, dtype(0)))
+
+
+def test_the_c_headers_bits_are_the_smallest_variances():
+    # the scans and the k <= 2 kernel's float32 check test variances by bits
+    # from one header (shipped with the package); it must say what
+    # SMALLEST_VARIANCE says
+    header = Path(mlpgx.__file__).parent / "_ext" / "mlpgx_variance_bits.h"
+    macros = dict(re.findall(r"#define (MLPGX_\w+) UINT\d+_C\((0x[0-9A-Fa-f]+)\)",
+                             header.read_text()))
+    for dtype, bits, suffix in ((np.float32, np.uint32, "F32"), (np.float64, np.uint64, "F64")):
+        smallest = np.asarray(SMALLEST_VARIANCE[np.dtype(dtype)], dtype)
+        assert int(macros[f"MLPGX_SMALLEST_VARIANCE_BITS_{suffix}"], 16) == int(smallest.view(bits))
+        inf = np.asarray(np.inf, dtype)
+        assert int(macros[f"MLPGX_INF_BITS_{suffix}"], 16) == int(inf.view(bits))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

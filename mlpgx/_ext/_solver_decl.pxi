@@ -16,6 +16,7 @@ cdef extern from "mlpgx_band2.h" nogil:
         int check_weights
         double weight_lo
         double weight_hi
+        int check_by_reciprocal
         double w[4][3]
         Py_ssize_t zero_lo[4]
         Py_ssize_t zero_hi[4]
@@ -23,6 +24,8 @@ cdef extern from "mlpgx_band2.h" nogil:
     void mlpgx_prefetch_grad_rows(const void* means, const void* weights, Py_ssize_t t,
                                   int L, Py_ssize_t D, Py_ssize_t LD, Py_ssize_t w_row_stride,
                                   Py_ssize_t d0, Py_ssize_t nd, Py_ssize_t itemsize)
+    # whether float32 variances can be checked by their reciprocals' bits
+    int mlpgx_b2_checks_by_reciprocal(const mlpgx_b2plan* pl, int float32)
     Py_ssize_t mlpgx_b2_workspace_doubles(Py_ssize_t CH, int L, int nrhs)
     Py_ssize_t mlpgx_b2_scratch_row(Py_ssize_t CH, int nrhs)
     int mlpgx_b2_run_d(const mlpgx_b2plan* pl, const double* means, const double* weights,

@@ -921,6 +921,7 @@ cdef object _run_typed(str mode, windows, zero_lo, zero_hi, weight_kind,
             b2.check_weights = 1
             b2.weight_lo = float(check_weights[0])
             b2.weight_hi = float(check_weights[1])
+        b2.check_by_reciprocal = mlpgx_b2_checks_by_reciprocal(&b2, typenum == cnp.NPY_FLOAT)
         pl.band2 = &b2
         wsz = max(wsz, mlpgx_b2_workspace_doubles(pl.chunk, <int>L, <int>pl.nrhs))
         ssz = max(ssz, T * mlpgx_b2_scratch_row(pl.chunk, <int>pl.nrhs))

@@ -141,7 +141,10 @@
 #define MLPGX_BAND2_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
+
+#include "mlpgx_variance_bits.h"
 
 #define MLPGX_B2_MAX_WINDOWS 4
 
@@ -163,9 +166,28 @@ typedef struct {
                              * lie in [weight_lo, weight_hi] (NaN fails); a weight
                              * outside makes the kernel return with bit 2 set */
     double weight_lo, weight_hi;
+    int check_by_reciprocal;   /* 1: float32 variances in the validation layer's
+                                * range, checked by their reciprocals' bits
+                                * (mlpgx_b2_checks_by_reciprocal) */
     double w[MLPGX_B2_MAX_WINDOWS][3];   /* coefficients on frames t-1, t, t+1 */
     ptrdiff_t zero_lo[MLPGX_B2_MAX_WINDOWS], zero_hi[MLPGX_B2_MAX_WINDOWS];
 } mlpgx_b2plan;
+
+/* Whether the kernel can check the weights the plan has it check by their
+ * reciprocals' bits (B2_RECIP_CHECKED in mlpgx_band2_impl.h, where the rule
+ * is explained): float32 variances (``float32`` nonzero), checked against
+ * exactly the validation layer's range [SMALLEST_VARIANCE, +inf].  Any other
+ * range or kind keeps the comparisons.  The plan builder (_solver_impl.pxi)
+ * stores the answer in pl->check_by_reciprocal once per call. */
+static inline int mlpgx_b2_checks_by_reciprocal(const mlpgx_b2plan *pl, int float32) {
+    const float lo = (float)pl->weight_lo;
+    uint32_t lo_bits;
+    if (!float32 || !pl->check_weights || pl->weight_kind != 0)
+        return 0;
+    memcpy(&lo_bits, &lo, sizeof lo_bits);
+    return lo_bits == MLPGX_SMALLEST_VARIANCE_BITS_F32 && (double)lo == pl->weight_lo &&
+           pl->weight_hi > 1.7976931348623157e308;   /* +inf */
+}
 
 /* The adjoint's gradient pass (of this kernel and of the general one in
  * _solver_impl.pxi) runs backwards in time and re-reads the means and

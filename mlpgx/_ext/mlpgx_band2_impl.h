@@ -94,7 +94,7 @@
  * the sign bit of the OR says whether any was not finite (B2_NONFINITE). */
 #define B2_BITS B2_FN(mlpgx_b2_bits)
 MLPGX_B2_INLINE B2_BITS B2_FN(b2_nonfinite_bits)(B2_T stored) {
-    const B2_BITS exp_field = sizeof(B2_T) == 8 ? (B2_BITS)0x7ff0000000000000ULL : (B2_BITS)0x7f800000U;
+    const B2_BITS exp_field = sizeof(B2_T) == 8 ? (B2_BITS)MLPGX_INF_BITS_F64 : (B2_BITS)MLPGX_INF_BITS_F32;
     const B2_BITS exp_lsb = sizeof(B2_T) == 8 ? (B2_BITS)0x0010000000000000ULL : (B2_BITS)0x00800000U;
     B2_BITS bits;
     memcpy(&bits, &stored, sizeof bits);
@@ -130,18 +130,11 @@ MLPGX_B2_INLINE double B2_FN(b2_recip)(B2_T v) {
  * was, the outputs bitwise the same (T = 500, every mode).  Float64 keeps
  * its comparisons in the loop: the unsigned 64-bit maximum is one AVX-512
  * instruction but not an AVX2 one.  Taken only when the plan's range is
- * that rule's (b2_recip_rule; 0x00200001 are SMALLEST_VARIANCE's float32
- * bits, as in mlpgx_scan.h). */
-MLPGX_B2_INLINE int B2_FN(b2_recip_rule)(const mlpgx_b2plan *pl) {
-    float lo = (float)pl->weight_lo;
-    unsigned int lo_bits;
-    if (sizeof(B2_T) != sizeof(float) || !pl->check_weights || pl->weight_kind != 0)
-        return 0;
-    memcpy(&lo_bits, &lo, sizeof lo_bits);
-    return lo_bits == 0x00200001U && (double)lo == pl->weight_lo &&
-           pl->weight_hi > 1.7976931348623157e308;   /* +inf */
-}
-/* const B2_T pf = 1 / v, with top the largest bits so far (b2_recip_rule) */
+ * that rule's (pl->check_by_reciprocal, which the plan builder sets from
+ * mlpgx_b2_checks_by_reciprocal); the float64 clones compile the branch
+ * out (B2_RECIP_RULE). */
+#define B2_RECIP_RULE(pl) (sizeof(B2_T) == sizeof(float) && (pl)->check_by_reciprocal)
+/* const B2_T pf = 1 / v, with top the largest bits so far (B2_RECIP_RULE) */
 #define B2_RECIP_CHECKED(pf, v, top) \
     const B2_T pf = (B2_T)1 / (v); \
     { \
@@ -150,7 +143,7 @@ MLPGX_B2_INLINE int B2_FN(b2_recip_rule)(const mlpgx_b2plan *pl) {
         top = b2_bits_ > top ? b2_bits_ : top; \
     }
 /* whether the largest bits of reciprocals were those of an invalid variance */
-#define B2_RECIP_BAD(top) ((top) >= (B2_BITS)0x7f800000U)
+#define B2_RECIP_BAD(top) ((top) >= (B2_BITS)MLPGX_INF_BITS_F32)
 
 /* Whether window l constrains frame f of an n-frame sequence. */
 MLPGX_B2_INLINE int B2_FN(b2_active)(const mlpgx_b2plan *pl, int l, ptrdiff_t f, ptrdiff_t n) {
@@ -207,7 +200,7 @@ MLPGX_B2_INLINE int B2_FN(b2_precisions)(const mlpgx_b2plan *pl, const B2_T *wei
     }
     w = weights + f * pl->w_row_stride + l * pl->D + d0;
     if (pl->weight_kind == 0) {
-        if (CHECK && B2_FN(b2_recip_rule)(pl)) {
+        if (CHECK && B2_RECIP_RULE(pl)) {
             B2_BITS top = 0;
             B2_FOR_COLS(d, nd,
                 B2_RECIP_CHECKED(pf, w[d], top)
@@ -260,7 +253,7 @@ MLPGX_B2_INLINE int B2_FN(b2_load_frame)(const mlpgx_b2plan *pl, const int L, co
                 wbad |= bad != 0;
                 continue;
             }
-            if (B2_FN(b2_recip_rule)(pl)) {
+            if (B2_RECIP_RULE(pl)) {
                 /* float32: the check in the same loop, on the reciprocals */
                 B2_BITS top = 0;
                 B2_FOR_COLS(d, nd,
@@ -651,6 +644,7 @@ MLPGX_B2_HOT static int B2_FN(mlpgx_b2_run)(const mlpgx_b2plan *pl,
 #undef B2_BITS
 #undef B2_RECIP_CHECKED
 #undef B2_RECIP_BAD
+#undef B2_RECIP_RULE
 #undef B2_TESTS_RESULTS
 #undef B2_FN
 #undef B2_T

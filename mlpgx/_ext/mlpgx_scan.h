@@ -14,9 +14,8 @@
  *   POSITIVE   a variance: > 0 and its reciprocal (the precision, computed
  *              in the storage type by the kernels) finite; +inf allowed,
  *              NaN not:                          M <= bits <= E (unsigned),
- *              M the bits of the smallest such value (a subnormal:
- *              2.938737e-39 in float32, 5.56268464626801e-309 in float64;
- *              _validate.SMALLEST_VARIANCE holds the same values)
+ *              M the bits of the smallest such value
+ *              (MLPGX_SMALLEST_VARIANCE_BITS_*, mlpgx_variance_bits.h)
  *   NONNEG     >= 0 and finite (-0.0 allowed):   bits < E or bits == S
  */
 #ifndef MLPGX_SCAN_H
@@ -25,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "mlpgx_variance_bits.h"
 
 enum { MLPGX_SCAN_FINITE = 0, MLPGX_SCAN_POSITIVE = 1, MLPGX_SCAN_NONNEG = 2 };
 
@@ -57,13 +58,13 @@ enum { MLPGX_SCAN_FINITE = 0, MLPGX_SCAN_POSITIVE = 1, MLPGX_SCAN_NONNEG = 2 };
 
 /* 1 when some entry of x[0:n] fails the check, else 0. */
 static inline int mlpgx_scan_d(const double *x, ptrdiff_t n, int check) {
-    MLPGX_SCAN_BODY(double, uint64_t, UINT64_C(0x7FF0000000000000), UINT64_C(0x8000000000000000),
-                    UINT64_C(0x0004000000000001))
+    MLPGX_SCAN_BODY(double, uint64_t, MLPGX_INF_BITS_F64, UINT64_C(0x8000000000000000),
+                    MLPGX_SMALLEST_VARIANCE_BITS_F64)
 }
 
 static inline int mlpgx_scan_f(const float *x, ptrdiff_t n, int check) {
-    MLPGX_SCAN_BODY(float, uint32_t, UINT32_C(0x7F800000), UINT32_C(0x80000000),
-                    UINT32_C(0x00200001))
+    MLPGX_SCAN_BODY(float, uint32_t, MLPGX_INF_BITS_F32, UINT32_C(0x80000000),
+                    MLPGX_SMALLEST_VARIANCE_BITS_F32)
 }
 
 #undef MLPGX_SCAN_BODY
