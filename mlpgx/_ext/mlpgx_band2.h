@@ -140,6 +140,7 @@
 #ifndef MLPGX_BAND2_H
 #define MLPGX_BAND2_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -186,7 +187,7 @@ static inline int mlpgx_b2_checks_by_reciprocal(const mlpgx_b2plan *pl, int floa
         return 0;
     memcpy(&lo_bits, &lo, sizeof lo_bits);
     return lo_bits == MLPGX_SMALLEST_VARIANCE_BITS_F32 && (double)lo == pl->weight_lo &&
-           pl->weight_hi > 1.7976931348623157e308;   /* +inf */
+           isinf(pl->weight_hi) && pl->weight_hi > 0;
 }
 
 /* The adjoint's gradient pass (of this kernel and of the general one in
